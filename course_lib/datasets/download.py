@@ -1,0 +1,281 @@
+"""Downloading one dataset file: mirrors in turn, atomic, verified, resumed within a call.
+
+A download goes to a temporary file in the destination directory
+(``.<name>.<random>.part``). Only after the whole body arrived and its
+uncompressed bytes match the expected size and SHA-256 is it moved to its
+final name with :func:`os.replace`; on any error (including Ctrl-C) the
+temporary file is deleted. So the data directory never holds a half-written
+file under a name the loader reads.
+
+If a connection drops mid-file, the download resumes with an HTTP ``Range``
+request (up to :data:`MAX_RESUMES` times per mirror); a server that ignores
+``Range`` sends the whole file again and the download starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ._errors import ChecksumError, DatasetError, DatasetWarning, DownloadError
+from .idx import GZIP_MAGIC, maybe_gunzip
+from .registry import DatasetFile, mirror_url
+
+__all__ = ["DEFAULT_TIMEOUT", "MAX_RESUMES", "check_contents", "download_file"]
+
+#: Seconds a connection attempt or a read may block before the mirror counts as failed.
+DEFAULT_TIMEOUT = 30.0
+#: How often one mirror's download is resumed after the connection dropped mid-file.
+MAX_RESUMES = 3
+USER_AGENT = f"course_lib/{__version__} (Python urllib; dataset download)"
+_CHUNK = 1 << 16
+
+
+def check_contents(data: bytes, file: DatasetFile, source: str | os.PathLike[str]) -> None:
+    """Check the uncompressed bytes of ``file`` against its size and SHA-256.
+
+    Raises:
+        ChecksumError: wrong size or digest; the message names ``source``.
+    """
+    name = os.fspath(source)
+    if file.size is not None and len(data) != file.size:
+        raise ChecksumError(
+            f"{name}: {len(data)} bytes after decompression, expected {file.size} "
+            f"for {file.name} (truncated or not the right file)",
+            path=None if "://" in name else name,
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != file.sha256:
+        raise ChecksumError(
+            f"{name}: SHA-256 of the uncompressed data is {digest}, expected {file.sha256} "
+            f"for {file.name} (corrupt or not the right file)",
+            path=None if "://" in name else name,
+        )
+
+
+class _MirrorFailed(Exception):
+    """One mirror failed; the message says how."""
+
+
+class _LocalWriteError(Exception):
+    """Writing the temporary file failed (disk full, permissions): no mirror can help."""
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _range_start(response: http.client.HTTPResponse) -> int | None:
+    # "Content-Range: bytes 1000-4999/5000"
+    value = response.headers.get("Content-Range", "")
+    unit, _, rest = value.partition(" ")
+    if unit.strip().lower() != "bytes":
+        return None
+    start = rest.partition("-")[0].strip()
+    return int(start) if start.isdigit() else None
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP error {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            return f"timed out after {timeout:g} s while connecting"
+        if isinstance(reason, BaseException):
+            return f"{type(reason).__name__}: {reason}"
+        return f"URLError: {reason}"
+    if isinstance(exc, TimeoutError):
+        return f"timed out: no data for {timeout:g} s"
+    if isinstance(exc, (_MirrorFailed, DatasetError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _fetch(url: str, out: BinaryIO, *, timeout: float, bar: tqdm) -> None:
+    """Write the body at ``url`` to ``out``, resuming with ``Range`` when the connection drops."""
+    received = 0
+    resumes = 0
+    while True:
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if received:
+            headers["Range"] = f"bytes={received}-"
+        request = urllib.request.Request(url, headers=headers)
+        total: int | None = None
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                length = _content_length(response)
+                status = getattr(response, "status", None)
+                if received and status == 206 and _range_start(response) == received:
+                    total = received + length if length is not None else None
+                else:  # a fresh start (or a server that ignored Range: start over)
+                    if received:
+                        out.seek(0)
+                        out.truncate()
+                        received = 0
+                        bar.reset()
+                    total = length
+                bar.total = total
+                bar.refresh()
+                while chunk := response.read(_CHUNK):
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:
+                        raise _LocalWriteError(str(exc)) from exc
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                if total is not None and received < total:
+                    raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
+                return
+        except urllib.error.URLError:
+            raise  # HTTP errors, refused connections: not worth resuming
+        except (_MirrorFailed, http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+            if received == 0 or resumes >= MAX_RESUMES:
+                message = _describe(exc, timeout)
+                if resumes:
+                    message += f" (after {resumes} resumed attempt(s))"
+                raise _MirrorFailed(message) from exc
+            resumes += 1
+
+
+def _move_aside(paths: Sequence[Path], target: Path) -> None:
+    for path in paths:
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if path != target:  # the target is overwritten anyway
+                warnings.warn(
+                    f"{path} failed verification and could not be moved aside ({exc}); "
+                    "delete it by hand",
+                    DatasetWarning,
+                    stacklevel=4,
+                )
+            continue
+        warnings.warn(
+            f"{path} failed verification; moved it to {aside} and downloaded a fresh copy "
+            f"to {target}",
+            DatasetWarning,
+            stacklevel=4,
+        )
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def download_file(
+    file: DatasetFile,
+    directory: str | os.PathLike[str],
+    mirrors: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool = True,
+    replace: Sequence[str | os.PathLike[str]] = (),
+) -> tuple[Path, bytes]:
+    """Download ``file`` from the first mirror that delivers the right bytes.
+
+    Each mirror is a base URL; ``<mirror>/<file.name>.gz`` is fetched. The file is
+    saved as ``<directory>/<name>.gz`` (or ``<name>`` if the mirror served it
+    uncompressed) only once its uncompressed bytes match ``file.size`` and
+    ``file.sha256``.
+
+    Args:
+        file: what to download.
+        directory: where to put it (created if needed).
+        mirrors: base URLs, tried in order.
+        timeout: seconds a connect or a read may block.
+        progress: show a tqdm progress bar.
+        replace: existing files that failed verification; they are renamed to
+            ``<name>.corrupt`` (with a :class:`DatasetWarning`) just before the new
+            file is moved in, i.e. only when the download succeeded.
+
+    Returns:
+        ``(path of the saved file, its uncompressed bytes)``.
+
+    Raises:
+        DownloadError: every mirror failed; ``attempts`` holds ``(url, error)`` pairs.
+        DatasetError: the directory cannot be created or written.
+    """
+    directory = Path(directory)
+    if not mirrors:
+        raise DownloadError(f"no mirrors to download {file.gz_name} from", attempts=())
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create the data directory {directory}: {exc}") from exc
+    attempts: list[tuple[str, str]] = []
+    for mirror in mirrors:
+        url = mirror_url(mirror, file.gz_name)
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".part", dir=directory)
+        except OSError as exc:
+            raise DatasetError(f"cannot write to the data directory {directory}: {exc}") from exc
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "w+b") as out:
+                with tqdm(
+                    desc=file.gz_name,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    disable=not progress,
+                    leave=True,
+                ) as bar:
+                    _fetch(url, out, timeout=timeout, bar=bar)
+                out.flush()
+                os.fsync(out.fileno())
+                out.seek(0)
+                raw = out.read()
+            data = maybe_gunzip(raw, source=url)
+            check_contents(data, file, url)
+            target = directory / (file.gz_name if raw[:2] == GZIP_MAGIC else file.name)
+            os.chmod(tmp, 0o644)
+            _move_aside([Path(p) for p in replace], target)
+            os.replace(tmp, target)
+            _fsync_directory(directory)
+            return target, data
+        except _LocalWriteError as exc:
+            raise DatasetError(f"cannot write to the data directory {directory}: {exc}") from exc
+        except (
+            _MirrorFailed,
+            urllib.error.URLError,
+            http.client.HTTPException,
+            OSError,
+            DatasetError,
+        ) as exc:
+            attempts.append((url, _describe(exc, timeout)))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    lines = "\n".join(f"  - {url}: {error}" for url, error in attempts)
+    raise DownloadError(
+        f"could not download {file.gz_name}; every mirror failed:\n{lines}", attempts=attempts
+    )
