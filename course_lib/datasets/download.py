@@ -108,50 +108,71 @@ def _describe(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _fetch(url: str, out: BinaryIO, *, timeout: float, bar: tqdm) -> None:
-    """Write the body at ``url`` to ``out``, resuming with ``Range`` when the connection drops."""
+def _fetch(url: str, out: BinaryIO, *, timeout: float, progress: bool, desc: str) -> None:
+    """Write the body at ``url`` to ``out``, resuming with ``Range`` when the connection drops.
+
+    The progress bar appears once a server answers (not for refused connections).
+    """
+    bar: tqdm | None = None
     received = 0
     resumes = 0
-    while True:
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        if received:
-            headers["Range"] = f"bytes={received}-"
-        request = urllib.request.Request(url, headers=headers)
-        total: int | None = None
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                length = _content_length(response)
-                status = getattr(response, "status", None)
-                if received and status == 206 and _range_start(response) == received:
-                    total = received + length if length is not None else None
-                else:  # a fresh start (or a server that ignored Range: start over)
-                    if received:
-                        out.seek(0)
-                        out.truncate()
-                        received = 0
-                        bar.reset()
-                    total = length
-                bar.total = total
-                bar.refresh()
-                while chunk := response.read(_CHUNK):
-                    try:
-                        out.write(chunk)
-                    except OSError as exc:
-                        raise _LocalWriteError(str(exc)) from exc
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                if total is not None and received < total:
-                    raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
-                return
-        except urllib.error.URLError:
-            raise  # HTTP errors, refused connections: not worth resuming
-        except (_MirrorFailed, http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
-            if received == 0 or resumes >= MAX_RESUMES:
-                message = _describe(exc, timeout)
-                if resumes:
-                    message += f" (after {resumes} resumed attempt(s))"
-                raise _MirrorFailed(message) from exc
-            resumes += 1
+    try:
+        while True:
+            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+            if received:
+                headers["Range"] = f"bytes={received}-"
+            request = urllib.request.Request(url, headers=headers)
+            total: int | None = None
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    if bar is None:
+                        bar = tqdm(
+                            desc=desc,
+                            unit="B",
+                            unit_scale=True,
+                            unit_divisor=1024,
+                            disable=not progress,
+                        )
+                    length = _content_length(response)
+                    status = getattr(response, "status", None)
+                    if received and status == 206 and _range_start(response) == received:
+                        total = received + length if length is not None else None
+                    else:  # a fresh start (or a server that ignored Range: start over)
+                        if received:
+                            out.seek(0)
+                            out.truncate()
+                            received = 0
+                            bar.reset()
+                        total = length
+                    bar.total = total
+                    bar.refresh()
+                    while chunk := response.read(_CHUNK):
+                        try:
+                            out.write(chunk)
+                        except OSError as exc:
+                            raise _LocalWriteError(str(exc)) from exc
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                    if total is not None and received < total:
+                        raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
+                    return
+            except urllib.error.URLError:
+                raise  # HTTP errors, refused connections: not worth resuming
+            except (
+                _MirrorFailed,
+                http.client.IncompleteRead,
+                ConnectionError,
+                TimeoutError,
+            ) as exc:
+                if received == 0 or resumes >= MAX_RESUMES:
+                    message = _describe(exc, timeout)
+                    if resumes:
+                        message += f" (after {resumes} resumed attempt(s))"
+                    raise _MirrorFailed(message) from exc
+                resumes += 1
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _move_aside(paths: Sequence[Path], target: Path) -> None:
@@ -241,15 +262,7 @@ def download_file(
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "w+b") as out:
-                with tqdm(
-                    desc=file.gz_name,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    disable=not progress,
-                    leave=True,
-                ) as bar:
-                    _fetch(url, out, timeout=timeout, bar=bar)
+                _fetch(url, out, timeout=timeout, progress=progress, desc=file.gz_name)
                 out.flush()
                 os.fsync(out.fileno())
                 out.seek(0)

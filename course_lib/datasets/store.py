@@ -52,7 +52,8 @@ def manual_instructions(spec: DatasetSpec, directory: Path, files: Sequence[Data
     names = "\n".join(f"    {f.gz_name}" for f in files)
     where = f" or from {spec.homepage}" if spec.homepage else ""
     return (
-        f"To install the files by hand, download\n{names}\n"
+        "If this machine is offline or the mirrors are blocked, install the files by hand: "
+        f"download\n{names}\n"
         f"from one of the mirrors{where} and put them (gzipped, or uncompressed without "
         f"the .gz) in\n    {directory}\n"
         f"Or put them in DIR/{spec.subdir}/ for a directory DIR of your choice and pass "
