@@ -1,0 +1,135 @@
+"""``course-lib bench``: time course_lib against a book-style NumPy baseline and PyTorch CPU.
+
+The benchmark code lives in the repository's ``benchmarks/`` folder (it is
+developer tooling, not part of the installed library); this command finds that
+folder next to the ``course_lib`` package, or through ``COURSE_LIB_BENCHMARKS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+MODELS = ("TwoLayerNet", "SimpleConvNet", "DeepConvNet")
+IMPLS = ("course_lib", "book", "torch")
+
+
+def find_benchmarks_dir() -> Path:
+    """The ``benchmarks/`` folder holding ``bench_harness.py``; raises a clear error if absent."""
+    candidates = []
+    if os.environ.get("COURSE_LIB_BENCHMARKS"):
+        candidates.append(Path(os.environ["COURSE_LIB_BENCHMARKS"]))
+    candidates.append(Path(__file__).resolve().parents[2] / "benchmarks")
+    candidates.append(Path.cwd() / "benchmarks")
+    for c in candidates:
+        if (c / "bench_harness.py").is_file():
+            return c
+    raise FileNotFoundError(
+        "course-lib bench needs the repository's benchmarks/ folder (looked in: "
+        + ", ".join(str(c) for c in candidates)
+        + "). Run it from a clone of the repository or set COURSE_LIB_BENCHMARKS."
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny iteration counts (checks that the harness runs; figures are not meaningful)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        metavar="MODEL",
+        help=f"models to time (default: all of {', '.join(MODELS)})",
+    )
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        choices=IMPLS,
+        metavar="IMPL",
+        help=f"implementations (default: all of {', '.join(IMPLS)})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="BLAS/OpenMP/torch threads for every implementation (default 2)",
+    )
+    parser.add_argument("--repeat", type=int, help="timed steps per round (default 15; quick 2)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 3; quick 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds over all implementations (default 2; quick 1)",
+    )
+    parser.add_argument(
+        "--no-inference", action="store_true", help="skip the test-set inference timing"
+    )
+    parser.add_argument(
+        "--no-numgrad", action="store_true", help="skip the numerical-gradient vs backprop timing"
+    )
+    parser.add_argument(
+        "--out", help="output folder for bench.json / bench.png (default benchmarks/results)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="folder with the MNIST IDX files (default: "
+        "$COURSE_LIB_DATA or ../shared/data; synthetic images when absent)",
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark training steps against a book-style baseline and PyTorch",
+        description=(
+            "Median training-step time (forward, backward, Adam; batch 100) for TwoLayerNet, "
+            "SimpleConvNet and DeepConvNet in course_lib, a book-style NumPy baseline and "
+            "PyTorch CPU, plus inference and numerical-gradient timings. "
+            "Writes JSON and a PNG chart."
+        ),
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("threads", "repeat", "warmup", "rounds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"course-lib bench: --{name} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        bench_dir = find_benchmarks_dir()
+    except FileNotFoundError as exc:
+        print(f"course-lib bench: {exc}", file=sys.stderr)
+        return 2
+    if str(bench_dir) not in sys.path:
+        sys.path.insert(0, str(bench_dir))
+    harness = importlib.import_module("bench_harness")
+    harness.run_benchmarks(
+        quick=args.quick,
+        models=args.models,
+        impls=args.impls,
+        threads=args.threads,
+        repeat=args.repeat,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        inference=not args.no_inference,
+        numgrad=not args.no_numgrad,
+        out_dir=args.out,
+        data_dir=args.data_dir,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="course-lib bench")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
