@@ -146,7 +146,10 @@ def _fetch(url: str, out: BinaryIO, *, timeout: float, progress: bool, desc: str
                         total = length
                     bar.total = total
                     bar.refresh()
-                    while chunk := response.read(_CHUNK):
+                    # read1: return what has arrived (progress, and partial data kept on
+                    # a timeout so that the resume continues after it).
+                    read = getattr(response, "read1", response.read)
+                    while chunk := read(_CHUNK):
                         try:
                             out.write(chunk)
                         except OSError as exc:
