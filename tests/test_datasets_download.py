@@ -117,7 +117,14 @@ def test_no_server_at_all(tmp_path, tiny):
     assert all("Connection refused" in error for _, error in info.value.attempts)
     assert str(info.value).count("If this machine is offline") == 1
     assert elapsed < 5
-    assert _final_files(tmp_path / "tiny") == []
+    assert not (tmp_path / "tiny").exists()  # not even an empty directory
+
+
+def test_failed_download_removes_the_directories_it_created(tmp_path, tiny):
+    (tmp_path / "a").mkdir()
+    with refused_url() as url, pytest.raises(DownloadError):
+        _load(tiny.spec(mirrors=(url,)), tmp_path / "a" / "b" / "c")
+    assert list((tmp_path / "a").iterdir()) == []
 
 
 def test_checksum_mismatch_is_rejected(tmp_path, tiny):
@@ -305,3 +312,27 @@ def test_mirrors_must_be_urls(tmp_path, tiny, bad):
 def test_mirrors_must_not_be_a_single_string(tmp_path, tiny):
     with pytest.raises(TypeError, match="sequence of base URLs"):
         _load(tiny.spec(), tmp_path, mirrors="http://127.0.0.1/")
+
+
+def test_dataset_folder_given_directly_is_used_as_is(tmp_path, tiny):
+    tiny.place(tmp_path, subdir=".")  # files directly in tmp_path, no tiny/ subfolder
+    (tmp_path / "tiny").mkdir()  # a stray empty subfolder does not hide them
+    with LocalServer({}) as server:
+        _assert_loaded(_load(tiny.spec(mirrors=(server.url(),)), tmp_path), tiny)
+        assert server.count() == 0
+    assert verify_dataset(tiny.spec(), tmp_path)[0].path == tmp_path / "train-images-idx3-ubyte.gz"
+
+
+def test_other_datasets_files_given_directly_are_rejected_not_renamed(tmp_path, tiny):
+    other = make_synthetic("other", n_train=200, n_test=30, seed=8)  # same file names
+    other.place(tmp_path, subdir=".")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with LocalServer(tiny.served()) as server:
+        with pytest.raises(DatasetError) as info:
+            _load(tiny.spec(mirrors=(server.url(),)), tmp_path)
+        assert server.count() == 0  # nothing downloaded into someone else's folder
+    message = str(info.value)
+    assert "4 file(s) missing or unusable" in message
+    assert "used as the Synthetic tiny folder as is" in message
+    assert "SHA-256 of the uncompressed data is" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

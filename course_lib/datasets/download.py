@@ -251,10 +251,41 @@ def download_file(
     directory = Path(directory)
     if not mirrors:
         raise DownloadError(f"no mirrors to download {file.gz_name} from", attempts=())
+    created = _missing_ancestors(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetError(f"cannot create the data directory {directory}: {exc}") from exc
+    try:
+        return _download_from_mirrors(file, directory, mirrors, timeout, progress, replace)
+    except BaseException:
+        # Leave no trace of a failed download: remove the directories made for it (if empty).
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _missing_ancestors(directory: Path) -> list[Path]:
+    """``directory`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    path = directory.absolute()
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _download_from_mirrors(
+    file: DatasetFile,
+    directory: Path,
+    mirrors: Sequence[str],
+    timeout: float,
+    progress: bool,
+    replace: Sequence[str | os.PathLike[str]],
+) -> tuple[Path, bytes]:
     attempts: list[tuple[str, str]] = []
     for mirror in mirrors:
         url = mirror_url(mirror, file.gz_name)

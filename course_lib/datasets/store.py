@@ -32,11 +32,39 @@ __all__ = [
 ]
 
 
+def _has_any_file(directory: Path, spec: DatasetSpec) -> bool:
+    return any(
+        os.path.lexists(directory / name)
+        for file in spec.files.values()
+        for name in (file.name, file.gz_name)
+    )
+
+
+def _resolve(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None) -> tuple[Path, bool]:
+    """``(directory holding the files, flat)``.
+
+    Normally ``<data dir>/<subdir>``. If that holds none of the dataset's files but
+    the data directory itself does (``data_dir`` given as the ``mnist`` folder, say),
+    the data directory is used as is: ``flat`` is then True, and nothing is
+    downloaded or moved there (files of another dataset with the same names would
+    fail verification and must not be renamed).
+    """
+    root = get_data_dir(data_dir)
+    directory = root / spec.subdir
+    if not _has_any_file(directory, spec) and _has_any_file(root, spec):
+        return root, True
+    return directory, False
+
+
 def dataset_directory(
     dataset: str | DatasetSpec, data_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """The directory holding a dataset's files: ``<data dir>/<subdir>`` (e.g. ``.../mnist``)."""
-    return get_data_dir(data_dir) / get_dataset(dataset).subdir
+    """The directory holding a dataset's files: ``<data dir>/<subdir>`` (e.g. ``.../mnist``).
+
+    If that directory has none of the files but ``<data dir>`` itself has some,
+    ``<data dir>`` (a dataset folder passed directly).
+    """
+    return _resolve(get_dataset(dataset), data_dir)[0]
 
 
 def _origin(data_dir: str | os.PathLike[str] | None) -> str:
@@ -122,7 +150,7 @@ def fetch_files(
     """
     spec = get_dataset(dataset)
     mirror_list = spec.mirrors if mirrors is None else _check_mirrors(mirrors)
-    directory = get_data_dir(data_dir) / spec.subdir
+    directory, flat = _resolve(spec, data_dir)
     found: dict[str, tuple[Path, bytes]] = {}
     problems: dict[str, list[tuple[Path, str]]] = {}
     for key, file in spec.files.items():
@@ -131,11 +159,18 @@ def fetch_files(
             found[key] = (path, data)
         problems[key] = file_problems
     missing = [key for key in spec.files if key not in found]
-    if missing and not download:
+    if missing and (flat or not download):
         all_problems = [p for key in missing for p in problems[key]]
+        why = (
+            f"; it has {spec.title} file names directly (no {spec.subdir}/ subfolder), so it "
+            f"is used as the {spec.title} folder as is and nothing is downloaded into it. "
+            f"Complete it, or pass its parent directory with the files in {spec.subdir}/"
+            if flat
+            else ", and downloading is off"
+        )
         raise DatasetError(
             f"{spec.title}: {len(missing)} file(s) missing or unusable in {directory} "
-            f"(chosen by {_origin(data_dir)}), and downloading is off:\n"
+            f"(chosen by {_origin(data_dir)}){why}:\n"
             + "".join(f"  - {spec.files[key].gz_name}\n" for key in missing)
             + _problem_lines(all_problems)
             + manual_instructions(spec, directory, [spec.files[key] for key in missing]),
@@ -243,7 +278,7 @@ def verify_dataset(
         test images, test labels.
     """
     spec = get_dataset(dataset)
-    directory = get_data_dir(data_dir) / spec.subdir
+    directory, _ = _resolve(spec, data_dir)
     checks = []
     for key, file in spec.files.items():
         path, data, problems = _read_local(directory, file)
