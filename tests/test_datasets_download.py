@@ -333,6 +333,6 @@ def test_other_datasets_files_given_directly_are_rejected_not_renamed(tmp_path, 
         assert server.count() == 0  # nothing downloaded into someone else's folder
     message = str(info.value)
     assert "4 file(s) missing or unusable" in message
-    assert "used as the Synthetic tiny folder as is" in message
+    assert "so it is used as is and nothing is downloaded" in message
     assert "SHA-256 of the uncompressed data is" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == before

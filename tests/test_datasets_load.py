@@ -284,3 +284,11 @@ def test_book_loaders_find_their_subdirectory(tmp_path, monkeypatch, tiny, loade
         assert xt.shape == (20, 1, 28, 28)
         np.testing.assert_array_equal(t, tiny.arrays["train_labels"])
         np.testing.assert_array_equal(tt, tiny.arrays["test_labels"])
+
+
+def test_files_of_another_registered_dataset_are_named(tmp_path, monkeypatch, tiny):
+    other = make_synthetic("other", seed=11)
+    monkeypatch.setitem(DATASETS, "other", other.spec())
+    other.place(tmp_path, subdir="tiny")
+    with pytest.raises(DatasetError, match=r"\(it is Synthetic other train-images-idx3-ubyte\)"):
+        load_dataset(tiny.spec(), data_dir=tmp_path, download=False)

@@ -132,6 +132,6 @@ def test_dataset_folder_itself_as_data_dir(real_data):
     before = sorted(p.name for p in folder.iterdir())
     (_, _), (xt, tt) = load_mnist(data_dir=folder, download=False)
     assert xt.shape == (10000, 784) and tt[:3].tolist() == [7, 2, 1]
-    with pytest.raises(DatasetError, match="used as the Fashion-MNIST folder as is"):
+    with pytest.raises(DatasetError, match=r"\(it is MNIST train-images-idx3-ubyte\)"):
         load_fashion_mnist(data_dir=folder)  # download allowed, yet nothing is written
     assert sorted(p.name for p in folder.iterdir()) == before

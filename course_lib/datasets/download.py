@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ._errors import ChecksumError, DatasetError, DatasetWarning, DownloadError
 from .idx import GZIP_MAGIC, maybe_gunzip
-from .registry import DatasetFile, mirror_url
+from .registry import DATASETS, DatasetFile, mirror_url
 
 __all__ = ["DEFAULT_TIMEOUT", "MAX_RESUMES", "check_contents", "download_file"]
 
@@ -58,9 +58,16 @@ def check_contents(data: bytes, file: DatasetFile, source: str | os.PathLike[str
         )
     digest = hashlib.sha256(data).hexdigest()
     if digest != file.sha256:
+        known = [
+            f"{spec.title} {other.name}"
+            for spec in DATASETS.values()
+            for other in spec.files.values()
+            if other.sha256 == digest
+        ]
+        what = f"it is {known[0]}" if known else "corrupt or not the right file"
         raise ChecksumError(
             f"{name}: SHA-256 of the uncompressed data is {digest}, expected {file.sha256} "
-            f"for {file.name} (corrupt or not the right file)",
+            f"for {file.name} ({what})",
             path=None if "://" in name else name,
         )
 

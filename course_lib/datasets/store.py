@@ -162,17 +162,18 @@ def fetch_files(
     if missing and (flat or not download):
         all_problems = [p for key in missing for p in problems[key]]
         why = (
-            f"; it has {spec.title} file names directly (no {spec.subdir}/ subfolder), so it "
-            f"is used as the {spec.title} folder as is and nothing is downloaded into it. "
-            f"Complete it, or pass its parent directory with the files in {spec.subdir}/"
+            f"This folder holds {spec.title} file names directly (no {spec.subdir}/ "
+            "subfolder), so it is used as is and nothing is downloaded into it: complete "
+            f"it, or pass its parent directory with the files in {spec.subdir}/.\n"
             if flat
-            else ", and downloading is off"
+            else "Downloading is off (download=False).\n"
         )
         raise DatasetError(
             f"{spec.title}: {len(missing)} file(s) missing or unusable in {directory} "
-            f"(chosen by {_origin(data_dir)}){why}:\n"
+            f"(chosen by {_origin(data_dir)}):\n"
             + "".join(f"  - {spec.files[key].gz_name}\n" for key in missing)
             + _problem_lines(all_problems)
+            + why
             + manual_instructions(spec, directory, [spec.files[key] for key in missing]),
             path=directory,
         )
