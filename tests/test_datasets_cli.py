@@ -11,6 +11,9 @@ from datasets_support import FILE_KEYS, LocalServer, find_shared_data, make_synt
 from course_lib.cli import main
 from course_lib.datasets import DATASETS
 
+# Network tests must never hang CI, whatever goes wrong.
+pytestmark = pytest.mark.timeout(120)
+
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch):

@@ -6,6 +6,7 @@ under a final name that was not verified, and no temporary ``*.part`` file.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -36,6 +37,9 @@ from course_lib.datasets import (
 from course_lib.datasets.download import MAX_RESUMES
 
 IMAGES = "/train-images-idx3-ubyte.gz"
+
+# Network tests must never hang CI, whatever goes wrong.
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(autouse=True)
@@ -336,3 +340,17 @@ def test_other_datasets_files_given_directly_are_rejected_not_renamed(tmp_path, 
     assert "so it is used as is and nothing is downloaded" in message
     assert "SHA-256 of the uncompressed data is" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_stale_temporary_files_of_killed_downloads_are_removed(tmp_path, tiny):
+    directory = tmp_path / "tiny"
+    directory.mkdir()
+    stale = directory / ".train-images-idx3-ubyte.abc123.part"
+    fresh = directory / ".train-images-idx3-ubyte.def456.part"  # another download in progress
+    stale.write_bytes(b"half a file")
+    fresh.write_bytes(b"half a file")
+    old = time.time() - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    with LocalServer(tiny.served()) as server:
+        _assert_loaded(_load(tiny.spec(mirrors=(server.url(),)), tmp_path), tiny)
+    assert not stale.exists() and fresh.exists()

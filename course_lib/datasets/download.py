@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -39,6 +40,8 @@ __all__ = ["DEFAULT_TIMEOUT", "MAX_RESUMES", "check_contents", "download_file"]
 DEFAULT_TIMEOUT = 30.0
 #: How often one mirror's download is resumed after the connection dropped mid-file.
 MAX_RESUMES = 3
+#: Temporary ``.part`` files older than this were left by a killed process and are deleted.
+STALE_PART_SECONDS = 24 * 3600
 USER_AGENT = f"course_lib/{__version__} (Python urllib; dataset download)"
 _CHUNK = 1 << 16
 
@@ -275,6 +278,15 @@ def download_file(
         raise
 
 
+def _remove_stale_parts(directory: Path, file: DatasetFile) -> None:
+    """Delete temporary files of ``file`` left by a killed process (older than a day)."""
+    limit = time.time() - STALE_PART_SECONDS
+    for path in directory.glob(f".{file.name}.*.part"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < limit:
+                path.unlink()
+
+
 def _missing_ancestors(directory: Path) -> list[Path]:
     """``directory`` and its ancestors that do not exist yet, deepest first."""
     missing = []
@@ -293,6 +305,7 @@ def _download_from_mirrors(
     progress: bool,
     replace: Sequence[str | os.PathLike[str]],
 ) -> tuple[Path, bytes]:
+    _remove_stale_parts(directory, file)
     attempts: list[tuple[str, str]] = []
     for mirror in mirrors:
         url = mirror_url(mirror, file.gz_name)
