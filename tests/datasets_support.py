@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import gzip
 import hashlib
-import os
 import socket
 import struct
 import threading
@@ -22,8 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from course_lib.datasets import DatasetFile, DatasetSpec
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # IDX type codes of the format (independent of the library's table).
 _TYPE_CODES = {
@@ -285,19 +282,3 @@ def refused_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
     finally:
         sock.close()
-
-
-# --------------------------------------------------------------------------- real data
-
-
-def find_shared_data() -> Path | None:
-    """The real data directory: ``$COURSE_LIB_DATA`` or ``<repo>/../shared/data``, if present."""
-    candidates = []
-    env = os.environ.get("COURSE_LIB_DATA")
-    if env:
-        candidates.append(Path(env))
-    candidates.append(REPO_ROOT.parent / "shared" / "data")
-    for candidate in candidates:
-        if (candidate / "mnist").is_dir() or (candidate / "fashion-mnist").is_dir():
-            return candidate
-    return None

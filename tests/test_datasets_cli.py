@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from datasets_support import FILE_KEYS, LocalServer, find_shared_data, make_synthetic, refused_url
+from datasets_support import FILE_KEYS, LocalServer, make_synthetic, refused_url
 
 from course_lib.cli import main
 from course_lib.datasets import DATASETS
@@ -101,8 +101,7 @@ def test_the_installed_command_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_verify_the_shared_data():
-    data_dir = find_shared_data()
-    if data_dir is None or not all((data_dir / n).is_dir() for n in ("mnist", "fashion-mnist")):
-        pytest.skip("real datasets not found (set COURSE_LIB_DATA or provide ../shared/data)")
+def test_verify_the_shared_data(data_dir):
+    if not all((data_dir / n).is_dir() for n in ("mnist", "fashion-mnist")):
+        pytest.skip(f"{data_dir} lacks mnist/ or fashion-mnist/")
     assert main(["data", "verify", "--data-dir", str(data_dir)]) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datasets_support import LocalServer, find_shared_data, refused_url
+from datasets_support import LocalServer, refused_url
 
 from course_lib.datasets import (
     ENV_VAR,
@@ -30,11 +30,9 @@ LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 
 
 @pytest.fixture(scope="module")
-def real_data():
-    found = find_shared_data()
-    if found is None:
-        pytest.skip(f"real datasets not found (set {ENV_VAR} or provide ../shared/data)")
-    return found
+def real_data(data_dir):
+    """The lead's ``data_dir`` fixture (tests/conftest.py): skips when the data is absent."""
+    return data_dir
 
 
 def _dataset_dir(real_data, name):
