@@ -92,7 +92,7 @@ def build_network(
             filters, size = int(spec["filters"]), int(spec["size"])
             stride, pad = int(spec.get("stride", 1)), int(spec.get("pad", 0))
             fan_in = channels * size * size
-            W = (np.sqrt(2.0 / fan_in) * rng.standard_normal((filters, channels, size, size)))
+            W = np.sqrt(2.0 / fan_in) * rng.standard_normal((filters, channels, size, size))
             layers.append(
                 Convolution(W.astype(dtype), np.zeros(filters, dtype), stride=stride, pad=pad)
             )
