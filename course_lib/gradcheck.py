@@ -1,0 +1,394 @@
+"""Numerical gradients and gradient checking (centred differences, in float64).
+
+The book computes gradients by numerical differentiation in chapter 4 and
+checks backpropagation against them in chapter 5. This module does both and
+reports, per gradient, the largest relative error and where it happens, in
+words a student can act on::
+
+    dW: max relative error 4.4e-01 at dW[3, 7]: yours 0.12, numerical 0.31
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from course_lib._random import SeedLike, as_generator
+
+__all__ = [
+    "GradCheckReport",
+    "GradientComparison",
+    "assert_gradients_close",
+    "check_layer",
+    "check_model",
+    "compare_gradients",
+    "noise_floor_tiny",
+    "numerical_gradient",
+    "rel_error",
+]
+
+#: Default step of the centred difference for float64 checks (balances truncation and rounding).
+CHECK_H = 1e-5
+#: Default tolerance on the max relative error of a float64 check.
+CHECK_TOL = 1e-6
+#: Floor of the denominator of the relative error, so two tiny gradients do not look far apart.
+TINY = 1e-8
+
+
+def noise_floor_tiny(loss_value: float, h: float, tol: float = 1e-6) -> float:
+    """The ``tiny`` to use when comparing with a centred difference of a loss of size ``loss_value``.
+
+    A centred difference carries a rounding error of about ``eps * |L| / h``
+    (``eps`` of float64). Gradient entries of that size are noise, so the floor of
+    the relative error's denominator is raised until 10 times that noise counts as
+    an error of ``tol``: an exactly-zero gradient (say, the bias before a batch
+    norm) is not failed by the last bits of float64, while any real mistake is
+    still many orders of magnitude above the floor.
+    """
+    noise = np.finfo(np.float64).eps * max(1.0, abs(float(loss_value))) / h
+    return max(TINY, 10.0 * noise / tol)
+
+
+def numerical_gradient(
+    f: Callable[[np.ndarray], Any], x: np.ndarray, h: float = 1e-4
+) -> np.ndarray:
+    """Gradient of the scalar function ``f`` at ``x`` by centred differences.
+
+    x: a float array of any shape. Each element is moved by ``±h`` in place and
+    ``f(x)`` evaluated (so ``f`` may ignore its argument and read ``x`` through
+    another reference, as the book's networks do); the element is then restored,
+    so ``x`` is unchanged afterwards, even if ``f`` raises. Returns an array of
+    ``x``'s shape and dtype: ``(f(x + h e_i) - f(x - h e_i)) / (2 h)`` at every i.
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"numerical_gradient needs a float array, got dtype {x.dtype}")
+    grad = np.zeros_like(x)
+    flat = x.reshape(-1)  # a view when x is contiguous
+    if not np.shares_memory(flat, x):
+        raise ValueError("numerical_gradient needs a contiguous array (it perturbs x in place)")
+    gflat = grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        try:
+            flat[i] = old + h
+            fxh1 = float(f(x))
+            flat[i] = old - h
+            fxh2 = float(f(x))
+        finally:
+            flat[i] = old
+        gflat[i] = (fxh1 - fxh2) / (2 * h)
+    return grad
+
+
+def rel_error(a: np.ndarray, b: np.ndarray, tiny: float = TINY) -> float:
+    """Largest element-wise relative error ``|a - b| / max(|a| + |b|, tiny)``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), tiny)))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+@dataclass
+class GradientComparison:
+    """One analytic gradient compared with its numerical estimate."""
+
+    name: str  # e.g. "dW"
+    max_error: float
+    index: tuple[int, ...] | None = None  # where the error is largest
+    yours: float | None = None
+    numerical: float | None = None
+    problem: str | None = None  # a missing gradient or a wrong shape
+    hint: str | None = None
+    tol: float = CHECK_TOL
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and self.max_error < self.tol
+
+    def __str__(self) -> str:
+        if self.problem:
+            return f"{self.name}: {self.problem}"
+        where = ""
+        if self.index is not None:
+            idx = ", ".join(str(i) for i in self.index)
+            where = f"{self.name}[{idx}]" if idx else self.name
+            where = f" at {where}: yours {_fmt(self.yours)}, numerical {_fmt(self.numerical)}"
+        verdict = "ok" if self.ok else "WRONG"
+        line = f"{self.name}: max relative error {self.max_error:.1e}{where} ({verdict})"
+        if not self.ok and self.hint:
+            line += f"\n    hint: {self.hint}"
+        return line
+
+
+def _hint(yours: np.ndarray, numerical: np.ndarray) -> str | None:
+    """Guess a common mistake from how two gradients differ."""
+    scale = max(float(np.max(np.abs(numerical))), TINY)
+    if np.allclose(yours, -numerical, rtol=1e-4, atol=1e-6 * scale):
+        return "yours is the negative of the numerical gradient: a sign error?"
+    if not np.any(yours):
+        return "yours is all zeros: is the gradient computed and stored?"
+    num = float(np.vdot(yours, numerical))
+    den = float(np.vdot(numerical, numerical))
+    if den > 0:
+        k = num / den
+        if (
+            abs(k) > 1e-3
+            and abs(k - 1) > 1e-3
+            and np.allclose(yours, k * numerical, rtol=1e-4, atol=1e-6 * scale)
+        ):
+            return f"yours is {k:.4g} times the numerical gradient: a missing or extra factor?"
+    if yours.ndim == 2 and yours.shape == yours.T.shape and np.allclose(yours.T, numerical):
+        return "yours is the transpose of the numerical gradient"
+    return None
+
+
+def compare_gradients(
+    name: str, yours: Any, numerical: np.ndarray, tol: float = CHECK_TOL, tiny: float = TINY
+) -> GradientComparison:
+    """Compare an analytic gradient with a numerical one, element by element.
+
+    The error of each entry is ``|yours - numerical| / max(|yours| + |numerical|, tiny)``.
+    """
+    if yours is None:
+        return GradientComparison(
+            name, np.inf, problem="missing (None): was it computed in backward?"
+        )
+    yours = np.asarray(yours, dtype=np.float64)
+    numerical = np.asarray(numerical, dtype=np.float64)
+    if yours.shape != numerical.shape:
+        if yours.size == numerical.size:
+            problem = f"shape {yours.shape}, expected {numerical.shape} (right size: reshape it)"
+        else:
+            problem = f"shape {yours.shape}, expected {numerical.shape}"
+        return GradientComparison(name, np.inf, problem=problem, tol=tol)
+    if not np.all(np.isfinite(yours)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(yours))[0])
+        return GradientComparison(
+            name, np.inf, bad, float(yours[bad]), float(numerical[bad]), "contains nan or inf"
+        )
+    err = np.abs(yours - numerical) / np.maximum(np.abs(yours) + np.abs(numerical), tiny)
+    if err.size == 0:
+        return GradientComparison(name, 0.0, tol=tol)
+    worst = np.unravel_index(int(np.argmax(err)), err.shape)
+    worst = tuple(int(i) for i in worst)
+    comp = GradientComparison(
+        name, float(err[worst]), worst, float(yours[worst]), float(numerical[worst]), tol=tol
+    )
+    if not comp.ok:
+        comp.hint = _hint(yours, numerical)
+    return comp
+
+
+@dataclass
+class GradCheckReport:
+    """The result of a gradient check: one :class:`GradientComparison` per gradient."""
+
+    comparisons: list[GradientComparison] = field(default_factory=list)
+    what: str = "gradient check"
+    tol: float = CHECK_TOL
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.comparisons)
+
+    @property
+    def max_error(self) -> float:
+        return max((c.max_error for c in self.comparisons), default=0.0)
+
+    @property
+    def failures(self) -> list[GradientComparison]:
+        return [c for c in self.comparisons if not c.ok]
+
+    def __getitem__(self, name: str) -> GradientComparison:
+        for c in self.comparisons:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        head = f"{self.what}: {'passed' if self.ok else 'FAILED'} (tolerance {self.tol:.0e})"
+        return "\n".join([head, *("  " + str(c) for c in self.comparisons)])
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _float64(a: Any) -> np.ndarray:
+    return np.array(a, dtype=np.float64)
+
+
+def _layer_param_names(layer: Any, params: Sequence[str] | None) -> list[str]:
+    if params is not None:
+        return list(params)
+    declared = getattr(type(layer), "param_names", None)
+    if declared:
+        return list(declared)
+    return [
+        n for n in ("W", "b", "gamma", "beta") if isinstance(getattr(layer, n, None), np.ndarray)
+    ]
+
+
+def _as_float64_layer(layer: Any, names: Sequence[str]) -> Any:
+    twin = copy.deepcopy(layer)
+    for n in names:
+        setattr(twin, n, _float64(getattr(twin, n)))
+    return twin
+
+
+def check_layer(
+    layer: Any,
+    x: np.ndarray,
+    *,
+    forward_kwargs: Mapping[str, Any] | None = None,
+    dout: np.ndarray | None = None,
+    params: Sequence[str] | None = None,
+    seed: SeedLike = 0,
+    h: float = CHECK_H,
+    tol: float = CHECK_TOL,
+) -> GradCheckReport:
+    """Check a layer's ``backward`` against numerical gradients, in float64.
+
+    layer: any object with ``forward(x, **forward_kwargs)`` and ``backward(dout)``
+    whose parameters are attributes (``W``, ``b``, ``gamma``, ``beta``, or those in
+    ``params``) with gradients ``dW``, ``db``, ... stored by ``backward``.
+    x: the input, e.g. (N, C, H, W). The check uses the scalar
+    ``L = sum(forward(x) * dout)`` with a random upstream gradient ``dout`` (seeded),
+    so ``backward(dout)`` must equal ``dL/dx`` and the stored parameter gradients
+    ``dL/dW``... Every evaluation runs on a fresh copy of the layer, so layers with
+    state (running statistics, a random generator) give repeatable outputs.
+    The layer and ``x`` are left untouched.
+    """
+    kw = dict(forward_kwargs or {})
+    names = _layer_param_names(layer, params)
+    base = _as_float64_layer(layer, names)
+    x64 = _float64(x)
+    out = copy.deepcopy(base).forward(x64.copy(), **kw)
+    if dout is None:
+        dout = as_generator(seed).standard_normal(np.shape(out))
+    dout = _float64(dout)
+
+    analytic = copy.deepcopy(base)
+    analytic.forward(x64.copy(), **kw)
+    dx = analytic.backward(dout.copy())
+
+    def loss_of_x(v: np.ndarray) -> float:
+        return float(np.sum(copy.deepcopy(base).forward(v.copy(), **kw) * dout))
+
+    tiny = noise_floor_tiny(float(np.sum(np.abs(out * dout))), h, tol)
+    report = GradCheckReport(what=f"gradient check of {type(layer).__name__}", tol=tol)
+    report.comparisons.append(
+        compare_gradients("dx", dx, numerical_gradient(loss_of_x, x64, h), tol, tiny)
+    )
+    for n in names:
+        value = _float64(getattr(base, n))
+
+        def loss_of_param(v: np.ndarray, n: str = n) -> float:
+            twin = copy.deepcopy(base)
+            setattr(twin, n, v)
+            return float(np.sum(twin.forward(x64.copy(), **kw) * dout))
+
+        num = numerical_gradient(loss_of_param, value, h)
+        report.comparisons.append(
+            compare_gradients("d" + n, getattr(analytic, "d" + n, None), num, tol, tiny)
+        )
+    return report
+
+
+def check_loss_layer(
+    layer: Any, x: np.ndarray, t: np.ndarray, *, h: float = CHECK_H, tol: float = CHECK_TOL
+) -> GradCheckReport:
+    """Check a loss layer (``forward(x, t)`` -> scalar, ``backward(1)`` -> dx) in float64."""
+    x64 = _float64(x)
+    analytic = copy.deepcopy(layer)
+    loss = analytic.forward(x64.copy(), t)
+    dx = analytic.backward(1)
+
+    def loss_of_x(v: np.ndarray) -> float:
+        return float(copy.deepcopy(layer).forward(v.copy(), t))
+
+    tiny = noise_floor_tiny(float(loss), h, tol)
+    report = GradCheckReport(what=f"gradient check of {type(layer).__name__}", tol=tol)
+    report.comparisons.append(
+        compare_gradients("dx", dx, numerical_gradient(loss_of_x, x64, h), tol, tiny)
+    )
+    return report
+
+
+# --------------------------------------------------------------------------- models
+
+
+def check_model(
+    model: Any, x: np.ndarray, t: np.ndarray, *, h: float = CHECK_H, tol: float = CHECK_TOL
+) -> GradCheckReport:
+    """Check ``model.gradient(x, t)`` against ``model.numerical_gradient(x, t)`` in float64.
+
+    model: a network with ``params`` and ``gradient``; course_lib models are
+    converted with ``model.astype(np.float64)`` (the original is untouched).
+    Randomness inside the model (dropout) is replayed identically for every evaluation.
+    """
+    twin = model.astype(np.float64) if hasattr(model, "astype") else copy.deepcopy(model)
+    x64 = _float64(x)
+    restore = _freeze_randomness(twin)
+    train_kw = {"train_flg": True} if _takes_train_flg(twin) else {}
+
+    def f(_: np.ndarray) -> float:
+        restore()
+        return float(twin.loss(x64, t, **train_kw))
+
+    restore()
+    analytic = twin.gradient(x64, t)
+    tiny = noise_floor_tiny(f(None), h, tol)
+    numerical = {key: numerical_gradient(f, value, h) for key, value in twin.params.items()}
+    report = GradCheckReport(what=f"gradient check of {type(model).__name__}", tol=tol)
+    for key in twin.params:
+        report.comparisons.append(
+            compare_gradients(key, analytic.get(key), numerical[key], tol, tiny)
+        )
+    return report
+
+
+def _takes_train_flg(model: Any) -> bool:
+    import inspect
+
+    try:
+        return "train_flg" in inspect.signature(model.loss).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _freeze_randomness(model: Any) -> Callable[[], None]:
+    """Return a function that resets every layer's random generator to its current state."""
+    layers = getattr(model, "layers", {})
+    layers = layers.values() if isinstance(layers, Mapping) else layers
+    saved = [
+        (layer.rng, copy.deepcopy(layer.rng.bit_generator.state))
+        for layer in layers
+        if isinstance(getattr(layer, "rng", None), np.random.Generator)
+    ]
+
+    def restore() -> None:
+        for rng, state in saved:
+            rng.bit_generator.state = copy.deepcopy(state)
+
+    return restore
+
+
+def assert_gradients_close(report: GradCheckReport) -> None:
+    """Raise ``AssertionError`` with the report's text when the check failed."""
+    if not report.ok:
+        raise AssertionError(str(report))

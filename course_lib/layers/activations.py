@@ -1,0 +1,60 @@
+"""Element-wise activation layers: Relu, LeakyRelu, Sigmoid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from course_lib.functions import sigmoid
+from course_lib.layers.base import Layer
+
+
+class Relu(Layer):
+    """``out = max(0, x)``; the gradient flows only where ``x > 0``.
+
+    x: any shape -> out: same shape.
+    """
+
+    def __init__(self) -> None:
+        self.mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.mask = x <= 0
+        return np.where(self.mask, 0, x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return np.where(self.mask, 0, dout)
+
+
+class LeakyRelu(Layer):
+    """``out = x`` where ``x > 0``, else ``alpha * x`` (PyTorch's default ``alpha = 0.01``).
+
+    x: any shape -> out: same shape.
+    """
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = float(alpha)
+        self.mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.mask = x > 0
+        return np.where(self.mask, x, self.alpha * x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return np.where(self.mask, dout, self.alpha * dout)
+
+
+class Sigmoid(Layer):
+    """``out = 1 / (1 + exp(-x))``; ``dx = dout * out * (1 - out)``.
+
+    x: any shape -> out: same shape.
+    """
+
+    def __init__(self) -> None:
+        self.out: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * (1.0 - self.out) * self.out

@@ -1,0 +1,117 @@
+"""Fully connected networks of any depth, with the book's training techniques."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from course_lib._random import SeedLike
+from course_lib.layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid
+from course_lib.models.network import Network
+
+ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
+
+
+def init_scale(weight_init_std: float | str, fan_in: int) -> float:
+    """Standard deviation of the initial weights of a layer with ``fan_in`` inputs.
+
+    ``'relu'`` / ``'he'``: sqrt(2 / fan_in) (He et al.); ``'sigmoid'`` / ``'xavier'``:
+    sqrt(1 / fan_in) (Glorot & Bengio); a number is used as is.
+    """
+    if isinstance(weight_init_std, str):
+        name = weight_init_std.lower()
+        if name in ("relu", "he"):
+            return float(np.sqrt(2.0 / fan_in))
+        if name in ("sigmoid", "xavier"):
+            return float(np.sqrt(1.0 / fan_in))
+        raise ValueError(
+            f"weight_init_std {weight_init_std!r}: use 'relu'/'he', 'sigmoid'/'xavier' or a number"
+        )
+    return float(weight_init_std)
+
+
+class MultiLayerNetExtend(Network):
+    """(Affine - [BatchNorm] - activation - [Dropout]) x len(hidden_size_list) - Affine - Softmax.
+
+    input_size: e.g. 784; hidden_size_list: e.g. [100, 100, 100]; output_size: e.g. 10.
+    activation: 'relu' or 'sigmoid'. weight_init_std: 'relu'/'he', 'sigmoid'/'xavier' or a
+    number. weight_decay_lambda: L2 strength. use_dropout / dropout_ration (the book's
+    spelling; ``dropout_ratio`` is accepted too) / use_batchnorm as in the book.
+    Parameters: ``W1, b1, ..., W{L}, b{L}`` and, with batch norm, ``gamma1, beta1, ...``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: Sequence[int],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: float | str = "relu",
+        weight_decay_lambda: float = 0,
+        use_dropout: bool = False,
+        dropout_ration: float = 0.5,
+        use_batchnorm: bool = False,
+        *,
+        dropout_ratio: float | None = None,
+        dtype: Any = np.float32,
+        seed: SeedLike = None,
+    ) -> None:
+        super().__init__(dtype=dtype, seed=seed)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}: use 'relu' or 'sigmoid'")
+        ratio = dropout_ration if dropout_ratio is None else dropout_ratio
+        self.input_size = input_size
+        self.hidden_size_list = list(hidden_size_list)
+        self.output_size = output_size
+        self.hidden_layer_num = len(self.hidden_size_list)
+        self.use_dropout = use_dropout
+        self.use_batchnorm = use_batchnorm
+        self.weight_decay_lambda = weight_decay_lambda
+
+        sizes = [input_size, *self.hidden_size_list, output_size]
+        for idx in range(1, len(sizes)):
+            fan_in, fan_out = sizes[idx - 1], sizes[idx]
+            W = self._init_weight((fan_in, fan_out), init_scale(weight_init_std, fan_in))
+            self.layers[f"Affine{idx}"] = Affine(W, self._zeros(fan_out))
+            if idx == len(sizes) - 1:
+                break
+            if use_batchnorm:
+                gamma = np.ones(fan_out, dtype=self.dtype)
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(gamma, self._zeros(fan_out))
+            self.layers[f"Activation_function{idx}"] = ACTIVATIONS[activation]()
+            if use_dropout:
+                self.layers[f"Dropout{idx}"] = Dropout(ratio, seed=self.rng)
+        self._collect_params()
+
+
+class MultiLayerNet(MultiLayerNetExtend):
+    """(Affine - activation) x len(hidden_size_list) - Affine - Softmax, with weight decay.
+
+    The book's ``MultiLayerNet(input_size, hidden_size_list, output_size,
+    activation='relu', weight_init_std='relu', weight_decay_lambda=0)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: Sequence[int],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: float | str = "relu",
+        weight_decay_lambda: float = 0,
+        *,
+        dtype: Any = np.float32,
+        seed: SeedLike = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size_list,
+            output_size,
+            activation=activation,
+            weight_init_std=weight_init_std,
+            weight_decay_lambda=weight_decay_lambda,
+            dtype=dtype,
+            seed=seed,
+        )

@@ -1,0 +1,190 @@
+"""Parameter update rules (the book's ``common/optimizer.py``).
+
+Every optimizer has ``update(params, grads)``: it walks the keys of ``params``
+and updates each entry in place (arrays keep their identity and dtype, so the
+layers holding them see the new values). State (velocities, squared-gradient
+sums) is created on the first call, with the shape and dtype of each parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSprop",
+    "get_optimizer",
+]
+
+Params = MutableMapping[str, Any]
+Grads = Mapping[str, Any]
+
+
+class Optimizer:
+    """Base class: subclasses implement ``update(params, grads)``."""
+
+    lr: float
+
+    def update(self, params: Params, grads: Grads) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _zeros_like(params: Params) -> dict[str, np.ndarray]:
+        return {key: np.zeros_like(val) for key, val in params.items()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if isinstance(v, int | float))
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: ``W <- W - lr * dW``."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        self.lr = lr
+
+    def update(self, params: Params, grads: Grads) -> None:
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+class Momentum(Optimizer):
+    """Momentum SGD: ``v <- momentum * v - lr * dW``; ``W <- W + v``."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        self.lr = lr
+        self.momentum = momentum
+        self.v: dict[str, np.ndarray] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        if self.v is None:
+            self.v = self._zeros_like(params)
+        for key in params:
+            v = self.v[key]
+            v *= self.momentum
+            v -= self.lr * grads[key]
+            params[key] += v
+
+
+class Nesterov(Optimizer):
+    """Nesterov's accelerated gradient (Sutskever et al., 2013), in the book's form.
+
+    ``W <- W + momentum² v - (1 + momentum) lr dW``; then ``v <- momentum v - lr dW``.
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        self.lr = lr
+        self.momentum = momentum
+        self.v: dict[str, np.ndarray] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        if self.v is None:
+            self.v = self._zeros_like(params)
+        mu = self.momentum
+        for key in params:
+            v, g = self.v[key], grads[key]
+            params[key] += mu * mu * v
+            params[key] -= (1 + mu) * self.lr * g
+            v *= mu
+            v -= self.lr * g
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: ``h <- h + dW²``; ``W <- W - lr dW / (sqrt(h) + 1e-7)``."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        self.lr = lr
+        self.h: dict[str, np.ndarray] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        if self.h is None:
+            self.h = self._zeros_like(params)
+        for key in params:
+            g = grads[key]
+            self.h[key] += g * g
+            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: ``h <- decay h + (1 - decay) dW²``; ``W <- W - lr dW / (sqrt(h) + 1e-7)``."""
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
+        self.lr = lr
+        self.decay_rate = decay_rate
+        self.h: dict[str, np.ndarray] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        if self.h is None:
+            self.h = self._zeros_like(params)
+        for key in params:
+            g, h = grads[key], self.h[key]
+            h *= self.decay_rate
+            h += (1 - self.decay_rate) * g * g
+            params[key] -= self.lr * g / (np.sqrt(h) + 1e-7)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), with the bias correction folded into the step size.
+
+    ``m <- m + (1 - beta1)(dW - m)``, ``v <- v + (1 - beta2)(dW² - v)``,
+    ``W <- W - lr_t m / (sqrt(v) + 1e-7)`` with
+    ``lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)`` at step t.
+    """
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.iter = 0
+        self.m: dict[str, np.ndarray] | None = None
+        self.v: dict[str, np.ndarray] | None = None
+
+    def update(self, params: Params, grads: Grads) -> None:
+        if self.m is None:
+            self.m = self._zeros_like(params)
+            self.v = self._zeros_like(params)
+        self.iter += 1
+        t = self.iter
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        for key in params:
+            g, m, v = grads[key], self.m[key], self.v[key]
+            m += (1 - self.beta1) * (g - m)
+            v += (1 - self.beta2) * (g * g - v)
+            params[key] -= lr_t * m / (np.sqrt(v) + 1e-7)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+def get_optimizer(optimizer: str | Any, **optimizer_param: Any) -> Any:
+    """Return an optimizer from its name (case-insensitive, e.g. ``"Adam"``) and parameters.
+
+    An object with an ``update`` method is returned as is (then ``optimizer_param``
+    must be empty).
+    """
+    if hasattr(optimizer, "update"):
+        if optimizer_param:
+            raise TypeError("optimizer_param is only used with an optimizer given by name")
+        return optimizer
+    try:
+        cls = OPTIMIZERS[str(optimizer).lower()]
+    except KeyError:
+        names = ", ".join(c.__name__ for c in OPTIMIZERS.values())
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {names}") from None
+    return cls(**optimizer_param)
