@@ -1,0 +1,126 @@
+"""The grader's agent inside a student's kernel.
+
+While an autograder test cell runs, the kernel's main thread sits in :func:`serve`: the verdict
+process (:mod:`course_lib.grading.verdict`) sends it requests such as "call ``Relu().forward``
+with this array", the agent runs the student's code and sends back the result as data. Student
+output printed meanwhile is forwarded so it appears under the test cell, as it would without
+isolation.
+
+Nothing here needs to be trusted: the agent runs in the student's process, which the student
+controls. The verdict process only ever receives data from it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any
+
+from course_lib.grading.rpc import Endpoint
+
+__all__ = ["serve"]
+
+#: Output forwarded per test cell before the rest is dropped.
+MAX_STREAM_CHARS = 200_000
+
+_state: dict[str, Any] = {}
+
+
+class _Proxy:
+    """An object of the verdict process as the student's code sees it (a callable)."""
+
+    _cg_is_proxy = True
+    __slots__ = ("_cg_ep", "_cg_h", "_cg_meta")
+
+    def __init__(self, endpoint: Endpoint, handle: int, meta: dict[str, Any]):
+        object.__setattr__(self, "_cg_ep", endpoint)
+        object.__setattr__(self, "_cg_h", handle)
+        object.__setattr__(self, "_cg_meta", meta)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cg_ep.request("call", self._cg_h, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._cg_ep.request("getattr", self._cg_h, name)
+
+    def __repr__(self) -> str:
+        return str(self._cg_ep.request("repr", self._cg_h))
+
+    def __len__(self) -> int:
+        return int(self._cg_ep.request("len", self._cg_h))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._cg_ep.request("getitem", self._cg_h, key)
+
+
+def _make_proxy(endpoint: Endpoint, handle: int, meta: dict[str, Any]) -> Any:
+    return _Proxy(endpoint, handle, meta)
+
+
+class _Forward:
+    """A text stream that forwards what the student prints to the verdict process."""
+
+    def __init__(self, endpoint: Endpoint, name: str, budget: list[int]):
+        self.endpoint = endpoint
+        self.name = name
+        self.budget = budget
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        if self.budget[0] > 0 and text:
+            piece = text[: self.budget[0]]
+            self.budget[0] -= len(piece)
+            if self.budget[0] <= 0:
+                piece += "\n... output truncated by the grader ...\n"
+            self.endpoint.send_stream(self.name, piece)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+
+def _user_namespace() -> dict[str, Any]:
+    try:
+        ip = get_ipython()  # type: ignore[name-defined]
+        return ip.user_ns
+    except NameError:
+        return vars(sys.modules["__main__"])
+
+
+def _lookup(name: str) -> Any:
+    ns = _user_namespace()
+    if name in ns:
+        return ns[name]
+    raise NameError(f"name '{name}' is not defined")
+
+
+def serve(path: str, token: str) -> None:
+    """Connect to the verdict process (once per kernel) and serve it until the test is done."""
+    endpoint = _state.get("endpoint")
+    if endpoint is None or _state.get("path") != path or endpoint.closed:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        sock.sendall(token.encode("ascii") + b"\n" + str(os.getpid()).encode("ascii") + b"\n")
+        endpoint = Endpoint(sock, _make_proxy, namespace=_lookup)
+        _state.update(endpoint=endpoint, path=path)
+    budget = [MAX_STREAM_CHARS]
+    saved = sys.stdout, sys.stderr
+    sys.stdout = _Forward(endpoint, "stdout", budget)
+    sys.stderr = _Forward(endpoint, "stderr", budget)
+    try:
+        endpoint.serve()
+    except BaseException:
+        endpoint.closed = True
+        raise
+    finally:
+        sys.stdout, sys.stderr = saved

@@ -1,0 +1,424 @@
+"""nbgrader's ``Execute`` preprocessor, hardened for untrusted submissions.
+
+:class:`IsolatedExecute` replaces ``nbgrader.preprocessors.Execute`` in ``nbgrader autograde``
+(through ``Autograde.autograde_preprocessors``), so nbgrader still sanitises the submission
+(``OverwriteCells`` restores locked test cells from the gradebook), scores cells from their
+outputs (``SaveAutoGrades``) and writes the autograded notebook. What changes:
+
+- **autograder test cells run in the verdict process** (:mod:`course_lib.grading.verdict`), a
+  pristine ``python -I`` process started before the kernel runs any student code; the student's
+  objects are reached through data-only remote calls. Nothing a student cell does to
+  ``numpy``, ``course_lib``, the test helpers or builtins inside the kernel changes how a test
+  computes its expected values or judges the answer;
+- **the kernel starts with resource limits** (:mod:`course_lib.grading.launcher`): address
+  space (a ``MemoryError`` in the cell), CPU time, file size, no core dumps, and, when the
+  grader runs as root, an unprivileged user;
+- **a kernel that dies** (``os._exit``, a segfault, the memory limit, ``exit()``) or hangs past
+  its timeout (even ignoring interrupts) is restarted: the dying cell gets an error output, the
+  cells before it are replayed silently, and the notebook goes on (at most ``max_restarts``);
+- **output is capped while it arrives** (``max_output_chars`` per cell; a cell flooding far
+  past it is interrupted), so gigabytes of printing cannot exhaust the grader's memory;
+- **a time limit for the whole notebook**: cells past it are not run and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+from nbgrader import utils as nbutils
+from nbgrader.preprocessors import Execute
+from traitlets import Bool, Float, Integer, List, Unicode
+
+from course_lib.grading.static import collect_setup, student_names
+
+__all__ = ["IsolatedExecute", "LimitedKernelManager"]
+
+
+class LimitedKernelManager(AsyncKernelManager):
+    """Starts the kernel through :mod:`course_lib.grading.launcher` (limits, user)."""
+
+    launcher_args = List(Unicode(), default_value=[]).tag(config=True)
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return [
+            sys.executable,
+            "-m",
+            "course_lib.grading.launcher",
+            *self.launcher_args,
+            "--",
+            *cmd,
+        ]
+
+
+_CAN_RUN: dict[str, bool] = {}
+
+
+def _user_can_run_python(user: str) -> bool:
+    """Whether ``user`` can execute this interpreter and read the course library (checked in a
+    forked child that drops to ``user``; e.g. a Python installed under /root cannot)."""
+    if user in _CAN_RUN:
+        return _CAN_RUN[user]
+    import pwd
+
+    import course_lib
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        _CAN_RUN[user] = False
+        return False
+    paths = [os.path.realpath(sys.executable), os.path.dirname(course_lib.__file__)]
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            ok = os.access(paths[0], os.X_OK) and os.access(paths[1], os.R_OK | os.X_OK)
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    _CAN_RUN[user] = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return _CAN_RUN[user]
+
+
+def _error(ename: str, evalue: str) -> NotebookNode:
+    return nbformat.v4.new_output(
+        "error", ename=ename, evalue=evalue, traceback=[f"\x1b[0;31m{ename}\x1b[0m: {evalue}"]
+    )
+
+
+class IsolatedExecute(Execute):
+    """See the module docstring."""
+
+    memory_limit = Integer(3 * 1024**3, help="Kernel address-space limit in bytes.").tag(
+        config=True
+    )
+    cpu_limit = Integer(0, help="Kernel CPU-seconds limit (0: notebook_timeout + 60).").tag(
+        config=True
+    )
+    file_size_limit = Integer(512 * 1024**2, help="Largest file the kernel may write.").tag(
+        config=True
+    )
+    kernel_user = Unicode("nobody", help="Account the kernel runs as when grading as root.").tag(
+        config=True
+    )
+    notebook_timeout = Float(900.0, help="Seconds for the whole notebook.").tag(config=True)
+    max_output_chars = Integer(100_000, help="Output characters kept per cell.").tag(config=True)
+    interrupt_output_chars = Integer(
+        20_000_000, help="A cell printing more than this many characters is interrupted."
+    ).tag(config=True)
+    max_restarts = Integer(3, help="Kernel restarts per notebook before giving up.").tag(
+        config=True
+    )
+    isolate_tests = Bool(True, help="Run autograder test cells in the verdict process.").tag(
+        config=True
+    )
+    source_directory = Unicode(
+        "", help="Absolute path of the assignment's source folder (for the verdict's setup)."
+    ).tag(config=True)
+    scratch_directory = Unicode("", help="Scratch space for kernel homes.").tag(config=True)
+
+    def __init__(self, **kw: Any) -> None:
+        kw.setdefault("kernel_manager_class", LimitedKernelManager)
+        super().__init__(**kw)
+
+    # ------------------------------------------------------------------ lifecycle
+    def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
+        self._verdict: subprocess.Popen[str] | None = None
+        self._restarts = 0
+        self._gave_up = False
+        self._deadline = time.monotonic() + self.notebook_timeout
+        self._cell_chars: dict[int, int] = {}
+        self._interrupted: set[int] = set()
+        self._events: list[str] = []
+        self.kernel_manager_class = LimitedKernelManager
+        if self.isolate_tests:
+            self._start_verdict(nb, resources)
+        try:
+            return super().preprocess(nb, resources, km)
+        finally:
+            self._stop_verdict()
+            if resources is not None:
+                resources.setdefault("course_lib", {})["execution_events"] = list(self._events)
+
+    def create_kernel_manager(self) -> Any:
+        km = super().create_kernel_manager()
+        args = [
+            f"--memory={self.memory_limit}",
+            f"--cpu={self.cpu_limit or int(self.notebook_timeout) + 60}",
+            f"--fsize={self.file_size_limit}",
+            "--nproc=4096",
+        ]
+        if self.kernel_user and os.geteuid() == 0:
+            if _user_can_run_python(self.kernel_user):
+                args.append(f"--user={self.kernel_user}")
+            else:
+                self._events.append(
+                    f"kernel runs as root: user {self.kernel_user!r} cannot run {sys.executable}"
+                )
+        if self.scratch_directory:
+            args.append(f"--workdir={self.scratch_directory}")
+        km.launcher_args = args
+        return km
+
+    async def async_start_new_kernel_client(self) -> Any:
+        kc = await super().async_start_new_kernel_client()
+        self._connect_verdict()
+        return kc
+
+    # ------------------------------------------------------------------ verdict process
+    def _start_verdict(self, nb: NotebookNode, resources: Any) -> None:
+        source_nb = self._source_notebook(resources)
+        setup = collect_setup(source_nb if source_nb is not None else nb)
+        names = sorted(student_names(source_nb if source_nb is not None else nb))
+        env = dict(os.environ)
+        env.setdefault("MPLBACKEND", "Agg")
+        self._verdict = subprocess.Popen(
+            [sys.executable, "-I", "-m", "course_lib.grading.verdict"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=self.scratch_directory or None,
+        )
+        ready = self._verdict_read(timeout=120)
+        if not ready.get("ready"):
+            raise RuntimeError(f"the verdict process did not start: {ready}")
+        answer = self._verdict_call({"cmd": "init", "setup": setup, "student_names": names})
+        for err in answer.get("errors", []):
+            self.log.warning("verdict setup: %s", err)
+
+    def _source_notebook(self, resources: Any) -> NotebookNode | None:
+        if not self.source_directory or not resources:
+            return None
+        notebook = (resources.get("nbgrader") or {}).get("notebook")
+        if not notebook:
+            return None
+        path = os.path.join(self.source_directory, f"{notebook}.ipynb")
+        if not os.path.exists(path):
+            return None
+        return nbformat.read(path, as_version=4)
+
+    def _verdict_read(self, timeout: float) -> dict[str, Any]:
+        assert self._verdict is not None and self._verdict.stdout is not None
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self._verdict.stdout, selectors.EVENT_READ)
+        try:
+            if not sel.select(timeout):
+                return {"error": "timeout"}
+        finally:
+            sel.close()
+        line = self._verdict.stdout.readline()
+        if not line:
+            return {"error": "the verdict process exited"}
+        return json.loads(line)
+
+    def _verdict_call(self, cmd: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        if self._verdict is None or self._verdict.poll() is not None:
+            return {"error": "the verdict process is not running"}
+        assert self._verdict.stdin is not None
+        self._verdict.stdin.write(json.dumps(cmd) + "\n")
+        self._verdict.stdin.flush()
+        return self._verdict_read(timeout)
+
+    def _connect_verdict(self) -> None:
+        if self._verdict is None or self.km is None:
+            return
+        info = self.km.get_connection_info(session=False)
+        info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
+        pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
+        self._verdict_call({"cmd": "kernel", "connection_info": info, "pid": pid})
+
+    def _stop_verdict(self) -> None:
+        proc, self._verdict = self._verdict, None
+        if proc is None:
+            return
+        with contextlib.suppress(Exception):
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            proc.stdin.flush()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    # ------------------------------------------------------------------ cells
+    def output(self, outs: list, msg: dict, display_id: Any, cell_index: int) -> Any:
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(
+            len(str(v)) for v in (content.get("data") or {}).values()
+        )
+        total = self._cell_chars.get(cell_index, 0) + size
+        self._cell_chars[cell_index] = total
+        if total > self.max_output_chars:
+            if (
+                total > self.interrupt_output_chars
+                and cell_index not in self._interrupted
+                and self.km is not None
+            ):
+                self._interrupted.add(cell_index)
+                self._interrupt_task = asyncio.ensure_future(self.km.interrupt_kernel())
+            if total - size <= self.max_output_chars:
+                outs.append(
+                    nbformat.v4.new_output(
+                        "stream",
+                        name="stdout",
+                        text=f"\n... output truncated by the grader after "
+                        f"{self.max_output_chars} characters ...\n",
+                    )
+                )
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+    async def async_execute_cell(
+        self,
+        cell: NotebookNode,
+        cell_index: int,
+        execution_count: int | None = None,
+        store_history: bool = True,
+    ) -> NotebookNode:
+        if cell.cell_type != "code" or not cell.source.strip():
+            return cell
+        if self._gave_up:
+            cell.outputs = [_error("NotRun", self._gave_up_reason)]
+            return cell
+        if time.monotonic() > self._deadline:
+            self._give_up(
+                f"not run: the notebook used up its time limit of {self.notebook_timeout:g} s"
+            )
+            cell.outputs = [_error("NotRun", self._gave_up_reason)]
+            return cell
+        if self.isolate_tests and nbutils.is_grade(cell) and not nbutils.is_solution(cell):
+            return await self._run_test_cell(cell, cell_index)
+        timeout = self._get_timeout(cell) or 300
+        self._cell_chars[cell_index] = 0
+        try:
+            return await asyncio.wait_for(
+                super().async_execute_cell(cell, cell_index, execution_count, store_history),
+                timeout=timeout + 30,
+            )
+        except DeadKernelError:
+            cell.setdefault("outputs", []).append(
+                _error(
+                    "DeadKernelError",
+                    "the kernel died while running this cell (a crash, os._exit, exit(), or "
+                    f"more than {self.memory_limit / 1024**3:.1f} GiB of memory); the grader "
+                    "restarted it and ran the cells above again",
+                )
+            )
+            self._events.append(f"kernel died in cell {cell_index}")
+        except (CellTimeoutError, asyncio.TimeoutError):
+            cell.setdefault("outputs", []).append(
+                _error(
+                    "CellTimeoutError",
+                    f"this cell did not finish within {timeout} s and did not stop when "
+                    "interrupted; the grader restarted the kernel",
+                )
+            )
+            self._events.append(f"cell {cell_index} hung")
+        await self._restart_kernel(cell_index)
+        return cell
+
+    async def _run_test_cell(self, cell: NotebookNode, cell_index: int) -> NotebookNode:
+        timeout = float(self._get_timeout(cell) or 300)
+        timeout = max(1.0, min(timeout, self._deadline - time.monotonic()))
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(
+            None,
+            lambda: self._verdict_call(
+                {"cmd": "run", "source": cell.source, "timeout": timeout}, timeout=timeout + 60
+            ),
+        )
+        if "outputs" in answer:
+            cell.outputs = [nbformat.from_dict(o) for o in answer["outputs"]]
+        else:
+            cell.outputs = [
+                _error("GraderError", f"the test could not be run: {answer.get('error')}")
+            ]
+        self.code_cells_executed += 1
+        cell.execution_count = None
+        alive = self.km is not None and await self.km.is_alive()
+        if not answer.get("kernel_ok", False) or not alive:
+            self._events.append(f"kernel unusable after test cell {cell_index}")
+            await self._restart_kernel(cell_index)
+        return cell
+
+    # ------------------------------------------------------------------ restarts
+    def _give_up(self, reason: str) -> None:
+        self._gave_up = True
+        self._gave_up_reason = reason
+
+    async def _restart_kernel(self, failed_index: int) -> None:
+        assert self.km is not None
+        self._restarts += 1
+        if self._restarts > self.max_restarts:
+            self._give_up(
+                f"not run: the kernel died or hung {self._restarts} times, the grader stopped here"
+            )
+            with contextlib.suppress(Exception):
+                await self.km.shutdown_kernel(now=True)
+            return
+        with contextlib.suppress(Exception):
+            await self.km.shutdown_kernel(now=True)
+        with contextlib.suppress(Exception):
+            if self.kc is not None:
+                self.kc.stop_channels()
+        self.kc = None
+        await self.km.start_kernel(extra_arguments=self.extra_arguments, cwd=self._kernel_cwd())
+        await self.async_start_new_kernel_client()
+        await self._replay(failed_index)
+
+    def _kernel_cwd(self) -> str | None:
+        return (self.resources or {}).get("metadata", {}).get("path") or None
+
+    async def _replay(self, upto: int) -> None:
+        """Run the non-test code cells before ``upto`` again, silently."""
+        assert self.kc is not None
+        for cell in self.nb.cells[:upto]:
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            if nbutils.is_grade(cell) and not nbutils.is_solution(cell):
+                continue
+            if any(
+                o.get("ename") in ("DeadKernelError", "CellTimeoutError")
+                for o in cell.get("outputs", [])
+            ):
+                continue
+            if time.monotonic() > self._deadline:
+                return
+            msg_id = self.kc.execute(cell.source, silent=True, store_history=False)
+            timeout = float(self._get_timeout(cell) or 300)
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    with contextlib.suppress(Exception):
+                        await self.km.interrupt_kernel()
+                    break
+                try:
+                    reply = await self.kc.get_shell_msg(timeout=min(left, 1.0))
+                except Exception:
+                    if not await self.km.is_alive():
+                        return
+                    continue
+                if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                    break

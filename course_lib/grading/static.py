@@ -1,0 +1,670 @@
+"""Static checks of a submission: tampering and use of the reference implementation.
+
+The verdict process (:mod:`course_lib.grading.verdict`) already makes tests immune to what
+student code does inside the kernel. What isolation cannot see is a student's code *delegating*
+to the course's reference implementation (``class Relu(course_lib.layers.Relu): pass``, or a
+``forward`` that calls ``course_lib.functions.relu``): the answers are then right, and the code
+is not the student's. This module finds that, and flags tampering constructs that have no place
+in an exercise answer, by reading the submitted code (``ast``), never running it.
+
+Only *student code* is read: answer cells and every code cell the student added or changed.
+Cells identical to a cell of the instructor's notebook are the course's own code.
+
+Two kinds of findings (:class:`Finding`):
+
+``reference``  a statement binds an exercise's name (``Relu``) to code that uses ``course_lib``
+               objects the instructor's solution does not use. Names are followed through
+               imports and assignments (``import course_lib.layers as L``; ``R = L.Relu``;
+               ``def helper(): ... R ...``). The stuck-student fallback lines of the notebook
+               (``Relu = course_lib.layers.Relu``) are allowed: they come after the exercise's
+               test and let later exercises build on the reference.
+               -> the tests of that exercise that come after the statement score 0;
+``tamper``     assigning attributes of imported modules or functions (``np.allclose = ...``),
+               ``setattr`` / ``delattr`` on them, ``sys.modules``, ``builtins``, ``importlib``,
+               ``__import__``, ``exec`` / ``eval`` / ``compile``, ``gc``, ``ctypes``,
+               ``inspect``, frame and code-object attributes, ``get_ipython``, shell escapes,
+               imports of the grader's own modules.
+               -> every test after the statement scores 0 (a patch lasts for the rest of the
+               notebook).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import nbformat
+
+__all__ = [
+    "Finding",
+    "collect_setup",
+    "scan_submission",
+    "student_names",
+    "to_python",
+]
+
+#: Modules whose import in student code is tampering.
+FORBIDDEN_MODULES = frozenset(
+    {
+        "builtins",
+        "importlib",
+        "gc",
+        "ctypes",
+        "inspect",
+        "marshal",
+        "pickle",
+        "dill",
+        "cloudpickle",
+        "subprocess",
+        "signal",
+        "resource",
+        "socket",
+        "pty",
+        "multiprocessing",
+        "threading",
+        "_thread",
+        "sysconfig",
+        "site",
+        "runpy",
+        "code",
+        "codeop",
+        "types",
+        "IPython",
+        "ipykernel",
+        "jupyter_client",
+        "nbgrader",
+        "course_lib.grading",
+        "course_lib.cli",
+        "unittest.mock",
+        "mock",
+    }
+)
+#: ``module.attribute`` uses that are tampering or process control.
+FORBIDDEN_ATTRIBUTES = frozenset(
+    {
+        "sys.modules",
+        "sys._getframe",
+        "sys.settrace",
+        "sys.setprofile",
+        "sys.meta_path",
+        "sys.path_hooks",
+        "sys.path_importer_cache",
+        "sys.setrecursionlimit",
+        "sys.stdout",
+        "sys.stderr",
+        "sys.excepthook",
+        "sys.displayhook",
+        "os.system",
+        "os.popen",
+        "os.fork",
+        "os.forkpty",
+        "os.kill",
+        "os.killpg",
+        "os.setuid",
+        "os.setgid",
+        "os.execv",
+        "os.execve",
+        "os.execvp",
+        "os.execl",
+        "os.execlp",
+        "os.spawnv",
+        "os.spawnl",
+        "os.posix_spawn",
+        "os.chmod",
+        "os.chown",
+        "os.putenv",
+        "os.unsetenv",
+    }
+)
+#: Builtins whose call is tampering.
+FORBIDDEN_CALLS = frozenset(
+    {
+        "exec",
+        "eval",
+        "compile",
+        "__import__",
+        "globals",
+        "breakpoint",
+        "get_ipython",
+        "setattr",
+        "delattr",
+    }
+)
+#: Attribute names that reach into frames, code objects, modules' and functions' internals.
+FORBIDDEN_DUNDERS = frozenset(
+    {
+        "__globals__",
+        "__code__",
+        "__closure__",
+        "__defaults__",
+        "__kwdefaults__",
+        "__subclasses__",
+        "__bases__",
+        "__mro__",
+        "__builtins__",
+        "__import__",
+        "__loader__",
+        "__spec__",
+        "__class__",
+        "__dict__",
+        "__getattribute__",
+        "__setattr__",
+        "f_back",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "gi_frame",
+        "cr_frame",
+        "ag_frame",
+        "tb_frame",
+        "tb_next",
+    }
+)
+#: IPython line / cell magics a student may use.
+ALLOWED_MAGICS = frozenset({"matplotlib", "timeit", "time", "precision", "pprint", "capture"})
+#: course_lib modules any student code may use.
+ALWAYS_ALLOWED = ("course_lib.datasets",)
+
+
+@dataclass
+class Finding:
+    kind: str  # "reference" or "tamper"
+    cell_index: int  # index in the submitted notebook
+    line: int
+    message: str
+    tests: list[str] = field(default_factory=list)  # grade_ids of the tests it zeroes
+
+    def describe(self) -> str:
+        return f"cell {self.cell_index + 1}, line {self.line}: {self.message}"
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _meta(cell: nbformat.NotebookNode) -> dict:
+    return dict(cell.get("metadata", {}).get("nbgrader", {}) or {})
+
+
+def _is_answer(cell: nbformat.NotebookNode) -> bool:
+    return bool(_meta(cell).get("solution")) and cell.cell_type == "code"
+
+
+def _is_test(cell: nbformat.NotebookNode) -> bool:
+    meta = _meta(cell)
+    return bool(meta.get("grade")) and not meta.get("solution") and cell.cell_type == "code"
+
+
+def to_python(source: str) -> str:
+    """A cell's source with IPython syntax (magics, ``!`` commands) turned into Python."""
+    try:
+        ast.parse(source)
+        return source
+    except SyntaxError:
+        pass
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+    except Exception:
+        return source
+
+
+def _parse(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(to_python(source))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    names: set[str] = set()
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        names.add(node.name)
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        for alias in node.names:
+            names.add((alias.asname or alias.name).split(".")[0])
+    else:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            targets = [node.target]
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Name):
+                    names.add(sub.id)
+        if isinstance(node, (ast.If, ast.Try, ast.For, ast.While, ast.With)):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.stmt):
+                    names |= _bound_names(child)
+    return names
+
+
+def student_names(source_nb: nbformat.NotebookNode) -> set[str]:
+    """Names the instructor's answer cells define at top level: what students must write."""
+    names: set[str] = set()
+    for cell in source_nb.cells:
+        if _is_answer(cell):
+            tree = _parse(cell.source)
+            if tree is not None:
+                for node in tree.body:
+                    names |= _bound_names(node)
+    return names
+
+
+def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
+    """Imports and definitions of the instructor's (non-answer) cells, for the verdict process."""
+    setup = []
+    for cell in source_nb.cells:
+        if cell.cell_type != "code" or _is_answer(cell):
+            continue
+        tree = _parse(cell.source)
+        if tree is None:
+            continue
+        for node in tree.body:
+            if isinstance(
+                node,
+                (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef),
+            ):
+                setup.append(ast.unparse(node))
+    return setup
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return parts[::-1]
+    return None
+
+
+def _fallback_lines(source_nb: nbformat.NotebookNode) -> set[str]:
+    """Code lines commented out in the instructor's cells (the stuck-student fallbacks)."""
+    lines = set()
+    for cell in source_nb.cells:
+        if cell.cell_type != "code" or _is_answer(cell) or _is_test(cell):
+            continue
+        for raw in cell.source.splitlines():
+            stripped = raw.strip()
+            if not stripped.startswith("#"):
+                continue
+            code = stripped.lstrip("#").strip()
+            try:
+                tree = ast.parse(code)
+            except SyntaxError:
+                continue
+            if len(tree.body) == 1 and isinstance(
+                tree.body[0], (ast.Assign, ast.Import, ast.ImportFrom)
+            ):
+                lines.add(ast.dump(tree.body[0]))
+    return lines
+
+
+class _Taint:
+    """Which names refer to (or derive from) course_lib objects, and where from."""
+
+    def __init__(self) -> None:
+        self.origins: dict[str, set[str]] = {}
+        self.modules: set[str] = set()  # names bound by any import (module or object)
+        self.fallback: set[str] = set()  # names bound by an official fallback line
+
+    def origin_of(self, node: ast.expr) -> set[str]:
+        """course_lib origins an expression refers to."""
+        found: set[str] = set()
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Attribute):
+                parts = _dotted(sub)
+                if parts and parts[0] in self.origins:
+                    for base in self.origins[parts[0]]:
+                        if base.startswith("course_lib") and not base.startswith("derived:"):
+                            found.add(".".join([base, *parts[1:]]))
+            elif isinstance(sub, ast.Name) and sub.id in self.origins:
+                found |= self.origins[sub.id]
+        # keep only the most specific origins
+        return {o for o in found if not any(p != o and p.startswith(o + ".") for p in found)}
+
+    def bind_import(self, node: ast.Import | ast.ImportFrom) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                local = alias.asname or alias.name.split(".")[0]
+                self.modules.add(local)
+                target = alias.name if alias.asname else alias.name.split(".")[0]
+                if alias.name.split(".")[0] == "course_lib":
+                    self.origins[local] = {target}
+                else:
+                    self.origins.pop(local, None)
+        else:
+            module = node.module or ""
+            for alias in node.names:
+                local = alias.asname or alias.name
+                self.modules.add(local)
+                if module.split(".")[0] == "course_lib" and node.level == 0:
+                    self.origins[local] = {f"{module}.{alias.name}"}
+                else:
+                    self.origins.pop(local, None)
+
+
+def _allowed(origin: str, allow: set[str]) -> bool:
+    origin = origin.removeprefix("derived:")
+    if origin in ("course_lib",):
+        return True
+    if origin.startswith(ALWAYS_ALLOWED):
+        return True
+    return any(origin == a or origin.startswith(a + ".") for a in allow)
+
+
+def _solution_allowlist(source_nb: nbformat.NotebookNode) -> set[str]:
+    """course_lib objects the instructor's answers use (so students may use them too)."""
+    taint = _Taint()
+    allow: set[str] = set()
+    for cell in source_nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = _parse(cell.source)
+        if tree is None:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                taint.bind_import(node)
+                if _is_answer(cell):
+                    allow |= {
+                        next(iter(taint.origins[n]))
+                        for n in _bound_names(node)
+                        if n in taint.origins
+                    }
+                continue
+            if _is_answer(cell):
+                allow |= {o for o in taint.origin_of(node) if not o.startswith("derived:")}
+    return allow
+
+
+def _exercise_tests(source_nb: nbformat.NotebookNode) -> dict[str, set[str]]:
+    """Exercise name -> grade_ids of the test cells that follow its answer cell."""
+    mapping: dict[str, set[str]] = {}
+    current: set[str] = set()
+    for cell in source_nb.cells:
+        if _is_answer(cell):
+            tree = _parse(cell.source)
+            current = set()
+            if tree is not None:
+                for node in tree.body:
+                    current |= _bound_names(node)
+        elif _is_test(cell):
+            for name in current:
+                mapping.setdefault(name, set()).add(_meta(cell)["grade_id"])
+    return mapping
+
+
+# ----------------------------------------------------------------------------------------------
+# the scan
+
+
+class _Scanner(ast.NodeVisitor):
+    def __init__(self, taint: _Taint):
+        self.taint = taint
+        self.hits: list[tuple[int, str]] = []
+
+    def hit(self, node: ast.AST, message: str) -> None:
+        self.hits.append((getattr(node, "lineno", 0), message))
+
+    def _root_is_import(self, node: ast.expr) -> str | None:
+        parts = _dotted(node)
+        if parts and parts[0] in self.taint.modules:
+            return ".".join(parts)
+        return None
+
+    def _check_target(self, target: ast.expr, verb: str) -> None:
+        if isinstance(target, ast.Attribute):
+            root = self._root_is_import(target)
+            if root is not None:
+                self.hit(target, f"{verb} `{root}`, an attribute of an imported module or object")
+        if isinstance(target, ast.Subscript):
+            base = _dotted(target.value)
+            if base and ".".join(base) in ("sys.modules", "os.environ", "__builtins__"):
+                self.hit(target, f"{verb} an entry of `{'.'.join(base)}`")
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                self._check_target(elt, verb)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            self._check_target(target, "assigns")
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._check_target(node.target, "modifies")
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._check_target(node.target, "assigns")
+        self.generic_visit(node)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            self._check_target(target, "deletes")
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._check_module(node, alias.name)
+        self.generic_visit(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = node.module or ""
+        self._check_module(node, module)
+        for alias in node.names:
+            self._check_module(node, f"{module}.{alias.name}")
+            if f"{module}.{alias.name}" in FORBIDDEN_ATTRIBUTES:
+                self.hit(node, f"imports `{module}.{alias.name}`")
+        self.generic_visit(node)
+
+    def _check_module(self, node: ast.AST, name: str) -> None:
+        for forbidden in FORBIDDEN_MODULES:
+            if name == forbidden or name.startswith(forbidden + "."):
+                self.hit(node, f"imports `{name}`, which exercise code may not use")
+                return
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in FORBIDDEN_CALLS:
+            if func.id in ("setattr", "delattr") and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Name) and first.id in ("self", "cls"):
+                    self.generic_visit(node)
+                    return
+            if func.id == "get_ipython":
+                self._check_ipython(node)
+            else:
+                self.hit(node, f"calls `{func.id}()`")
+        if isinstance(func, ast.Name) and func.id in ("vars", "getattr") and node.args:
+            first = node.args[0]
+            root = (
+                self._root_is_import(first)
+                if isinstance(first, (ast.Name, ast.Attribute))
+                else None
+            )
+            if func.id == "vars" and (root is not None or not isinstance(first, ast.Name)):
+                self.hit(node, "calls `vars()` on a module or object it did not create")
+            if func.id == "getattr" and len(node.args) > 1:
+                name = node.args[1]
+                if not isinstance(name, ast.Constant):
+                    if root is not None:
+                        self.hit(node, f"reads an attribute of `{root}` by a computed name")
+                elif isinstance(name.value, str) and name.value in FORBIDDEN_DUNDERS:
+                    self.hit(node, f"reads `{name.value}` through getattr")
+        self.generic_visit(node)
+
+    def _check_ipython(self, node: ast.Call) -> None:
+        # IPython syntax arrives as get_ipython().run_line_magic('name', ...) etc.
+        self.hit(node, "uses the IPython shell (`get_ipython()`, magics or `!` commands)")
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if node.attr in FORBIDDEN_DUNDERS:
+            base = _dotted(node.value)
+            if not (node.attr == "__dict__" and base == ["self"]) and not (
+                node.attr == "__class__" and isinstance(node.ctx, ast.Load)
+            ):
+                self.hit(node, f"uses `{node.attr}`")
+        parts = _dotted(node)
+        if parts:
+            full = ".".join(parts)
+            for forbidden in FORBIDDEN_ATTRIBUTES:
+                if full == forbidden or full.startswith(forbidden + "."):
+                    self.hit(node, f"uses `{forbidden}`")
+                    break
+        self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if node.id in ("__builtins__", "__import__", "__loader__", "__spec__"):
+            self.hit(node, f"uses `{node.id}`")
+
+
+_MAGIC_CALL = re.compile(r"get_ipython\(\)\.run_(line|cell)_magic\(\s*['\"](\w+)['\"]")
+
+
+def _strip_allowed_magics(python_source: str) -> str:
+    """Drop harmless magics (``%matplotlib inline``, ``%timeit``) before scanning."""
+    lines = []
+    for line in python_source.splitlines():
+        match = _MAGIC_CALL.search(line)
+        if match and match.group(2) in ALLOWED_MAGICS and line.strip().startswith("get_ipython()"):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.append(indent + "pass")
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def scan_submission(
+    source_nb: nbformat.NotebookNode, submitted_nb: nbformat.NotebookNode
+) -> list[Finding]:
+    """Findings of the static checks for one submitted notebook (see the module docstring)."""
+    trusted = {
+        cell.source.strip()
+        for cell in source_nb.cells
+        if cell.cell_type == "code" and not _is_answer(cell)
+    }
+    test_ids = {_meta(c)["grade_id"] for c in source_nb.cells if _is_test(c)}
+    allow = _solution_allowlist(source_nb)
+    fallbacks = _fallback_lines(source_nb)
+    exercises = _exercise_tests(source_nb)
+
+    # positions of the test cells in the submission, in order
+    positions: list[tuple[int, str]] = []
+    for index, cell in enumerate(submitted_nb.cells):
+        gid = _meta(cell).get("grade_id")
+        if cell.cell_type == "code" and gid in test_ids:
+            positions.append((index, gid))
+    # tests nbgrader will re-add at the end of their region if deleted: treat them as last
+    missing = sorted(test_ids - {g for _, g in positions})
+    positions += [(len(submitted_nb.cells) + i, g) for i, g in enumerate(missing)]
+
+    def tests_after(index: int) -> list[str]:
+        return [g for pos, g in positions if pos > index]
+
+    taint = _Taint()
+    findings: list[Finding] = []
+    for index, cell in enumerate(submitted_nb.cells):
+        if cell.cell_type != "code":
+            continue
+        gid = _meta(cell).get("grade_id")
+        if gid in test_ids:
+            continue  # nbgrader restores test cells from the gradebook
+        python = to_python(cell.source)
+        is_student_code = _is_answer(cell) or cell.source.strip() not in trusted
+        try:
+            tree = ast.parse(_strip_allowed_magics(python) if is_student_code else python)
+        except (SyntaxError, ValueError):
+            continue  # it fails when run; nothing to analyse
+        for node in tree.body:
+            bound = _bound_names(node)
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                taint.bind_import(node)
+                if is_student_code and _is_answer(cell):
+                    for name in bound:
+                        for origin in taint.origins.get(name, ()):
+                            if not _allowed(origin, allow):
+                                findings.append(
+                                    Finding(
+                                        "reference",
+                                        index,
+                                        node.lineno,
+                                        f"imports the reference implementation `{origin}` in an "
+                                        "answer cell; write your own code instead",
+                                        _region_tests(index, positions),
+                                    )
+                                )
+                if is_student_code:
+                    scanner = _Scanner(taint)
+                    scanner.visit(node)
+                    for line, message in scanner.hits:
+                        findings.append(Finding("tamper", index, line, message, tests_after(index)))
+                continue
+            origins = taint.origin_of(node)
+            if is_student_code:
+                scanner = _Scanner(taint)
+                scanner.visit(node)
+                for line, message in scanner.hits:
+                    findings.append(Finding("tamper", index, line, message, tests_after(index)))
+                sanctioned = ast.dump(node) in fallbacks
+                bad = sorted(o for o in origins if not _allowed(o, allow))
+                if bad and not sanctioned:
+                    exercise_names = sorted(n for n in bound if n in exercises)
+                    affected = [
+                        g
+                        for g in tests_after(index)
+                        if any(g in exercises[n] for n in exercise_names)
+                    ]
+                    if exercise_names and affected:
+                        shown = ", ".join(f"`{o.removeprefix('derived:')}`" for o in bad[:3])
+                        findings.append(
+                            Finding(
+                                "reference",
+                                index,
+                                node.lineno,
+                                f"`{exercise_names[0]}` uses the reference implementation "
+                                f"({shown}) instead of your own code",
+                                affected,
+                            )
+                        )
+                if sanctioned:
+                    taint.fallback |= bound
+            # propagate: names bound here now refer to what the statement refers to
+            for name in bound:
+                if origins and name not in taint.fallback:
+                    taint.origins[name] = (
+                        {o if o.startswith("derived:") else f"derived:{o}" for o in origins}
+                        if not isinstance(node, ast.Assign)
+                        else set(origins)
+                    )
+                elif name in taint.fallback and origins:
+                    taint.origins[name] = {"course_lib"}  # allowed from now on
+                else:
+                    taint.origins.pop(name, None)
+                    taint.modules.discard(name)
+    return findings
+
+
+def _region_tests(index: int, positions: Iterable[tuple[int, str]]) -> list[str]:
+    """The test cells between ``index`` and the next answer region (the exercise's tests)."""
+    after = [(pos, g) for pos, g in positions if pos > index]
+    if not after:
+        return []
+    first = after[0][0]
+    out = [after[0][1]]
+    for pos, g in after[1:]:
+        if pos == first + len(out):
+            out.append(g)
+        else:
+            break
+    return out

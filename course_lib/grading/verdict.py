@@ -1,0 +1,579 @@
+"""The verdict process: runs autograder test cells where student code cannot reach them.
+
+``python -I -m course_lib.grading.verdict`` is started by the grader for each notebook before
+the student's kernel runs any cell. It imports NumPy, ``course_lib`` and the test helpers
+(``course_lib.grading.checks``) right away, so what it uses is the library as installed, not as
+a student cell may have modified it later. It then waits for commands (JSON lines on stdin):
+
+``init``    the source notebook's import statements and helper definitions, the names the
+            exercises ask students to define, the kernel's connection information;
+``run``     run one test cell (its source as restored by nbgrader from the gradebook) and
+            answer with the cell's outputs in nbformat form, so nbgrader scores and shows them.
+
+Names a test cell uses that the verdict process does not define itself (the student's
+``Relu``, ``network``, ...) are looked up in the kernel and arrive as data or as proxies
+(:mod:`course_lib.grading.rpc`): calling a proxy runs the student's code *in the kernel*,
+through the agent (:mod:`course_lib.grading.agent`), and only the returned data comes back. The
+test's expected values, comparisons and messages are computed here, by code no student cell
+ever ran alongside.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import importlib
+import json
+import os
+import pkgutil
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from course_lib.grading.rpc import (
+    Endpoint,
+    ProtocolError,
+    RemoteError,
+    RemoteTimeout,
+)
+
+__all__ = ["CellTimeout", "VerdictSession", "main"]
+
+#: Attributes of a remote object that proxies forward although they are "dunder" names.
+FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
+#: Characters of test output kept before the rest is dropped.
+MAX_OUTPUT_CHARS = 200_000
+#: Seconds to wait for a kernel to come back after an interrupt.
+INTERRUPT_GRACE = 5.0
+
+
+class CellTimeout(BaseException):
+    """The test cell ran out of time."""
+
+
+# ------------------------------------------------------------------------------------------
+# proxies of the kernel's objects
+
+_PROXY_MODULE = "course_grader_remote"
+
+
+class _RemoteBase:
+    __slots__ = ("_cg_ep", "_cg_h", "_cg_meta")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__") and name not in FORWARDED_DUNDERS:
+            raise AttributeError(name)
+        if name in ("__name__", "__qualname__"):
+            meta = object.__getattribute__(self, "_cg_meta")
+            if meta.get(name.strip("_")):
+                return meta[name.strip("_")]
+        ep = object.__getattribute__(self, "_cg_ep")
+        handle = object.__getattribute__(self, "_cg_h")
+        value = ep.request("getattr", handle, name)
+        _track(ep, handle, name, value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _RemoteBase.__slots__:
+            object.__setattr__(self, name, value)
+            return
+        self._cg_ep.request("setattr", self._cg_h, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._cg_ep.request("delattr", self._cg_h, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cg_ep.request("call", self._cg_h, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        try:
+            return str(self._cg_ep.request("repr", self._cg_h))
+        except Exception:
+            return f"<{type(self).__name__} object in the student's kernel>"
+
+    def __str__(self) -> str:
+        return str(self._cg_ep.request("str", self._cg_h))
+
+    def __len__(self) -> int:
+        return int(self._cg_ep.request("len", self._cg_h))
+
+    def __bool__(self) -> bool:
+        return bool(self._cg_ep.request("bool", self._cg_h))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._cg_ep.request("getitem", self._cg_h, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._cg_ep.request("setitem", self._cg_h, key, value)
+
+    def __iter__(self) -> Any:
+        return iter(self._cg_ep.request("iter", self._cg_h))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = np.asarray(self._cg_ep.request("array", self._cg_h))
+        return array.astype(dtype) if dtype is not None else array
+
+    def __copy__(self) -> Any:
+        return self._cg_ep.request("deepcopy", self._cg_h)
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self._cg_ep.request("deepcopy", self._cg_h)
+
+
+_RemoteBase.__module__ = _PROXY_MODULE
+
+
+class _RemoteMeta(type):
+    """Metaclass of the local mirrors of the student's classes."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._cg_class_ep.request("call", cls._cg_class_h, *args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__") and name not in FORWARDED_DUNDERS:
+            raise AttributeError(name)
+        if name.startswith("_cg_"):
+            raise AttributeError(name)
+        return cls._cg_class_ep.request("getattr", cls._cg_class_h, name)
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        if name.startswith("_cg_") or name.startswith("__"):
+            type.__setattr__(cls, name, value)
+            return
+        cls._cg_class_ep.request("setattr", cls._cg_class_h, name, value)
+
+    def __repr__(cls) -> str:
+        return f"<class '{cls.__module__}.{cls.__qualname__}'>"
+
+
+_RemoteMeta.__module__ = _PROXY_MODULE
+
+
+def _track(ep: Endpoint, handle: int, name: str, value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        ep.track((handle, name), value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, np.ndarray) and isinstance(key, (str, int)):
+                ep.track((handle, name, key), item)
+
+
+def _mirror_class(ep: Endpoint, meta: dict[str, Any], cache: dict[int, type]) -> type:
+    handle = int(meta["h"])
+    if handle in cache:
+        return cache[handle]
+    bases = tuple(_mirror_class(ep, b, cache) for b in meta.get("bases") or [])
+    name = str(meta.get("name") or "RemoteClass")
+    namespace = {
+        "__module__": str(meta.get("module") or "__main__"),
+        "__qualname__": str(meta.get("qualname") or name),
+        "__slots__": (),
+        "_cg_class_ep": ep,
+        "_cg_class_h": handle,
+    }
+    try:
+        cls = _RemoteMeta(name, bases or (_RemoteBase,), namespace)
+    except TypeError:  # an MRO the mirror cannot reproduce
+        cls = _RemoteMeta(name, (_RemoteBase,), namespace)
+    cache[handle] = cls
+    return cls
+
+
+class _ProxyFactory:
+    def __init__(self) -> None:
+        self.classes: dict[int, type] = {}
+        self.kinds: dict[tuple[str, str, str], type] = {}
+
+    def __call__(self, ep: Endpoint, handle: int, meta: dict[str, Any]) -> Any:
+        kind = meta.get("kind")
+        if kind == "class":
+            return _mirror_class(ep, meta, self.classes)
+        if kind == "instance" and meta.get("cls"):
+            cls = _mirror_class(ep, meta["cls"], self.classes)
+        else:  # functions, modules: a class that carries the object's module and name
+            key = (str(kind), str(meta.get("module")), str(meta.get("qualname")))
+            cls = self.kinds.get(key)
+            if cls is None:
+                cls = type(
+                    "function" if kind == "function" else str(kind),
+                    (_RemoteBase,),
+                    {"__slots__": (), "__module__": str(meta.get("module") or "__main__")},
+                )
+                self.kinds[key] = cls
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "_cg_ep", ep)
+        object.__setattr__(obj, "_cg_h", handle)
+        object.__setattr__(obj, "_cg_meta", meta)
+        return obj
+
+
+# ------------------------------------------------------------------------------------------
+# the namespace test cells run in
+
+
+class _TestNamespace(dict):
+    """Globals of the test cells: the verdict process's names first, then the kernel's."""
+
+    def __init__(self, resolve: Any):
+        super().__init__()
+        self._resolve = resolve
+        self.resolved: dict[str, Any] = {}
+
+    def __missing__(self, key: str) -> Any:
+        if hasattr(builtins, key):
+            return getattr(builtins, key)
+        value = self._resolve(key)
+        self.resolved[key] = value
+        dict.__setitem__(self, key, value)
+        return value
+
+    def forget_resolved(self) -> None:
+        for key, value in self.resolved.items():
+            if dict.get(self, key, None) is value:
+                dict.__delitem__(self, key)
+        self.resolved.clear()
+
+
+# ------------------------------------------------------------------------------------------
+
+
+class _Capture:
+    def __init__(self, events: list[list[str]], name: str, budget: list[int]):
+        self.events, self.name, self.budget = events, name, budget
+
+    def write(self, text: str) -> int:
+        _append_stream(self.events, self.name, str(text), self.budget)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _append_stream(events: list[list[str]], name: str, text: str, budget: list[int]) -> None:
+    if budget[0] <= 0 or not text:
+        return
+    piece = text[: budget[0]]
+    budget[0] -= len(piece)
+    if budget[0] <= 0:
+        piece += "\n... output truncated by the grader ...\n"
+    if events and events[-1][0] == name:
+        events[-1][1] += piece
+    else:
+        events.append([name, piece])
+
+
+def _preimport() -> None:
+    """Import the library now, before any student code runs anywhere."""
+    import course_lib
+
+    for info in pkgutil.walk_packages(course_lib.__path__, "course_lib."):
+        if info.name.startswith(("course_lib.cli", "course_lib.widgets", "course_lib.grading.")):
+            continue
+        with contextlib.suppress(Exception):
+            importlib.import_module(info.name)
+    for name in ("course_lib.grading.checks", "numpy.linalg", "numpy.random", "numpy.testing"):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+class VerdictSession:
+    """State of the verdict process for one notebook (survives kernel restarts)."""
+
+    def __init__(self) -> None:
+        self.factory = _ProxyFactory()
+        self.ns = _TestNamespace(self._resolve_remote)
+        self.ns["__name__"] = "__main__"
+        self.student_names: set[str] = set()
+        self.rpc_dir = tempfile.mkdtemp(prefix="cg-verdict-")
+        os.chmod(self.rpc_dir, 0o711)
+        self.sock_path = os.path.join(self.rpc_dir, secrets.token_hex(8) + ".sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.sock_path)
+        os.chmod(self.sock_path, 0o666)
+        self.listener.listen(4)
+        self.token = secrets.token_hex(16)
+        self.kc: Any = None
+        self.kernel_pid: int | None = None
+        self.endpoint: Endpoint | None = None
+        self._events: list[list[str]] = []
+        self._budget = [MAX_OUTPUT_CHARS]
+
+    # -- setup
+    def init(self, setup: list[str], student_names: list[str]) -> dict[str, Any]:
+        self.student_names = set(student_names)
+        errors = []
+        for source in setup:
+            try:
+                code = compile(source, "<setup>", "exec")
+                exec(code, self.ns)
+            except Exception as exc:  # a setup statement that cannot run here is skipped
+                errors.append(f"{type(exc).__name__}: {exc}")
+        for name in self.student_names:
+            self.ns.pop(name, None)
+        return {"errors": errors}
+
+    def connect_kernel(self, connection_info: dict[str, Any], pid: int | None) -> None:
+        from jupyter_client import BlockingKernelClient
+
+        if self.kc is not None:
+            with contextlib.suppress(Exception):
+                self.kc.stop_channels()
+        if self.endpoint is not None:
+            with contextlib.suppress(Exception):
+                self.endpoint.sock.close()
+        self.endpoint = None
+        self.factory = _ProxyFactory()
+        info = dict(connection_info)
+        if isinstance(info.get("key"), str):
+            info["key"] = info["key"].encode()
+        self.kc = BlockingKernelClient()
+        self.kc.load_connection_info(info)
+        self.kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        self.kernel_pid = pid
+
+    # -- name resolution
+    def _resolve_remote(self, name: str) -> Any:
+        if self.endpoint is None:
+            raise KeyError(name)
+        try:
+            return self.endpoint.request("getname", None, name)
+        except NameError:
+            raise KeyError(name) from None
+
+    # -- running one test cell
+    def _start_serving(self, deadline: float) -> str:
+        code = (
+            "__import__('course_lib.grading.agent', fromlist=['serve'])"
+            f".serve({self.sock_path!r}, {self.token!r})"
+        )
+        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        if self.endpoint is None or self.endpoint.closed:
+            self.listener.settimeout(max(1.0, min(60.0, deadline - time.monotonic())))
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                raise ProtocolError(
+                    "the grader could not reach your kernel (is a cell still running?)"
+                ) from None
+            conn.settimeout(10)
+            hello = b""
+            while hello.count(b"\n") < 2 and len(hello) < 200:
+                chunk = conn.recv(200)
+                if not chunk:
+                    break
+                hello += chunk
+            lines = hello.split(b"\n")
+            if len(lines) < 2 or lines[0].decode("ascii", "replace") != self.token:
+                conn.close()
+                raise ProtocolError("the kernel answered with a wrong token")
+            self.endpoint = Endpoint(
+                conn,
+                self.factory,
+                on_stream=self._on_stream,
+                restricted=True,
+            )
+        return msg_id
+
+    def _on_stream(self, name: str, text: str) -> None:
+        _append_stream(
+            self._events, name if name in ("stdout", "stderr") else "stdout", text, self._budget
+        )
+
+    def _finish_serving(self, msg_id: str, timed_out: bool) -> bool:
+        """Tell the agent the test is over; return whether the kernel is responsive."""
+        ep = self.endpoint
+        if ep is None:
+            return False
+        if timed_out and self.kernel_pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.kernel_pid, signal.SIGINT)
+        ep.deadline = time.monotonic() + INTERRUPT_GRACE
+        try:
+            if timed_out:  # wait for the interrupted request's answer, then resynchronise
+                ep.closed = True  # the stream is mid-request: start a fresh connection next time
+                ep.sock.close()
+                self.endpoint = None
+            else:
+                ep.request("done")
+        except (ProtocolError, RemoteTimeout, OSError):
+            self.endpoint = None
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        while time.monotonic() < deadline:
+            try:
+                reply = self.kc.get_shell_msg(timeout=max(0.05, deadline - time.monotonic()))
+            except Exception:
+                break
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                return True
+        return False
+
+    def run(self, source: str, timeout: float) -> dict[str, Any]:
+        self._events = []
+        self._budget = [MAX_OUTPUT_CHARS]
+        outputs: list[dict[str, Any]] = []
+        error: dict[str, Any] | None = None
+        result: Any = None
+        timed_out = False
+        kernel_ok = True
+        deadline = time.monotonic() + timeout
+        msg_id = None
+        saved = sys.stdout, sys.stderr
+        try:
+            tree = ast.parse(source, "<test cell>")
+        except SyntaxError as exc:
+            return {"outputs": [_error_output(exc, "test cell")], "kernel_ok": True}
+        last_expr = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last_expr = ast.Expression(tree.body.pop().value)
+        old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
+        try:
+            msg_id = self._start_serving(deadline)
+            assert self.endpoint is not None
+            self.endpoint.deadline = deadline
+            signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.monotonic()) + 1.0)
+            sys.stdout = _Capture(self._events, "stdout", self._budget)  # type: ignore[assignment]
+            sys.stderr = _Capture(self._events, "stderr", self._budget)  # type: ignore[assignment]
+            exec(compile(tree, "<test cell>", "exec"), self.ns)
+            if last_expr is not None:
+                result = eval(compile(last_expr, "<test cell>", "eval"), self.ns)
+        except (CellTimeout, RemoteTimeout) as exc:
+            timed_out = True
+            error = _timeout_output(timeout, exc)
+        except ProtocolError as exc:
+            kernel_ok = False
+            error = _named_error(
+                "KernelError",
+                f"{exc}. Your kernel died or stopped answering while this test ran "
+                "(a crash, os._exit, exit(), or running out of memory).",
+            )
+        except BaseException as exc:
+            error = _error_output(exc, "test cell")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_handler)
+            sys.stdout, sys.stderr = saved
+            self.ns.forget_resolved()
+        if self.endpoint is not None and self.endpoint.deadline is not None:
+            timed_out = timed_out or time.monotonic() > deadline
+        if msg_id is not None and kernel_ok:
+            kernel_ok = self._finish_serving(msg_id, timed_out)
+        for name, text in self._events:
+            outputs.append({"output_type": "stream", "name": name, "text": text})
+        if error is not None:
+            outputs.append(error)
+        elif result is not None:
+            try:
+                text = repr(result)[:10000]
+            except Exception:
+                text = "<unprintable result>"
+            outputs.append(
+                {
+                    "output_type": "execute_result",
+                    "execution_count": None,
+                    "metadata": {},
+                    "data": {"text/plain": text},
+                }
+            )
+        return {"outputs": outputs, "kernel_ok": kernel_ok}
+
+
+def _raise_timeout(signum: int, frame: Any) -> None:
+    raise CellTimeout()
+
+
+def _named_error(ename: str, evalue: str) -> dict[str, Any]:
+    return {
+        "output_type": "error",
+        "ename": ename,
+        "evalue": evalue,
+        "traceback": [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"],
+    }
+
+
+def _timeout_output(timeout: float, exc: BaseException) -> dict[str, Any]:
+    return _named_error(
+        "CellTimeoutError",
+        f"the test did not finish within {timeout:g} s: your code may loop forever or be far "
+        "too slow for the test's input",
+    )
+
+
+_INTERNAL_FILES = ("course_lib/grading/rpc.py", "course_lib/grading/verdict.py")
+
+
+def _error_output(exc: BaseException, where: str) -> dict[str, Any]:
+    ename = getattr(exc, "remote_type", None) if isinstance(exc, RemoteError) else None
+    ename = ename or type(exc).__name__
+    evalue = str(exc)
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.replace(os.sep, "/").endswith(_INTERNAL_FILES)
+    ]
+    lines = ["Traceback (most recent call last):\n"]
+    lines += traceback.format_list(frames)
+    remote_tb = getattr(exc, "remote_traceback", "")
+    if remote_tb:
+        lines.append("In your code (run in your kernel):\n")
+        kept = [
+            line
+            for line in remote_tb.splitlines(keepends=True)
+            if "course_lib/grading/" not in line
+        ]
+        lines += kept[-40:]
+    lines.append(f"\x1b[0;31m{ename}\x1b[0m: {evalue}")
+    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
+
+
+def main() -> int:
+    """Serve commands from stdin until ``quit`` (one JSON object per line each way)."""
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    sys.stdout = sys.stderr
+    _preimport()
+    session = VerdictSession()
+
+    def answer(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj, allow_nan=True) + "\n")
+        out.flush()
+
+    answer({"ready": True})
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        cmd = json.loads(line)
+        kind = cmd.get("cmd")
+        try:
+            if kind == "init":
+                answer(session.init(cmd.get("setup", []), cmd.get("student_names", [])))
+            elif kind == "kernel":
+                session.connect_kernel(cmd["connection_info"], cmd.get("pid"))
+                answer({"ok": True})
+            elif kind == "run":
+                answer(session.run(cmd["source"], float(cmd.get("timeout", 60))))
+            elif kind == "quit":
+                answer({"ok": True})
+                break
+            else:
+                answer({"error": f"unknown command {kind!r}"})
+        except Exception as exc:
+            answer({"error": f"{type(exc).__name__}: {exc}", "kernel_ok": False})
+    with contextlib.suppress(OSError):
+        os.unlink(session.sock_path)
+        os.rmdir(session.rpc_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
