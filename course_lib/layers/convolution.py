@@ -1,11 +1,45 @@
-"""The 2-D convolution layer, as one matrix product over ``im2col`` patches."""
+"""The 2-D convolution layer, as one matrix product over image patches.
+
+This is the book's ``im2col`` convolution, arranged for speed:
+
+* the image is read *channels-last*, ``(N, H, W, C)``, so that every patch row
+  of ``col`` is built from ``FH`` runs of ``FW * C`` neighbouring numbers (the
+  book's ``(N, C, H, W)`` order copies them one at a time);
+* patches are a strided *view* of the padded image; the reshape into ``col``
+  is the only copy;
+* the output is returned as an ``(N, FN, OH, OW)`` view of channels-last
+  memory, so the next convolution (or pooling) reads it without a copy;
+* the backward pass never builds the big ``dcol`` matrix: for each kernel
+  offset ``(i, j)`` the gradient ``dout @ W[:, :, i, j]`` is added straight into
+  the pixels that offset looked at (the same loop over kernel offsets as the
+  book's ``col2im``).
+
+Shapes and results are those of the book's layer; ``course_lib.util.im2col``
+still lays patches out in the book's ``(C, FH, FW)`` order for teaching.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from course_lib.layers.base import Layer
-from course_lib.util import col2im, conv_output_size, im2col
+
+
+def _pad_channels_last(img: np.ndarray, pad: int) -> np.ndarray:
+    """img: (N, H, W, C) -> (N, H + 2 pad, W + 2 pad, C), zero border (no copy when pad == 0)."""
+    if not pad:
+        return img
+    N, H, W, C = img.shape
+    out = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=img.dtype)
+    out[:, pad : pad + H, pad : pad + W, :] = img
+    return out
+
+
+def _patches(img: np.ndarray, filter_h: int, filter_w: int, stride: int) -> np.ndarray:
+    """Every receptive field of img (N, Hp, Wp, C) as a view (N, OH, OW, FH, FW, C); no copy."""
+    win = sliding_window_view(img, (filter_h, filter_w), axis=(1, 2))  # (N, ., ., C, FH, FW)
+    return win[:, ::stride, ::stride].transpose(0, 1, 2, 4, 5, 3)
 
 
 class Convolution(Layer):
@@ -14,6 +48,7 @@ class Convolution(Layer):
     W: (FN, C, FH, FW) filters, b: (FN,). x: (N, C, H, W) -> out: (N, FN, OH, OW)
     with ``OH = (H + 2 pad - FH) // stride + 1`` (likewise OW).
     ``backward`` stores ``dW`` (FN, C, FH, FW) and ``db`` (FN,) and returns dx (N, C, H, W).
+    Computes in the dtype of ``x`` and ``W``; ``x`` may have any memory layout.
     """
 
     param_names = ("W", "b")
@@ -24,32 +59,43 @@ class Convolution(Layer):
         self.stride = stride
         self.pad = pad
         self.x_shape: tuple[int, int, int, int] | None = None
-        self.col: np.ndarray | None = None
-        self.col_W: np.ndarray | None = None
+        self.col: np.ndarray | None = None  # (N*OH*OW, FH*FW*C) patches, channels last
         self.dW: np.ndarray | None = None
         self.db: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         FN, C, FH, FW = self.W.shape
-        N, _, H, W = x.shape
-        out_h = conv_output_size(H, FH, self.stride, self.pad)
-        out_w = conv_output_size(W, FW, self.stride, self.pad)
+        N = x.shape[0]
+        img = _pad_channels_last(x.transpose(0, 2, 3, 1), self.pad)  # (N, Hp, Wp, C)
+        patches = _patches(img, FH, FW, self.stride)  # (N, OH, OW, FH, FW, C) view
+        OH, OW = patches.shape[1:3]
 
-        col = im2col(x, FH, FW, self.stride, self.pad)  # (N*OH*OW, C*FH*FW)
-        col_W = self.W.reshape(FN, -1).T  # (C*FH*FW, FN)
-        out = col @ col_W + self.b  # (N*OH*OW, FN)
+        col = patches.reshape(N * OH * OW, FH * FW * C)  # the one copy
+        col_W = self.W.transpose(2, 3, 1, 0).reshape(FH * FW * C, FN)
+        out = col @ col_W  # (N*OH*OW, FN)
+        out += self.b
 
         self.x_shape = x.shape
         self.col = col
-        self.col_W = col_W
-        return out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2)
+        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         FN, C, FH, FW = self.W.shape
-        dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)  # (N*OH*OW, FN)
+        N, _, H, W = self.x_shape
+        OH, OW = dout.shape[2:]
+        s, p = self.stride, self.pad
+        d = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, FN)  # free for channels-last dout
 
-        self.db = dout.sum(axis=0)
-        self.dW = (self.col.T @ dout).T.reshape(FN, C, FH, FW)
+        self.db = d.sum(axis=0)
+        dW = (d.T @ self.col).reshape(FN, FH, FW, C)
+        self.dW = np.ascontiguousarray(dW.transpose(0, 3, 1, 2))
 
-        dcol = dout @ self.col_W.T  # (N*OH*OW, C*FH*FW)
-        return col2im(dcol, self.x_shape, FH, FW, self.stride, self.pad)
+        # Offset (i, j) of the kernel read pixel (i + s*oh, j + s*ow) of the padded image
+        # for output (oh, ow) through the weights W[:, :, i, j]; send the gradient back that way.
+        W_by_offset = self.W.transpose(2, 3, 0, 1).copy()  # (FH, FW, FN, C), contiguous blocks
+        dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=np.result_type(d, self.W))
+        for i in range(FH):
+            for j in range(FW):
+                grad = (d @ W_by_offset[i, j]).reshape(N, OH, OW, C)
+                dimg[:, i : i + s * OH : s, j : j + s * OW : s, :] += grad
+        return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)

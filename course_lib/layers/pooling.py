@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from course_lib.layers.base import Layer
-from course_lib.util import col2im, conv_output_size, im2col
+from course_lib.util import conv_output_size
+
+
+def _channels_last(a: np.ndarray) -> np.ndarray:
+    """The same (N, C, H, W) array, as a view of channels-last memory (copied only if needed).
+
+    Convolutions hand over channels-last arrays; keeping one layout makes every
+    element-wise step below a straight pass over memory.
+    """
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 class Pooling(Layer):
@@ -14,7 +25,12 @@ class Pooling(Layer):
     x: (N, C, H, W) -> out: (N, C, OH, OW) with ``OH = (H + 2 pad - pool_h) // stride + 1``
     (odd sizes are floored: 7 x 7 pooled 2 x 2 gives 3 x 3; the last row and column
     are dropped). Padding, if any, never wins the max. The gradient flows back to
-    the first maximum of each window.
+    the first maximum of each window (in row-major order within the window).
+
+    Instead of an ``im2col`` matrix, the layer loops over the ``pool_h * pool_w``
+    offsets of the window: offset ``(i, j)`` sees the strided view
+    ``x[:, :, i::stride, j::stride]`` (cut to OH x OW), and the maximum is taken
+    one view at a time.
     """
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
@@ -23,32 +39,53 @@ class Pooling(Layer):
         self.stride = stride
         self.pad = pad
         self.x_shape: tuple[int, int, int, int] | None = None
-        self.arg_max: np.ndarray | None = None
+        self.x: np.ndarray | None = None  # the (padded) input, kept to find the maxima again
+        self.out: np.ndarray | None = None
+
+    def _offsets(self, img: np.ndarray, out_h: int, out_w: int) -> Iterator[np.ndarray]:
+        """For each window offset (i, j), the view (N, C, OH, OW) of ``img`` it reads."""
+        s = self.stride
+        for i in range(self.pool_h):
+            for j in range(self.pool_w):
+                yield img[:, :, i : i + s * out_h : s, j : j + s * out_w : s]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         N, C, H, W = x.shape
-        ph, pw = self.pool_h, self.pool_w
-        out_h = conv_output_size(H, ph, self.stride, self.pad)
-        out_w = conv_output_size(W, pw, self.stride, self.pad)
+        out_h = conv_output_size(H, self.pool_h, self.stride, self.pad)
+        out_w = conv_output_size(W, self.pool_w, self.stride, self.pad)
+        x = _channels_last(x)
         if self.pad:
+            p = self.pad
             fill = np.finfo(x.dtype).min if np.issubdtype(x.dtype, np.floating) else x.min()
-            pad = [(0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)]
-            x = np.pad(x, pad, mode="constant", constant_values=fill)
-        # one row per (n, oh, ow, c) window, padding already applied
-        col = im2col(x, ph, pw, self.stride, 0).reshape(-1, ph * pw)
-        self.arg_max = col.argmax(axis=1)
-        out = np.take_along_axis(col, self.arg_max[:, None], axis=1)
+            padded = np.full((N, H + 2 * p, W + 2 * p, C), fill, dtype=x.dtype)
+            padded[:, p : p + H, p : p + W, :] = x.transpose(0, 2, 3, 1)
+            x = padded.transpose(0, 3, 1, 2)
+
+        windows = self._offsets(x, out_h, out_w)
+        out = next(windows).copy(order="K")  # keeps the channels-last layout
+        for view in windows:
+            np.maximum(out, view, out=out)
+
         self.x_shape = (N, C, H, W)
-        return out.reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
+        self.x = x
+        self.out = out
+        return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         N, C, H, W = self.x_shape
-        ph, pw = self.pool_h, self.pool_w
-        dout = dout.transpose(0, 2, 3, 1).reshape(-1)  # (N*OH*OW*C,)
-        dmax = np.zeros((dout.size, ph * pw), dtype=dout.dtype)
-        dmax[np.arange(dout.size), self.arg_max] = dout
-        dcol = dmax.reshape(-1, C * ph * pw)  # (N*OH*OW, C*ph*pw)
-        return col2im(dcol, self.x_shape, ph, pw, self.stride, self.pad)
+        out_h, out_w = self.out.shape[2:]
+        p = self.pad
+        dout = _channels_last(dout)
+        _, _, Hp, Wp = self.x.shape
+        dx = np.zeros((N, Hp, Wp, C), dtype=dout.dtype).transpose(0, 3, 1, 2)
+
+        unclaimed = np.ones_like(self.out, dtype=bool)  # windows whose maximum is still to find
+        views = zip(self._offsets(self.x, out_h, out_w), self._offsets(dx, out_h, out_w))
+        for x_view, dx_view in views:
+            first = (x_view == self.out) & unclaimed  # this offset holds the first maximum
+            dx_view += dout * first  # += : overlapping windows add up
+            unclaimed &= ~first
+        return dx[:, :, p : p + H, p : p + W]
 
 
 class GlobalAvgPooling(Layer):
