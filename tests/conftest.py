@@ -22,6 +22,13 @@ def find_data_dir() -> Path | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Let notebooks and other subprocesses find the real datasets too."""
+    found = find_data_dir()
+    if found is not None:
+        os.environ.setdefault("COURSE_LIB_DATA", str(found))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Folder holding mnist/ and fashion-mnist/; the test is skipped when there is none."""
