@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 3000 training images, 1 epoch, small evaluations",
+        help="smoke run: 2000 training images, 1 epoch, small evaluations",
     )
     args = parser.parse_args(argv)
 
@@ -207,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     x_train = x_train.reshape(-1, 28, 28)
     if args.quick:
-        x_train, t_train = x_train[:3000], t_train[:3000]
-        x_test, t_test = x_test[:1000], t_test[:1000]
-        args.epochs, args.redrawn = 1, 200
+        x_train, t_train = x_train[:2000], t_train[:2000]
+        x_test, t_test = x_test[:500], t_test[:500]
+        args.epochs, args.redrawn = 1, 100
     rng = np.random.default_rng(args.seed)
     network = build_network(ARCHITECTURE, (1, 28, 28), dtype=np.float32, seed=rng)
     optimizer = Adam(lr=args.lr)

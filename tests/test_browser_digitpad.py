@@ -320,7 +320,7 @@ def test_draw_digits_and_read_the_prediction(server, browser_context, frontend):
             assert bars.count() == 1
             assert bars.first.get_attribute("data-digit") == str(digit)
 
-            page.get_by_role("button", name="Clear").first.click()
+            page.locator(".digitpad-widget").first.get_by_role("button", name="Clear").click()
             page.wait_for_function(
                 "(el) => el.dataset.prediction === ''", arg=root.element_handle(), timeout=30_000
             )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 
 import course_lib.pretrained as pretrained
+from course_lib.datasets import load_mnist
 from course_lib.models import Sequential
 from course_lib.widgets import ModelAdapter, preprocess_drawing
 from course_lib.widgets.synthetic import redraw_on_canvas
@@ -22,26 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PRETRAINED_DIR = Path(pretrained.__file__).parent
 
 
-def _find_mnist() -> Path | None:
-    candidates = [os.environ.get("COURSE_LIB_DATA"), str(ROOT.parent / "shared" / "data")]
-    for base in filter(None, candidates):
-        folder = Path(base) / "mnist"
-        if (folder / "t10k-images-idx3-ubyte.gz").is_file():
-            return folder
-    return None
-
-
 @pytest.fixture(scope="module")
-def mnist_test() -> tuple[np.ndarray, np.ndarray]:
+def mnist_test(data_dir) -> tuple[np.ndarray, np.ndarray]:
     """The 10,000 MNIST test images (N, 28, 28) float32 in [0, 1] and labels (N,)."""
-    folder = _find_mnist()
-    if folder is None:
-        pytest.skip("MNIST not found (set COURSE_LIB_DATA or put it in ../shared/data/mnist)")
-    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
-    return images.astype(np.float32) / 255.0, labels
+    _, (x, t) = load_mnist(
+        normalize=True, flatten=False, data_dir=data_dir, download=False, progress=False
+    )
+    return x.reshape(-1, 28, 28), t
 
 
 # ---------------------------------------------------------------- the shipped files
@@ -125,14 +111,11 @@ def test_redrawn_digits_are_recognised(mnist_test):
 
 
 @pytest.mark.slow
-def test_training_script_quick_run(tmp_path):
-    folder = _find_mnist()
-    if folder is None:
-        pytest.skip("MNIST not found (set COURSE_LIB_DATA or put it in ../shared/data/mnist)")
+def test_training_script_quick_run(tmp_path, data_dir):
     out = tmp_path / "pretrained"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train_pretrained.py"), "--quick",
-         "--out", str(out), "--data-dir", str(folder.parent)],
+         "--out", str(out), "--data-dir", str(data_dir)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -72,6 +72,7 @@ function render({ model, el: root }) {
   let pointerId = null;
   let last = null;
   let seq = 0;
+  let answered = 0; // highest image number the kernel has answered
   let lastSent = 0;
   let pendingTimer = null;
   const sentAt = new Map();
@@ -123,6 +124,9 @@ function render({ model, el: root }) {
   }
 
   function maybeSend() {
+    // Back-pressure: while the kernel works on an image, do not queue more
+    // (the end of the stroke is always sent, so the last word is never lost).
+    if (answered < seq) return;
     // Throttle: at most one image per `throttle_ms` while the pen moves.
     const wait = model.get("throttle_ms") - (performance.now() - lastSent);
     if (wait <= 0) {
@@ -130,7 +134,7 @@ function render({ model, el: root }) {
     } else if (pendingTimer === null) {
       pendingTimer = setTimeout(() => {
         pendingTimer = null;
-        if (drawing) send(false);
+        if (drawing && answered >= seq) send(false);
       }, wait);
     }
   }
@@ -212,6 +216,7 @@ function render({ model, el: root }) {
     previewCtx.putImageData(image, 0, 0);
 
     const shown = model.get("answered_seq");
+    answered = Math.max(answered, shown);
     root.dataset.seqShown = String(shown);
     root.dataset.resultSeq = String(model.get("result_seq"));
     if (sentAt.has(shown)) {
