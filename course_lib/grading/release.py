@@ -1,0 +1,522 @@
+"""Generate the student notebooks (``chapters/``) from the instructor sources (``solutions/``).
+
+The course root is the directory holding ``graders/nbgrader_config.py``. That file names the
+source and release directories (``solutions`` and ``chapters``) and registers the assignments
+(``c.CourseLib.assignments``). :func:`release` runs the real ``nbgrader generate_assignment``
+into a temporary course directory (with a throw-away SQLite gradebook, so a fresh clone needs
+none), normalises every generated notebook so the output is byte-for-byte reproducible across
+runs and machines, and then either compares the result with ``chapters/`` (``check=True``) or
+swaps it in.
+
+nbgrader does not execute notebooks while generating an assignment, and this module keeps it
+that way: a release of the whole course takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+__all__ = [
+    "CONFIG_RELATIVE_PATH",
+    "CourseConfig",
+    "ReleaseError",
+    "ReleaseResult",
+    "TreeDiff",
+    "compare_trees",
+    "find_course_root",
+    "generate_assignments",
+    "load_course_config",
+    "normalize_notebook",
+    "nbgrader_command",
+    "nbgrader_environment",
+    "normalize_tree",
+    "release",
+    "update_gradebook",
+]
+
+#: Where the nbgrader configuration lives, relative to the course root.
+CONFIG_RELATIVE_PATH = Path("graders") / "nbgrader_config.py"
+
+#: Names never released nor compared: editor and interpreter litter.
+IGNORED_NAMES = frozenset({".ipynb_checkpoints", "__pycache__", ".DS_Store", ".pytest_cache"})
+IGNORED_SUFFIXES = (".pyc", ".pyo")
+
+#: Notebook-level metadata kept in a released notebook (everything else is volatile or personal).
+KEPT_NOTEBOOK_METADATA = ("kernelspec", "language_info", "title")
+#: ``language_info`` fields that depend on the machine that last saved the notebook.
+VOLATILE_LANGUAGE_INFO = ("version",)
+#: Cell metadata that records when or how someone ran or viewed a cell.
+VOLATILE_CELL_METADATA = (
+    "execution",
+    "ExecuteTime",
+    "collapsed",
+    "scrolled",
+    "trusted",
+    "heading_collapsed",
+    "hidden",
+)
+
+
+class ReleaseError(RuntimeError):
+    """The release could not be produced (bad configuration, nbgrader failed, ...)."""
+
+
+@dataclass(frozen=True)
+class CourseConfig:
+    """What the release needs to know from ``graders/nbgrader_config.py``."""
+
+    root: Path
+    config_path: Path
+    source_directory: str
+    release_directory: str
+    assignments: tuple[str, ...]
+
+    @property
+    def source_path(self) -> Path:
+        return self.root / self.source_directory
+
+    @property
+    def release_path(self) -> Path:
+        return self.root / self.release_directory
+
+    def available_assignments(self) -> list[str]:
+        """Registered assignments whose source notebook exists, in registration order."""
+        return [a for a in self.assignments if _has_notebook(self.source_path / a)]
+
+    def unregistered_sources(self) -> list[str]:
+        """Folders of ``solutions/`` holding notebooks but missing from the registry."""
+        if not self.source_path.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.source_path.iterdir()
+            if p.is_dir()
+            and not _ignored(p.name)
+            and p.name not in self.assignments
+            and _has_notebook(p)
+        )
+
+
+@dataclass
+class TreeDiff:
+    """Differences between the expected release and a directory, as paths relative to its root."""
+
+    stale: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    details: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.stale or self.missing or self.extra)
+
+
+@dataclass
+class ReleaseResult:
+    """Outcome of :func:`release`."""
+
+    config: CourseConfig
+    assignments: list[str]
+    skipped: list[str]
+    diff: TreeDiff
+    written: bool
+
+
+def find_course_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """The nearest directory at or above ``start`` (default: cwd) holding the nbgrader config.
+
+    Raises ``ReleaseError`` when there is none.
+    """
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_RELATIVE_PATH).is_file():
+            return candidate
+    raise ReleaseError(
+        f"no {CONFIG_RELATIVE_PATH} found in {here} or any parent directory; "
+        "run this command inside the course repository or pass --course-root"
+    )
+
+
+def load_course_config(root: str | os.PathLike[str]) -> CourseConfig:
+    """Read ``<root>/graders/nbgrader_config.py`` the way nbgrader does (traitlets)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = Path(root).resolve()
+    config_path = root / CONFIG_RELATIVE_PATH
+    if not config_path.is_file():
+        raise ReleaseError(f"{config_path} does not exist: {root} is not a course root")
+    try:
+        cfg = PyFileConfigLoader(config_path.name, path=str(config_path.parent)).load_config()
+    except Exception as exc:
+        raise ReleaseError(f"could not load {config_path}: {exc}") from exc
+
+    coursedir = cfg.get("CourseDirectory", {})
+    source = str(coursedir.get("source_directory", "source"))
+    release_dir = str(coursedir.get("release_directory", "release"))
+    configured_root = coursedir.get("root")
+    if configured_root and Path(configured_root).resolve() != root:
+        raise ReleaseError(
+            f"{config_path} sets CourseDirectory.root = {configured_root!r}, "
+            f"but the course root is {root}"
+        )
+    assignments = cfg.get("CourseLib", {}).get("assignments", [])
+    if not isinstance(assignments, list | tuple) or not all(
+        isinstance(a, str) and a for a in assignments
+    ):
+        raise ReleaseError(
+            f"{config_path}: c.CourseLib.assignments must be a list of assignment ids, "
+            f"got {assignments!r}"
+        )
+    for name in (source, release_dir):
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ReleaseError(f"{config_path}: {name!r} must be a folder inside the course root")
+    return CourseConfig(
+        root=root,
+        config_path=config_path,
+        source_directory=source,
+        release_directory=release_dir,
+        assignments=tuple(assignments),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------------
+
+
+def normalize_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` without outputs, execution counts and volatile metadata.
+
+    Deterministic: the same source notebook gives the same result on every machine. nbgrader
+    metadata (grade ids, points, checksums) is kept untouched, so the autograder still
+    recognises every cell.
+    """
+    nb = nbformat.from_dict(_deepcopy_json(nb))
+    kept = {k: nb.metadata[k] for k in KEPT_NOTEBOOK_METADATA if k in nb.metadata}
+    if isinstance(kept.get("language_info"), dict):
+        kept["language_info"] = {
+            k: v for k, v in kept["language_info"].items() if k not in VOLATILE_LANGUAGE_INFO
+        }
+    nb.metadata = nbformat.from_dict(kept)
+
+    with_ids = (nb.nbformat, nb.nbformat_minor) >= (4, 5)
+    seen_ids: set[str] = set()
+    for index, cell in enumerate(nb.cells):
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        if with_ids:
+            cell_id = cell.get("id")
+            if not cell_id or cell_id in seen_ids:
+                cell_id = f"cell-{index:03d}"
+            cell["id"] = cell_id
+            seen_ids.add(cell_id)
+        else:
+            cell.pop("id", None)
+    return nb
+
+
+def _deepcopy_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deepcopy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deepcopy_json(v) for v in value]
+    return value
+
+
+def notebook_bytes(nb: nbformat.NotebookNode) -> bytes:
+    """Stable serialisation: nbformat's JSON layout (sorted keys, indent 1) plus a newline."""
+    return (nbformat.writes(nb, version=nbformat.NO_CONVERT) + "\n").encode("utf-8")
+
+
+def normalize_tree(directory: str | os.PathLike[str]) -> None:
+    """Normalise every notebook below ``directory`` in place and drop ignored litter."""
+    directory = Path(directory)
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if _ignored_path(path.relative_to(directory)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            continue
+        if path.suffix == ".ipynb" and path.is_file():
+            nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+            path.write_bytes(notebook_bytes(normalize_notebook(nb)))
+            path.chmod(0o644)
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+def nbgrader_command(config: CourseConfig, *args: str) -> list[str]:
+    """The argv of a real ``nbgrader`` call using the course configuration."""
+    # nbgrader shadows jupyter's --config alias; the trait itself works. Without ".py":
+    # nbgrader appends the suffix when it looks for the file.
+    config_stem = config.config_path.with_suffix("")
+    return [sys.executable, "-m", "nbgrader", *args, f"--NbGrader.config_file={config_stem}"]
+
+
+def nbgrader_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for an nbgrader subprocess: ``base`` (default ``os.environ``) with this
+    interpreter's scripts folder first on PATH (nbgrader's gradebook runs the ``alembic``
+    executable it finds there)."""
+    env = dict(os.environ if base is None else base)
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = scripts + os.pathsep + env.get("PATH", "") if env.get("PATH") else scripts
+    return env
+
+
+def generate_assignments(
+    config: CourseConfig,
+    assignments: Sequence[str],
+    destination: str | os.PathLike[str],
+    *,
+    db_url: str | None = None,
+) -> None:
+    """Run ``nbgrader generate_assignment`` for ``assignments`` and write the normalised
+    student versions to ``destination/<assignment>/``.
+
+    The notebooks are generated in a temporary course directory holding copies of the
+    sources, so nothing in the course root is touched. ``db_url`` is the gradebook nbgrader
+    records the assignments in; by default a temporary SQLite file that is thrown away.
+    """
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    if not assignments:
+        return
+    with tempfile.TemporaryDirectory(prefix="course-lib-release-") as tmp:
+        course = Path(tmp) / "course"
+        sources = course / config.source_directory
+        for assignment in assignments:
+            shutil.copytree(
+                config.source_path / assignment,
+                sources / assignment,
+                ignore=lambda _d, names: [n for n in names if _ignored(n)],
+            )
+        url = db_url or "sqlite:///" + str(Path(tmp) / "gradebook.db")
+        # "*" matches exactly the copied assignments: one nbgrader start-up for all of them.
+        cmd = nbgrader_command(
+            config,
+            "generate_assignment",
+            "*" if len(assignments) > 1 else assignments[0],
+            f"--CourseDirectory.root={course}",
+            f"--CourseDirectory.db_url={url}",
+            "--force",
+            "--log-level=WARN",
+        )
+        env = nbgrader_environment()
+        env.pop("COURSE_LIB_GRADEBOOK_URL", None)  # the command line sets the gradebook
+        # Only the course config counts: no per-user Jupyter config may change the release.
+        env["JUPYTER_CONFIG_DIR"] = str(Path(tmp) / "jupyter-config")
+        env.pop("JUPYTER_CONFIG_PATH", None)
+        proc = subprocess.run(
+            cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False, timeout=600
+        )
+        released = course / config.release_directory
+        produced = sorted(p.name for p in released.iterdir()) if released.is_dir() else []
+        if proc.returncode != 0 or produced != sorted(assignments):
+            log = (proc.stderr + proc.stdout).strip()
+            raise ReleaseError(
+                f"nbgrader generate_assignment failed for {', '.join(assignments)} "
+                f"(exit code {proc.returncode}; produced {produced or 'nothing'}):\n{log}"
+            )
+        normalize_tree(released)
+        for assignment in assignments:
+            target = destination / assignment
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(released / assignment, target)
+
+
+def update_gradebook(config: CourseConfig, assignments: Sequence[str] | None = None) -> list[str]:
+    """Record the assignments (notebooks, graded cells, points, test code) in the course's
+    own gradebook (``CourseDirectory.db_url`` of the config, or ``COURSE_LIB_GRADEBOOK_URL``).
+
+    ``nbgrader autograde`` needs this. The generated notebooks themselves are discarded here;
+    ``chapters/`` is only ever written by :func:`release`.
+    """
+    names = _select(config, assignments)
+    url = gradebook_url(config)
+    with tempfile.TemporaryDirectory(prefix="course-lib-gradebook-") as tmp:
+        generate_assignments(config, names, tmp, db_url=url)
+    return names
+
+
+def gradebook_url(config: CourseConfig) -> str:
+    """The gradebook URL the configuration resolves to in the current environment."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    loader = PyFileConfigLoader(config.config_path.name, path=str(config.config_path.parent))
+    url = loader.load_config().get("CourseDirectory", {}).get("db_url")
+    return str(url) if url else "sqlite:///" + str(config.root / "gradebook.db")
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing and releasing
+# --------------------------------------------------------------------------------------------
+
+
+def compare_trees(
+    expected: str | os.PathLike[str],
+    actual: str | os.PathLike[str],
+    *,
+    only: Iterable[str] | None = None,
+) -> TreeDiff:
+    """Compare two release trees file by file (bytes), ignoring editor litter.
+
+    ``only`` restricts the comparison to these top-level folders (assignments).
+    """
+    expected_files = _tree_files(Path(expected), only)
+    actual_files = _tree_files(Path(actual), only)
+    diff = TreeDiff()
+    for rel in sorted(expected_files.keys() | actual_files.keys()):
+        if rel not in actual_files:
+            diff.missing.append(rel)
+        elif rel not in expected_files:
+            diff.extra.append(rel)
+        else:
+            want = expected_files[rel].read_bytes()
+            have = actual_files[rel].read_bytes()
+            if want != have:
+                diff.stale.append(rel)
+                diff.details[rel] = _short_diff(have, want, rel)
+    return diff
+
+
+def release(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    assignments: Sequence[str] | None = None,
+    check: bool = False,
+) -> ReleaseResult:
+    """Regenerate ``chapters/`` from ``solutions/`` (or only compare, with ``check=True``).
+
+    ``assignments`` limits the release to these ids (default: every registered assignment
+    whose source notebook exists). Writing swaps each assignment folder in with a rename, so
+    readers never see a half-written chapter; a full release also removes folders of
+    assignments that are no longer released.
+    """
+    config = load_course_config(root if root is not None else find_course_root())
+    unregistered = config.unregistered_sources()
+    if unregistered:
+        raise ReleaseError(
+            f"{config.source_directory}/ holds assignments not registered in "
+            f"{CONFIG_RELATIVE_PATH}: {', '.join(unregistered)}; add them to "
+            "c.CourseLib.assignments"
+        )
+    names = _select(config, assignments)
+    skipped = [a for a in config.assignments if a not in names and assignments is None]
+    scope = None if assignments is None else names
+    target = config.release_path
+
+    with tempfile.TemporaryDirectory(prefix="course-lib-release-out-") as tmp:
+        expected = Path(tmp) / "release"
+        generate_assignments(config, names, expected)
+        diff = compare_trees(expected, target, only=scope)
+        written = False
+        if not check and not diff.clean:
+            _swap_in(expected, target, names, full=assignments is None)
+            written = True
+    return ReleaseResult(config, names, skipped, diff, written)
+
+
+def _select(config: CourseConfig, assignments: Sequence[str] | None) -> list[str]:
+    if assignments is None:
+        return config.available_assignments()
+    names: list[str] = []
+    for name in assignments:
+        if name not in config.assignments:
+            raise ReleaseError(
+                f"unknown assignment {name!r}; registered: {', '.join(config.assignments)}"
+            )
+        if not _has_notebook(config.source_path / name):
+            raise ReleaseError(
+                f"assignment {name!r} has no notebook in {config.source_directory}/{name}/ yet"
+            )
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _swap_in(expected: Path, target: Path, names: Sequence[str], *, full: bool) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".release-", dir=target))
+    try:
+        for name in names:
+            new = staging / name
+            shutil.copytree(expected / name, new)
+            old = staging / f"{name}.old"
+            current = target / name
+            if current.exists():
+                current.rename(old)
+            new.rename(current)
+        if full:
+            keep = set(names)
+            for entry in target.iterdir():
+                if entry == staging or entry.name in keep:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _tree_files(root: Path, only: Iterable[str] | None) -> dict[str, Path]:
+    if not root.is_dir():
+        return {}
+    allowed = None if only is None else set(only)
+    files: dict[str, Path] = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if _ignored_path(rel) or rel.parts[0].startswith(".release-"):
+            continue
+        if allowed is not None and rel.parts[0] not in allowed:
+            continue
+        if path.is_file():
+            files[rel.as_posix()] = path
+    return files
+
+
+def _short_diff(have: bytes, want: bytes, rel: str, limit: int = 12) -> list[str]:
+    try:
+        have_lines = have.decode("utf-8").splitlines()
+        want_lines = want.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        return ["(binary files differ)"]
+    lines = list(
+        difflib.unified_diff(
+            have_lines, want_lines, f"committed/{rel}", f"generated/{rel}", n=1, lineterm=""
+        )
+    )
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... ({len(lines) - limit} more diff lines)"]
+    return lines
+
+
+def _has_notebook(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.glob("*.ipynb"))
+
+
+def _ignored(name: str) -> bool:
+    return name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES)
+
+
+def _ignored_path(rel: Path) -> bool:
+    return any(_ignored(part) for part in rel.parts)

@@ -1,0 +1,64 @@
+# nbgrader configuration of the course *Deep Learning from Scratch*.
+#
+# Every nbgrader command of the instructor reads this file. Run them from this
+# directory (nbgrader loads ./nbgrader_config.py), or from anywhere with
+#     JUPYTER_CONFIG_PATH=<repo>/graders nbgrader <command> ...
+# `course-lib release` passes it explicitly (--config).
+#
+# Layout (all paths relative to the repository root, which is the course root):
+#     solutions/<assignment>/<assignment>.ipynb     instructor source notebooks (committed)
+#     chapters/<assignment>/<assignment>.ipynb      student versions (generated, committed)
+#     graders/submitted/<student>/<assignment>/     collected submissions          (gitignored)
+#     graders/autograded/<student>/<assignment>/    autograded submissions         (gitignored)
+#     graders/feedback/<student>/<assignment>/      feedback HTML                  (gitignored)
+#     graders/gradebook.db                          default SQLite gradebook       (gitignored)
+import os
+
+c = get_config()  # noqa: F821  (injected by traitlets when nbgrader loads this file)
+
+_GRADERS = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_GRADERS)
+
+# --- The course ------------------------------------------------------------------------------
+#: The assignments of the course, in teaching order: one notebook each, named like its folder.
+#: `course-lib release` releases those whose solutions/<id>/ exists and refuses unregistered ones.
+c.CourseLib.assignments = [
+    "ch01_differentiation",
+    "ch02_backpropagation",
+    "ch03_training_techniques",
+    "ch04_convolutional_networks",
+    "ch05_deep_networks",
+    "ch06_draw_a_digit",
+]
+
+# --- Course directory ------------------------------------------------------------------------
+c.CourseDirectory.root = _ROOT
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "chapters"
+c.CourseDirectory.submitted_directory = os.path.join("graders", "submitted")
+c.CourseDirectory.autograded_directory = os.path.join("graders", "autograded")
+c.CourseDirectory.feedback_directory = os.path.join("graders", "feedback")
+c.CourseDirectory.solution_directory = os.path.join("graders", "solution")
+c.CourseDirectory.source_with_tests_directory = os.path.join("graders", "source_with_tests")
+
+# The gradebook: SQLite next to this file unless COURSE_LIB_GRADEBOOK_URL names another
+# SQLAlchemy URL, e.g. postgresql://grader@db.example.org/dlfs for a shared PostgreSQL gradebook.
+c.CourseDirectory.db_url = os.environ.get(
+    "COURSE_LIB_GRADEBOOK_URL",
+    "sqlite:///" + os.path.join(_GRADERS, "gradebook.db"),
+)
+
+# --- Student version -------------------------------------------------------------------------
+# The body between `### BEGIN SOLUTION` and `### END SOLUTION` becomes this stub.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# --- Autograding -----------------------------------------------------------------------------
+# Seconds one cell may run before the grader interrupts it (the cell then scores zero and the
+# rest of the notebook still runs). Quick mode (COURSE_QUICK=1) keeps every cell far below it.
+c.Execute.timeout = int(os.environ.get("COURSE_LIB_CELL_TIMEOUT", "300"))
+
+# ============================================================================================
+# ROBUST GRADING SECTION (owned by the `course-lib grade` helper; exchange, course_id,
+# sandboxing, late-submission policy, ...). Add its configuration below this line only.
+# ============================================================================================
