@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+# "np" too: the book's ch06/optimizer_compare_mnist.py gets numpy from `from common.optimizer import *`.
 __all__ = [
+    "np",
     "SGD",
     "AdaGrad",
     "Adam",

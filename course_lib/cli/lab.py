@@ -60,10 +60,12 @@ def run(args: argparse.Namespace) -> int:
         print("running as root (e.g. in a container): passing --allow-root to JupyterLab")
         lab_args.append("--allow-root")
     cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={workspace}", *lab_args]
-    print("starting JupyterLab:", " ".join(cmd))
-    try:
-        return subprocess.call(cmd, env=os.environ.copy())
-    except KeyboardInterrupt:
+    print("starting JupyterLab:", " ".join(cmd), flush=True)
+    if os.name == "posix":  # become JupyterLab, so signals (Ctrl-C, terminate) reach it directly
+        os.execv(sys.executable, cmd)
+    try:  # pragma: no cover - Windows
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:  # pragma: no cover
         return 0
 
 
