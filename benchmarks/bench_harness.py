@@ -55,7 +55,6 @@ IMPL_LABELS = {
 TARGETS = {
     "SimpleConvNet": {"max_vs_torch": 1.0, "min_speedup_vs_book": 4.0},
     "DeepConvNet": {"max_vs_torch": 1.5, "min_speedup_vs_book": 4.0},
-    "TwoLayerNet": {"min_speedup_vs_book": 4.0},
 }
 
 THREAD_ENV = (
@@ -255,6 +254,9 @@ def worker_main(spec: str) -> int:
     sys.path.insert(0, str(HERE))
     try:
         result = run_numgrad_job(job) if job["kind"] == "numgrad" else run_step_job(job)
+        from course_lib.cli.bench import openblas_corename
+
+        result["openblas_core"] = openblas_corename()
     except Exception as exc:  # reported to the parent, which prints it as "skipped"
         result = {
             "impl": job.get("impl"),
@@ -268,19 +270,21 @@ def worker_main(spec: str) -> int:
 # --------------------------------------------------------------------------- parent
 
 
-def thread_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    for k in THREAD_ENV:
-        env[k] = str(threads)
+def worker_env(threads: int, coretype: str) -> dict[str, str]:
+    """The environment every worker runs in: same thread counts, same OpenBLAS kernel choice."""
+    from course_lib.cli.bench import blas_environment
+
+    env = blas_environment(os.environ, threads, coretype)
+    env.update({k: str(threads) for k in THREAD_ENV})
     return env
 
 
-def run_worker(job: dict, threads: int, timeout: float) -> dict:
+def run_worker(job: dict, env: dict[str, str], timeout: float) -> dict:
     cmd = [sys.executable, str(HERE / "bench_harness.py"), "--worker", json.dumps(job)]
     try:
         proc = subprocess.run(
             cmd,
-            env=thread_env(threads),
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -365,6 +369,7 @@ def _summarise(step_results: list[dict]) -> dict:
         "peak_rss_mb": max(r.get("peak_rss_mb", r["peak_rss_after_steps_mb"]) for r in ok),
         "rss_before_steps_mb": min(r["rss_before_steps_mb"] for r in ok),
         "data": ok[0]["data"],
+        "openblas_core": ok[0].get("openblas_core"),
     }
     out["step_rss_growth_mb"] = (
         max(r["peak_rss_after_steps_mb"] for r in ok) - out["rss_before_steps_mb"]
@@ -469,6 +474,9 @@ def format_report(report: dict) -> str:
         f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs), {m['threads']} threads, "
         f"NumPy {m['numpy']} ({m['blas']}), PyTorch {m['torch'] or 'not installed'}"
     )
+    lines.append(f"Worker environment: {m.get('worker_env')}")
+    cores = {r.get("openblas_core") for per in report["results"].values() for r in per.values()}
+    lines.append(f"OpenBLAS kernels used: {', '.join(sorted(str(c) for c in cores))}")
     lines.append(f"Data: {report['data']}")
     lines.append("")
     hdr = f"{'model':<14}{'implementation':<30}{'step ms (median)':>17}{'IQR ms':>16}"
@@ -536,6 +544,7 @@ def run_benchmarks(
     out_dir: str | os.PathLike | None = None,
     data_dir: str | None = None,
     timeout: float = 1800.0,
+    openblas_coretype: str = "inherit",
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the benchmark and write ``bench.json`` / ``bench.png``; return the report dict."""
@@ -563,6 +572,13 @@ def run_benchmarks(
         "optimizer": "Adam(lr=0.001)",
     }
     machine = machine_info(threads)
+    env = worker_env(threads, openblas_coretype)
+    machine["worker_env"] = {k: env[k] for k in (*THREAD_ENV, "OPENBLAS_CORETYPE") if k in env}
+    if machine["loadavg_start"] and machine["loadavg_start"][0] > 0.5 * (os.cpu_count() or 1):
+        log(
+            f"warning: load average {machine['loadavg_start'][0]:.1f} on {os.cpu_count()} CPUs; "
+            "other processes compete for the cores and the timings will be noisy"
+        )
     if "torch" in impls and machine["torch"] is None:
         sys.path.insert(0, str(HERE))
         import torch_nets
@@ -589,7 +605,7 @@ def run_benchmarks(
                     "data_dir": str(data_dir) if data_dir else None,
                 }
                 log(f"[round {rnd + 1}/{rounds}] {model:<14} {impl:<11}")
-                res = run_worker(job, threads, timeout)
+                res = run_worker(job, env, timeout)
                 if "error" in res:
                     log(f"    skipped: {res['error']}")
                 else:
@@ -619,7 +635,7 @@ def run_benchmarks(
             "data_dir": str(data_dir) if data_dir else None,
         }
         log("numerical gradient vs backprop (TwoLayerNet, course_lib)")
-        report["numgrad"] = run_worker(job, threads, timeout)
+        report["numgrad"] = run_worker(job, env, timeout)
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     out = Path(out_dir) if out_dir else HERE / "results"
     out.mkdir(parents=True, exist_ok=True)

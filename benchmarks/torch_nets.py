@@ -81,7 +81,7 @@ class TorchRunner:
         loss = self.loss_fn(self.net(x), t)
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
     def predict(self, x):
         self.net.eval()

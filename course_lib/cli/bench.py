@@ -11,7 +11,12 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+#: CPU flags OpenBLAS's SkylakeX (AVX-512) kernels need.
+AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 MODELS = ("TwoLayerNet", "SimpleConvNet", "DeepConvNet")
 IMPLS = ("course_lib", "book", "torch")
@@ -32,6 +37,61 @@ def find_benchmarks_dir() -> Path:
         + ", ".join(str(c) for c in candidates)
         + "). Run it from a clone of the repository or set COURSE_LIB_BENCHMARKS."
     )
+
+
+def openblas_corename() -> str | None:
+    """The kernel family the OpenBLAS under NumPy chose (e.g. ``'Haswell'``), or None."""
+    import ctypes
+
+    import numpy as np
+
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        if "openblas" not in str(blas.get("name", "")).lower():
+            return None
+    except Exception:
+        return None
+    libs = list((Path(np.__file__).parent.parent / "numpy.libs").glob("*openblas*"))
+    for lib_path in libs:
+        lib = ctypes.CDLL(str(lib_path))
+        for fn in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                   "openblas_get_corename64_", "openblas_get_corename"):  # fmt: skip
+            f = getattr(lib, fn, None)
+            if f is not None:
+                f.restype = ctypes.c_char_p
+                return f().decode()
+    return None
+
+
+def cpu_has_avx512() -> bool:
+    """True when /proc/cpuinfo lists every AVX-512 subset the SkylakeX kernels use."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(flag in flags for flag in AVX512_FLAGS)
+
+
+def blas_environment(
+    base: Mapping[str, str], threads: int | None, coretype: str = "inherit"
+) -> dict[str, str]:
+    """A copy of the environment ``base`` set up to run NumPy code: threads and OpenBLAS kernel.
+
+    threads: sets ``OMP/OPENBLAS/MKL_NUM_THREADS`` (None: leave them).
+    coretype: ``"inherit"`` keeps ``OPENBLAS_CORETYPE`` as it is in ``base``;
+    ``"detect"`` removes it so that OpenBLAS picks the kernels for this CPU itself;
+    any other value (e.g. ``"SkylakeX"``, ``"Haswell"``) is set. OpenBLAS reads these
+    variables when it is loaded, so they only affect processes started with them.
+    """
+    env = dict(base)
+    if threads is not None:
+        env.update({k: str(threads) for k in THREAD_ENV})
+    if coretype == "detect":
+        env.pop("OPENBLAS_CORETYPE", None)
+    elif coretype != "inherit":
+        env["OPENBLAS_CORETYPE"] = coretype
+    return env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-numgrad", action="store_true", help="skip the numerical-gradient vs backprop timing"
+    )
+    parser.add_argument(
+        "--openblas-coretype",
+        default="inherit",
+        help="OpenBLAS kernels for both NumPy implementations: 'inherit' (as the environment "
+        "says, default), 'detect' (unset OPENBLAS_CORETYPE: OpenBLAS picks for this CPU) or "
+        "a core name such as SkylakeX (AVX-512) or Haswell (AVX2)",
     )
     parser.add_argument(
         "--out", help="output folder for bench.json / bench.png (default benchmarks/results)"
@@ -125,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         numgrad=not args.no_numgrad,
         out_dir=args.out,
         data_dir=args.data_dir,
+        openblas_coretype=args.openblas_coretype,
     )
     return 0
 
