@@ -34,6 +34,7 @@ from typing import Any
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader import utils as nbutils
@@ -180,6 +181,8 @@ class IsolatedExecute(Execute):
         kc = await super().async_start_new_kernel_client()
         self._connect_verdict()
         return kc
+
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)
 
     # ------------------------------------------------------------------ verdict process
     def _start_verdict(self, nb: NotebookNode, resources: Any) -> None:
@@ -338,6 +341,9 @@ class IsolatedExecute(Execute):
         await self._restart_kernel(cell_index)
         return cell
 
+    # nbclient binds ``execute_cell`` to its own coroutine at class creation: rebind ours
+    execute_cell = run_sync(async_execute_cell)
+
     async def _run_test_cell(self, cell: NotebookNode, cell_index: int) -> NotebookNode:
         timeout = float(self._get_timeout(cell) or 300)
         timeout = max(1.0, min(timeout, self._deadline - time.monotonic()))
@@ -378,12 +384,10 @@ class IsolatedExecute(Execute):
                 await self.km.shutdown_kernel(now=True)
             return
         with contextlib.suppress(Exception):
-            await self.km.shutdown_kernel(now=True)
-        with contextlib.suppress(Exception):
             if self.kc is not None:
                 self.kc.stop_channels()
         self.kc = None
-        await self.km.start_kernel(extra_arguments=self.extra_arguments, cwd=self._kernel_cwd())
+        await self.km.restart_kernel(now=True)
         await self.async_start_new_kernel_client()
         await self._replay(failed_index)
 

@@ -28,6 +28,7 @@ import socket
 import struct
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,9 @@ _RESTRICTED_OPS = frozenset(
         "array",
     }
 )
+
+
+_BUILTIN_TYPES = (float, int, bool, complex, str, bytes, list, tuple, dict, set, object)
 
 
 class ProtocolError(RuntimeError):
@@ -253,6 +257,9 @@ class Codec:
         # proxies of the other side's objects: one per handle, and the handle of each
         self._proxies: dict[int, Any] = {}
         self._proxy_ids: dict[int, tuple[Any, int]] = {}
+        # shared arrays (see Endpoint): set by the endpoint
+        self.share: Callable[[np.ndarray], int] | None = None
+        self.receive_shared: Callable[[int, np.ndarray], np.ndarray] | None = None
 
     def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
         """The (unique) local stand-in for the other side's object ``handle``."""
@@ -308,7 +315,10 @@ class Codec:
             blobs.append(_array_to_bytes(value))
             if arrays is not None:
                 arrays.append(value)
-            return {"@": "nd", "b": len(blobs) - 1}
+            out = {"@": "nd", "b": len(blobs) - 1}
+            if self.share is not None:
+                out["s"] = self.share(value)
+            return out
         if isinstance(value, np.generic) and not isinstance(value, np.object_):
             blobs.append(_array_to_bytes(np.asarray(value)))
             return {"@": "np", "b": len(blobs) - 1}
@@ -329,6 +339,12 @@ class Codec:
             }
         if value is Ellipsis:
             return {"@": "ellipsis"}
+        if isinstance(value, np.dtype):
+            return {"@": "dtype", "v": value.str}
+        if isinstance(value, type) and issubclass(value, np.generic) and value is not np.object_:
+            return {"@": "scalartype", "v": np.dtype(value).str}
+        if isinstance(value, type) and value in _BUILTIN_TYPES:
+            return {"@": "builtintype", "v": value.__name__}
         return self.ref(value)
 
     # -- decoding
@@ -351,6 +367,8 @@ class Codec:
         if tag == "nd":
             index = int(data["b"])
             array = _array_from_bytes(blobs[index])
+            if "s" in data and self.receive_shared is not None:
+                array = self.receive_shared(int(data["s"]), array)
             if arrays is not None:
                 arrays.append((index, array))
             return array
@@ -371,6 +389,12 @@ class Codec:
             return slice(*(self.decode(v, blobs, None, depth + 1) for v in data["v"]))
         if tag == "ellipsis":
             return Ellipsis
+        if tag == "dtype":
+            return np.dtype(str(data["v"]))
+        if tag == "scalartype":
+            return np.dtype(str(data["v"])).type
+        if tag == "builtintype":
+            return {t.__name__: t for t in _BUILTIN_TYPES}[str(data["v"])]
         if tag == "back":
             handle = int(data["h"])
             if handle not in self.objects:
@@ -415,6 +439,14 @@ class Endpoint:
         # objects, never assign, delete, or reach private attributes such as ``__globals__``
         self.restricted = restricted
         self._seq = 0
+        # arrays that crossed the socket, both ways: wire id -> (weak array, digest). A change
+        # on either side is sent with the next message, so aliasing survives the crossing
+        # (a test that updates ``W`` in place after ``Affine(W, b)`` is seen by the layer).
+        self.shared: dict[tuple[str, int], tuple[Any, str]] = {}
+        self._shared_ids: dict[int, tuple[Any, tuple[str, int]]] = {}
+        self._next_wid = 0
+        self.codec.share = self._share
+        self.codec.receive_shared = self._receive_shared
         # arrays read from attributes of the other side's objects, kept in sync
         self.tracked: dict[tuple, tuple[np.ndarray, str]] = {}
         # arrays of ours that the other side read from attributes of our objects
@@ -431,7 +463,9 @@ class Endpoint:
         enc_args = [self.codec.encode(a, blobs, sent_arrays) for a in args]
         enc_kwargs = {str(k): self.codec.encode(v, blobs, sent_arrays) for k, v in kwargs.items()}
         sync = self._outgoing_sync(blobs)
+        shared = self._shared_changes(blobs)
         header = {
+            "shared": shared,
             "kind": "req",
             "seq": seq,
             "op": op,
@@ -466,6 +500,7 @@ class Endpoint:
             if kind != "rep" or header.get("seq") != seq:
                 raise ProtocolError("unexpected message from the kernel")
             self._apply_incoming_sync(header.get("sync") or [], blobs)
+            self._apply_shared(header.get("shared") or [], blobs)
             for item in header.get("argsync") or []:
                 index, blob = int(item["i"]), int(item["b"])
                 if 0 <= index < len(sent_arrays):
@@ -476,6 +511,73 @@ class Endpoint:
             if "exc" in header:
                 raise _exception_from_wire(header["exc"])
             return self.codec.decode(header.get("value"), blobs)
+
+    # ---- shared arrays
+    def _share(self, array: np.ndarray) -> int:
+        entry = self._shared_ids.get(id(array))
+        if entry is not None and entry[0]() is array:
+            key = entry[1]
+            self.shared[key] = (entry[0], _digest(array))
+            return key[1] if key[0] == "mine" else -key[1] - 1
+        self._next_wid += 1
+        key = ("mine", self._next_wid)
+        ref = weakref.ref(array)
+        self.shared[key] = (ref, _digest(array))
+        self._shared_ids[id(array)] = (ref, key)
+        return self._next_wid
+
+    def _receive_shared(self, wid: int, array: np.ndarray) -> np.ndarray:
+        key = ("theirs", wid) if wid >= 0 else ("mine", -wid - 1)
+        entry = self.shared.get(key)
+        if entry is not None:
+            existing = entry[0]()
+            if (
+                existing is not None
+                and existing.shape == array.shape
+                and existing.dtype == array.dtype
+            ):
+                if existing.flags.writeable:
+                    np.copyto(existing, array)
+                self.shared[key] = (entry[0], _digest(existing))
+                return existing
+        ref = weakref.ref(array)
+        self.shared[key] = (ref, _digest(array))
+        self._shared_ids[id(array)] = (ref, key)
+        return array
+
+    def _shared_changes(self, blobs: list[bytes]) -> list[dict[str, Any]]:
+        out = []
+        for key, (ref, digest) in list(self.shared.items()):
+            array = ref()
+            if array is None:
+                del self.shared[key]
+                continue
+            now = _digest(array)
+            if now != digest:
+                blobs.append(_array_to_bytes(array))
+                # the receiver's view of the id: its "mine" is our "theirs"
+                out.append(
+                    {
+                        "k": "theirs" if key[0] == "mine" else "mine",
+                        "w": key[1],
+                        "b": len(blobs) - 1,
+                    }
+                )
+                self.shared[key] = (ref, now)
+        return out
+
+    def _apply_shared(self, items: list[dict[str, Any]], blobs: list[bytes]) -> None:
+        for item in items:
+            key = (str(item["k"]), int(item["w"]))
+            entry = self.shared.get(key)
+            if entry is None:
+                continue
+            array = entry[0]()
+            new = _array_from_bytes(blobs[int(item["b"])])
+            if array is None or array.shape != new.shape or not array.flags.writeable:
+                continue
+            np.copyto(array, new, casting="unsafe")
+            self.shared[key] = (entry[0], _digest(array))
 
     # ---- tracked attribute arrays
     def track(self, key: tuple, array: np.ndarray) -> None:
@@ -524,6 +626,7 @@ class Endpoint:
         received: list[tuple[int, np.ndarray]] = []
         digests: list[str] = []
         try:
+            self._apply_shared(header.get("shared") or [], blobs)
             for item in header.get("sync") or []:
                 target = self._resolve_path(int(item["h"]), list(item["path"]))
                 new = _array_from_bytes(blobs[int(item["b"])])
@@ -551,6 +654,7 @@ class Endpoint:
                 argsync.append({"i": i, "b": len(out_blobs) - 1})
         reply["argsync"] = argsync
         reply["sync"] = self._exported_changes(out_blobs)
+        reply["shared"] = self._shared_changes(out_blobs)
         send_frame(self.sock, reply, out_blobs)
         return True
 

@@ -639,9 +639,14 @@ def scan_submission(
                         )
                 if sanctioned:
                     taint.fallback |= bound
-            # propagate: names bound here now refer to what the statement refers to
+            # propagate: names bound here now refer to what the statement refers to. An
+            # exercise's own name does not propagate: its tests judge it (statically above,
+            # dynamically in the checks), and later exercises may build on it like on a fallback.
             for name in bound:
-                if origins and name not in taint.fallback:
+                if name in exercises:
+                    taint.origins.pop(name, None)
+                    taint.modules.discard(name)
+                elif origins and name not in taint.fallback:
                     taint.origins[name] = (
                         {o if o.startswith("derived:") else f"derived:{o}" for o in origins}
                         if not isinstance(node, ast.Assign)

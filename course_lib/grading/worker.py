@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -67,12 +68,18 @@ def _read_notebook(path: Path) -> tuple[nbformat.NotebookNode | None, str | None
     return nb, None, upgraded
 
 
+_HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.DOTALL)
+
+
+def _visible(source: str) -> str:
+    """A test cell's source without its hidden tests, whitespace-normalised."""
+    return " ".join(_HIDDEN.sub("", source).split())
+
+
 def _sanitize(
     nb: nbformat.NotebookNode, source: nbformat.NotebookNode, problems: list[str]
 ) -> nbformat.NotebookNode:
     """Report how the submission's nbgrader cells differ from the source (nbgrader repairs)."""
-    from nbgrader.utils import compute_checksum
-
     src_cells = {_meta(c)["grade_id"]: c for c in source.cells if _meta(c).get("grade_id")}
     seen: dict[str, int] = {}
     for cell in nb.cells:
@@ -89,9 +96,8 @@ def _sanitize(
         if smeta.get("grade") and not smeta.get("solution"):
             if meta.get("points") != smeta.get("points"):
                 problems.append(f"test cell {gid}: points changed (restored)")
-            if cell.source.strip() and "checksum" in meta:
-                if compute_checksum(cell) != meta.get("checksum"):
-                    problems.append(f"test cell {gid} was edited (nbgrader restored the original)")
+            if _visible(cell.source) != _visible(src.source):
+                problems.append(f"test cell {gid} was edited (nbgrader restored the original)")
         # a student cannot change what kind of cell this is
         cell.metadata["nbgrader"] = {
             **meta,
