@@ -12,7 +12,7 @@ This is the book's ``im2col`` convolution, arranged for speed:
 * the backward pass never builds the big ``dcol`` matrix: for each kernel
   offset ``(i, j)`` the gradient ``dout @ W[:, :, i, j]`` is added straight into
   the pixels that offset looked at (the same loop over kernel offsets as the
-  book's ``col2im``).
+  book's ``col2im``); for one input channel a single product gives all offsets.
 
 Shapes and results are those of the book's layer; ``course_lib.util.im2col``
 still lays patches out in the book's ``(C, FH, FW)`` order for teaching.
@@ -93,9 +93,14 @@ class Convolution(Layer):
         # Offset (i, j) of the kernel read pixel (i + s*oh, j + s*ow) of the padded image
         # for output (oh, ow) through the weights W[:, :, i, j]; send the gradient back that way.
         W_by_offset = self.W.transpose(2, 3, 0, 1).copy()  # (FH, FW, FN, C), contiguous blocks
+        if C == 1:  # grey images: one product gives every offset's gradient as a row
+            rows = W_by_offset.reshape(FH * FW, FN) @ d.T  # (FH*FW, N*OH*OW)
         dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=np.result_type(d, self.W))
         for i in range(FH):
             for j in range(FW):
-                grad = (d @ W_by_offset[i, j]).reshape(N, OH, OW, C)
+                if C == 1:
+                    grad = rows[i * FW + j].reshape(N, OH, OW, 1)
+                else:
+                    grad = (d @ W_by_offset[i, j]).reshape(N, OH, OW, C)
                 dimg[:, i : i + s * OH : s, j : j + s * OW : s, :] += grad
         return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)
