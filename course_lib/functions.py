@@ -88,22 +88,22 @@ def _as_label_indices(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     return t.reshape(-1).astype(np.intp, copy=False)
 
 
-def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
-    """Mean cross-entropy of predicted probabilities against targets.
+def cross_entropy_error(y: np.ndarray, t: np.ndarray, delta: float = 1e-7) -> float:
+    """Mean cross-entropy of predicted probabilities against targets, as in the book.
 
     y: (C,) or (N, C) probabilities (e.g. the output of :func:`softmax`).
     t: one-hot of ``y``'s shape, or integer labels (N,) (also (N, 1) or a scalar).
-    Returns the mean over the batch of ``-log y[label]``. Probabilities of 0 are
-    clipped to the smallest positive normal number, so the result is finite.
+    Returns the batch mean of ``-log(y[label] + delta)``; the small ``delta``
+    (the book's 1e-7) keeps a probability of 0 from giving ``log(0)``, so the result
+    is always finite (at most ``-log(delta)``, about 16.1). For losses straight from
+    logits, :func:`softmax_loss` is exact and finite for logits of any size.
     """
     y = np.asarray(y)
     if y.ndim == 1:
         y = y.reshape(1, -1)
     labels = _as_label_indices(y, t)
     n = y.shape[0]
-    p = y[np.arange(n), labels]
-    tiny = np.finfo(y.dtype if np.issubdtype(y.dtype, np.floating) else np.float64).tiny
-    return float(-np.sum(np.log(np.maximum(p, tiny))) / n)
+    return float(-np.sum(np.log(y[np.arange(n), labels] + delta)) / n)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

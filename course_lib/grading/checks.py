@@ -59,6 +59,15 @@ def _fmt(v: Any) -> str:
     return f"{float(v):.6g}" if np.isscalar(v) or np.ndim(v) == 0 else repr(v)
 
 
+def _fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """Format two numbers with enough digits that different values never print the same."""
+    for digits in (6, 10, 17):
+        sa, sb = f"{float(a):.{digits}g}", f"{float(b):.{digits}g}"
+        if sa != sb or a == b:
+            return sa, sb
+    return repr(float(a)), repr(float(b))
+
+
 def check_close(
     yours: Any,
     expected: Any,
@@ -98,8 +107,9 @@ def check_close(
         idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
         where = f"{name}[{', '.join(map(str, idx))}]" if idx else name
         n_bad, n = int(bad.sum()), bad.size
+        shown_g, shown_e = _fmt_pair(g[idx], e[idx])
         raise AssertionError(
-            f"{where}: yours {_fmt(g[idx])}, expected {_fmt(e[idx])} "
+            f"{where}: yours {shown_g}, expected {shown_e} "
             f"(max abs difference {float(np.abs(g - e)[bad].max()):.3g}; "
             f"{n_bad} of {n} values differ)"
         )
