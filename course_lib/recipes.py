@@ -210,7 +210,7 @@ RECIPES: dict[str, Recipe] = {
             "flips and shifts of 2 px",
             dataset="fashion-mnist",
             model="SmallCNN",
-            epochs=20,
+            epochs=15,
             target=0.91,
             shift=2,
             hflip=True,
