@@ -86,8 +86,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--memory",
         type=parse_size,
-        default=parse_size("3G"),
-        help="memory limit of a student's kernel (default 3G)",
+        default=parse_size("4G"),
+        help="memory limit of a student's kernel (default 4G)",
     )
     p.add_argument(
         "--full", action="store_true", help="run notebooks in full mode (default: COURSE_QUICK=1)"

@@ -107,12 +107,22 @@ def _lookup(name: str) -> Any:
 def serve(path: str, token: str) -> None:
     """Connect to the verdict process (once per kernel) and serve it until the test is done."""
     endpoint = _state.get("endpoint")
-    if endpoint is None or _state.get("path") != path or endpoint.closed:
+    if (
+        endpoint is None
+        or endpoint.closed
+        or _state.get("path") != path
+        or _state.get("token") != token
+    ):
+        if endpoint is not None:
+            try:
+                endpoint.sock.close()
+            except OSError:
+                pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
         sock.sendall(token.encode("ascii") + b"\n" + str(os.getpid()).encode("ascii") + b"\n")
         endpoint = Endpoint(sock, _make_proxy, namespace=_lookup)
-        _state.update(endpoint=endpoint, path=path)
+        _state.update(endpoint=endpoint, path=path, token=token)
     budget = [MAX_STREAM_CHARS]
     saved = sys.stdout, sys.stderr
     sys.stdout = _Forward(endpoint, "stdout", budget)

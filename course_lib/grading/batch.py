@@ -54,7 +54,7 @@ class GradeOptions:
 
     cell_timeout: int = 120
     notebook_timeout: float = 900.0
-    memory: int = 3 * 1024**3
+    memory: int = 4 * 1024**3
     quick: bool = True
     isolate: bool = True
     kernel_user: str = "nobody"
@@ -264,6 +264,45 @@ def _course_args(config_file: Path, root: Path, source: Path, db_url: str) -> li
     ]
 
 
+@contextlib.contextmanager
+def _quiet_env(env: dict[str, str]) -> Any:
+    """Run nbgrader in this process with ``env`` (PATH for alembic) in ``os.environ``."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _generate(
+    config_file: Path, root: Path, source: Path, db_url: str, assignments: Sequence[str]
+) -> None:
+    """``nbgrader generate_assignment`` (its Python API) for ``assignments`` into ``root``."""
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    c = Config()
+    c.merge(PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config())
+    c.CourseDirectory.root = str(root)
+    c.CourseDirectory.source_directory = str(source)
+    c.CourseDirectory.release_directory = "release"
+    c.CourseDirectory.submitted_directory = "submitted"
+    c.CourseDirectory.autograded_directory = "autograded"
+    c.CourseDirectory.feedback_directory = "feedback"
+    c.CourseDirectory.db_url = db_url
+    api = NbGraderAPI(config=c)
+    for assignment in assignments:
+        outcome = api.generate_assignment(assignment, force=True, create=True)
+        if not outcome.get("success"):
+            raise RuntimeError(
+                f"nbgrader generate_assignment {assignment} failed:\n"
+                f"{(outcome.get('log') or '')[-3000:]}\n{(outcome.get('error') or '')[-6000:]}"
+            )
+
+
 def _merge(db_url: str, result: dict[str, Any], timestamp: str | None) -> None:
     """Write one task's result into the gradebook (called from one thread only)."""
     from nbgrader.api import Gradebook, MissingEntry
@@ -342,48 +381,32 @@ def grade_batch(
     grader_dir = output / ".grader"
     grader_dir.mkdir(exist_ok=True)
 
-    # 1. prepare the gradebook and the templates
-    templates: dict[str, Path] = {}
+    # 1. prepare the gradebook and the template (one SQLite gradebook holding every assignment,
+    #    copied by each grading task), in this process (an nbgrader subprocess per assignment
+    #    costs an interpreter start each)
+    template = grader_dir / "template.db"
+    template.unlink(missing_ok=True)
+    tmp_root = grader_dir / "template-course"
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    tmp_root.mkdir()
     master_sqlite = (
         Path(db_url.removeprefix("sqlite:///")) if db_url.startswith("sqlite:///") else None
     )
     fresh_master = master_sqlite is not None and not master_sqlite.exists()
-    for assignment in wanted:
-        template = grader_dir / f"template-{assignment}.db"
-        template.unlink(missing_ok=True)
-        tmp_root = grader_dir / "template-course"
+    with _quiet_env(env):
+        _generate(config.config_path, tmp_root, source, f"sqlite:///{template}", wanted)
+        for assignment in wanted:
+            # the student version (placeholder notebooks for submissions that cannot be graded)
+            release = output / "release" / assignment
+            shutil.rmtree(release, ignore_errors=True)
+            shutil.copytree(tmp_root / "release" / assignment, release)
         shutil.rmtree(tmp_root, ignore_errors=True)
-        tmp_root.mkdir()
-        _nbgrader(
-            [
-                "generate_assignment",
-                assignment,
-                "--force",
-                *_course_args(config.config_path, tmp_root, source, f"sqlite:///{template}"),
-            ],
-            tmp_root,
-            env,
-        )
-        # the student version (placeholder notebooks for submissions that cannot be graded)
-        release = output / "release" / assignment
-        shutil.rmtree(release, ignore_errors=True)
-        shutil.copytree(tmp_root / "release" / assignment, release)
-        shutil.rmtree(tmp_root, ignore_errors=True)
-        templates[assignment] = template
-        if fresh_master and len(wanted) == 1:
+        if fresh_master:
             assert master_sqlite is not None
             shutil.copyfile(template, master_sqlite)
         else:
-            _nbgrader(
-                [
-                    "generate_assignment",
-                    assignment,
-                    "--force",
-                    *_course_args(config.config_path, output, source, db_url),
-                ],
-                output,
-                env,
-            )
+            _generate(config.config_path, output, source, db_url, wanted)
+    templates = {assignment: template for assignment in wanted}
 
     log(f"gradebook prepared in {time.monotonic() - started:.1f} s")
     # 2. the tasks

@@ -106,7 +106,7 @@ def _error(ename: str, evalue: str) -> NotebookNode:
 class IsolatedExecute(Execute):
     """See the module docstring."""
 
-    memory_limit = Integer(3 * 1024**3, help="Kernel address-space limit in bytes.").tag(
+    memory_limit = Integer(4 * 1024**3, help="Kernel address-space limit in bytes.").tag(
         config=True
     )
     cpu_limit = Integer(0, help="Kernel CPU-seconds limit (0: notebook_timeout + 60).").tag(
@@ -147,6 +147,7 @@ class IsolatedExecute(Execute):
         self._cell_chars: dict[int, int] = {}
         self._interrupted: set[int] = set()
         self._events: list[str] = []
+        self.timings: list[tuple[int, bool, float]] = []
         self.kernel_manager_class = LimitedKernelManager
         if self.isolate_tests:
             self._start_verdict(nb, resources)
@@ -310,6 +311,21 @@ class IsolatedExecute(Execute):
             )
             cell.outputs = [_error("NotRun", self._gave_up_reason)]
             return cell
+        started = time.monotonic()
+        try:
+            return await self._execute_cell(cell, cell_index, execution_count, store_history)
+        finally:
+            took = time.monotonic() - started
+            self.timings.append((cell_index, nbutils.is_grade(cell), round(took, 2)))
+            self.log.info("cell %d ran in %.2f s", cell_index, took)
+
+    async def _execute_cell(
+        self,
+        cell: NotebookNode,
+        cell_index: int,
+        execution_count: int | None,
+        store_history: bool,
+    ) -> NotebookNode:
         if self.isolate_tests and nbutils.is_grade(cell) and not nbutils.is_solution(cell):
             return await self._run_test_cell(cell, cell_index)
         timeout = self._get_timeout(cell) or 300

@@ -92,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+    # the address-space limit counts reservations, not use: glibc reserves 64 MiB per thread
+    # arena and a threaded BLAS a buffer per thread; keep both small so the limit is about data
+    for var, value in (
+        ("MALLOC_ARENA_MAX", "2"),
+        ("OPENBLAS_NUM_THREADS", "1"),
+        ("OMP_NUM_THREADS", "1"),
+        ("MKL_NUM_THREADS", "1"),
+    ):
+        os.environ.setdefault(var, value)
     os.execvp(command[0], command)
     return 127  # pragma: no cover
 

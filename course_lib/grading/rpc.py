@@ -209,6 +209,52 @@ def _array_from_bytes(blob: bytes) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
+#: Bit generators a ``numpy.random.Generator`` may cross the socket with (by state).
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return {"@nd": value.dtype.str, "v": value.tolist()}
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _from_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"@nd", "v"}:
+            return np.array(value["v"], dtype=np.dtype(str(value["@nd"])))
+        return {k: _from_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def rng_state(gen: np.random.Generator) -> tuple[str, Any]:
+    """(bit generator name, JSON-able state) of a Generator."""
+    bit = gen.bit_generator
+    name = type(bit).__name__
+    if name not in _BIT_GENERATORS:
+        raise TypeError(f"a Generator with bit generator {name} cannot be sent")
+    return name, _jsonable(bit.state)
+
+
+def make_rng(name: str, state: Any) -> np.random.Generator:
+    if name not in _BIT_GENERATORS:
+        raise ProtocolError(f"unknown bit generator {name!r}")
+    gen = np.random.Generator(getattr(np.random, name)())
+    set_rng_state(gen, state)
+    return gen
+
+
+def set_rng_state(gen: np.random.Generator, state: Any) -> None:
+    try:
+        gen.bit_generator.state = _from_jsonable(state)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ProtocolError(f"invalid random generator state: {exc}") from exc
+
+
 def describe(obj: Any) -> dict[str, Any]:
     """Name, module and kind of an object sent by reference."""
     if isinstance(obj, type):
@@ -260,6 +306,9 @@ class Codec:
         # shared arrays (see Endpoint): set by the endpoint
         self.share: Callable[[np.ndarray], int] | None = None
         self.receive_shared: Callable[[int, np.ndarray], np.ndarray] | None = None
+        # random generators (by value, identity kept per connection): set by the endpoint
+        self.share_rng: Callable[[np.random.Generator], int] | None = None
+        self.receive_rng: Callable[[int, str, Any], np.random.Generator] | None = None
 
     def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
         """The (unique) local stand-in for the other side's object ``handle``."""
@@ -319,6 +368,9 @@ class Codec:
             if self.share is not None:
                 out["s"] = self.share(value)
             return out
+        if type(value) is np.random.Generator and self.share_rng is not None:
+            name, state = rng_state(value)
+            return {"@": "rng", "w": self.share_rng(value), "bg": name, "st": state}
         if isinstance(value, np.generic) and not isinstance(value, np.object_):
             blobs.append(_array_to_bytes(np.asarray(value)))
             return {"@": "np", "b": len(blobs) - 1}
@@ -374,6 +426,8 @@ class Codec:
             return array
         if tag == "np":
             return _array_from_bytes(blobs[int(data["b"])])[()]
+        if tag == "rng" and self.receive_rng is not None:
+            return self.receive_rng(int(data["w"]), str(data["bg"]), data["st"])
         if tag in ("list", "tuple"):
             items = [self.decode(v, blobs, arrays, depth + 1) for v in data["v"]]
             return items if tag == "list" else tuple(items)
@@ -447,6 +501,12 @@ class Endpoint:
         self._next_wid = 0
         self.codec.share = self._share
         self.codec.receive_shared = self._receive_shared
+        # random generators that crossed: wire id -> (generator, state last seen); their state
+        # is synchronised like shared arrays (a Generator passed in is used and advanced)
+        self.rngs: dict[tuple[str, int], tuple[np.random.Generator, str]] = {}
+        self._rng_ids: dict[int, tuple[np.random.Generator, tuple[str, int]]] = {}
+        self.codec.share_rng = self._share_rng
+        self.codec.receive_rng = self._receive_rng
         # arrays read from attributes of the other side's objects, kept in sync
         self.tracked: dict[tuple, tuple[np.ndarray, str]] = {}
         # arrays of ours that the other side read from attributes of our objects
@@ -466,6 +526,7 @@ class Endpoint:
         shared = self._shared_changes(blobs)
         header = {
             "shared": shared,
+            "rngs": self._rng_changes(),
             "kind": "req",
             "seq": seq,
             "op": op,
@@ -501,6 +562,7 @@ class Endpoint:
                 raise ProtocolError("unexpected message from the kernel")
             self._apply_incoming_sync(header.get("sync") or [], blobs)
             self._apply_shared(header.get("shared") or [], blobs)
+            self._apply_rngs(header.get("rngs") or [])
             for item in header.get("argsync") or []:
                 index, blob = int(item["i"]), int(item["b"])
                 if 0 <= index < len(sent_arrays):
@@ -544,6 +606,50 @@ class Endpoint:
         self.shared[key] = (ref, _digest(array))
         self._shared_ids[id(array)] = (ref, key)
         return array
+
+    def _share_rng(self, gen: np.random.Generator) -> int:
+        entry = self._rng_ids.get(id(gen))
+        if entry is not None and entry[0] is gen:
+            key = entry[1]
+        else:
+            self._next_wid += 1
+            key = ("mine", self._next_wid)
+            self._rng_ids[id(gen)] = (gen, key)
+        self.rngs[key] = (gen, json.dumps(rng_state(gen)))
+        return key[1] if key[0] == "mine" else -key[1] - 1
+
+    def _receive_rng(self, wid: int, name: str, state: Any) -> np.random.Generator:
+        key = ("theirs", wid) if wid >= 0 else ("mine", -wid - 1)
+        entry = self.rngs.get(key)
+        if entry is not None and type(entry[0].bit_generator).__name__ == name:
+            gen = entry[0]
+            set_rng_state(gen, state)
+        else:
+            gen = make_rng(name, state)
+            self._rng_ids[id(gen)] = (gen, key)
+        self.rngs[key] = (gen, json.dumps(rng_state(gen)))
+        return gen
+
+    def _rng_changes(self) -> list[dict[str, Any]]:
+        out = []
+        for key, (gen, last) in list(self.rngs.items()):
+            name, state = rng_state(gen)
+            now = json.dumps((name, state))
+            if now != last:
+                out.append(
+                    {"k": "theirs" if key[0] == "mine" else "mine", "w": key[1], "st": state}
+                )
+                self.rngs[key] = (gen, now)
+        return out
+
+    def _apply_rngs(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            key = (str(item["k"]), int(item["w"]))
+            entry = self.rngs.get(key)
+            if entry is None:
+                continue
+            set_rng_state(entry[0], item["st"])
+            self.rngs[key] = (entry[0], json.dumps(rng_state(entry[0])))
 
     def _shared_changes(self, blobs: list[bytes]) -> list[dict[str, Any]]:
         out = []
@@ -627,6 +733,7 @@ class Endpoint:
         digests: list[str] = []
         try:
             self._apply_shared(header.get("shared") or [], blobs)
+            self._apply_rngs(header.get("rngs") or [])
             for item in header.get("sync") or []:
                 target = self._resolve_path(int(item["h"]), list(item["path"]))
                 new = _array_from_bytes(blobs[int(item["b"])])
@@ -655,6 +762,7 @@ class Endpoint:
         reply["argsync"] = argsync
         reply["sync"] = self._exported_changes(out_blobs)
         reply["shared"] = self._shared_changes(out_blobs)
+        reply["rngs"] = self._rng_changes()
         send_frame(self.sock, reply, out_blobs)
         return True
 
@@ -743,6 +851,10 @@ class Endpoint:
             import copy
 
             return copy.deepcopy(obj), None
+        if op == "gradcheck":  # the kernel side only: not in _RESTRICTED_OPS
+            from course_lib.grading.batched import kernel_evaluate
+
+            return kernel_evaluate(obj, args[0]), None
         if op == "instancecheck":
             return isinstance(args[0], obj), None
         raise ProtocolError(f"unknown operation {op!r}")

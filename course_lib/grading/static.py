@@ -277,6 +277,31 @@ def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
     return setup
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+
+
+def _local_names(node: ast.AST) -> set[str]:
+    """Names bound inside the functions and classes of ``node`` (not ``global`` ones)."""
+    if not isinstance(node, _SCOPES):
+        return set()
+    local: set[str] = set()
+    declared_global: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.Global, ast.Nonlocal)):
+            declared_global |= set(sub.names)
+        elif isinstance(sub, ast.arg):
+            local.add(sub.arg)
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+            local.add(sub.id)
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and (
+            sub is not node
+        ):
+            local.add(sub.name)
+        elif isinstance(sub, ast.ExceptHandler) and sub.name:
+            local.add(sub.name)
+    return local - declared_global
+
+
 def _dotted(node: ast.expr) -> list[str] | None:
     parts = []
     while isinstance(node, ast.Attribute):
@@ -318,17 +343,31 @@ class _Taint:
         self.modules: set[str] = set()  # names bound by any import (module or object)
         self.fallback: set[str] = set()  # names bound by an official fallback line
 
-    def origin_of(self, node: ast.expr) -> set[str]:
-        """course_lib origins an expression refers to."""
+    def origin_of(self, node: ast.AST) -> set[str]:
+        """course_lib origins an expression (or a def/class statement) refers to.
+
+        Inside a function or class, names bound there (arguments, assignments, loop targets)
+        are its own: a parameter called ``net`` is not the notebook's global ``net``.
+        """
         found: set[str] = set()
+        local = _local_names(node)
         for sub in ast.walk(node):
+            if isinstance(sub, (ast.Import, ast.ImportFrom)) and sub is not node:
+                # an import inside a function or class refers to what it imports
+                if isinstance(sub, ast.Import):
+                    found |= {a.name for a in sub.names if a.name.split(".")[0] == "course_lib"}
+                elif (sub.module or "").split(".")[0] == "course_lib" and sub.level == 0:
+                    found |= {f"{sub.module}.{a.name}" for a in sub.names}
+                continue
             if isinstance(sub, ast.Attribute):
                 parts = _dotted(sub)
+                if parts and parts[0] in local:
+                    continue
                 if parts and parts[0] in self.origins:
                     for base in self.origins[parts[0]]:
                         if base.startswith("course_lib") and not base.startswith("derived:"):
                             found.add(".".join([base, *parts[1:]]))
-            elif isinstance(sub, ast.Name) and sub.id in self.origins:
+            elif isinstance(sub, ast.Name) and sub.id in self.origins and sub.id not in local:
                 found |= self.origins[sub.id]
         # keep only the most specific origins
         return {o for o in found if not any(p != o and p.startswith(o + ".") for p in found)}

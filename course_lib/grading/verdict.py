@@ -52,7 +52,7 @@ FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__"
 #: Characters of test output kept before the rest is dropped.
 MAX_OUTPUT_CHARS = 200_000
 #: Seconds to wait for a kernel to come back after an interrupt.
-INTERRUPT_GRACE = 5.0
+INTERRUPT_GRACE = 20.0
 
 
 class CellTimeout(BaseException):
@@ -179,12 +179,28 @@ def _mirror_class(ep: Endpoint, meta: dict[str, Any], cache: dict[int, type]) ->
         "_cg_class_ep": ep,
         "_cg_class_h": handle,
     }
+    real = _library_class(namespace["__module__"], namespace["__qualname__"])
+    if real is not None:
+        # an instance of a course_lib class (a Sequential the student's function built):
+        # ``isinstance(proxy, Sequential)`` holds through ``__class__``, while ``type(proxy)``
+        # stays the mirror (so check_own_implementation still sees where it comes from)
+        namespace["__class__"] = property(lambda self, _real=real: _real)
     try:
         cls = _RemoteMeta(name, bases or (_RemoteBase,), namespace)
     except TypeError:  # an MRO the mirror cannot reproduce
         cls = _RemoteMeta(name, (_RemoteBase,), namespace)
     cache[handle] = cls
     return cls
+
+
+def _library_class(module: str, qualname: str) -> type | None:
+    """The verdict's own class ``module.qualname`` when it is an imported course_lib class."""
+    if not (module == "course_lib" or module.startswith("course_lib.")):
+        return None
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None) if obj is not None else None
+    return obj if isinstance(obj, type) else None
 
 
 class _ProxyFactory:
@@ -287,6 +303,18 @@ def _preimport() -> None:
             importlib.import_module(name)
 
 
+def _install_batched_checks() -> None:
+    """Gradient checks of the student's objects in one round trip (see ``batched``)."""
+    from course_lib.grading.batched import install
+
+    def request(obj: Any, spec: dict[str, Any]) -> Any:
+        ep = object.__getattribute__(obj, "_cg_ep")
+        handle = object.__getattribute__(obj, "_cg_h")
+        return ep.request("gradcheck", handle, spec)
+
+    install(lambda obj: isinstance(obj, _RemoteBase), request)
+
+
 class VerdictSession:
     """State of the verdict process for one notebook (survives kernel restarts)."""
 
@@ -302,7 +330,7 @@ class VerdictSession:
         self.listener.bind(self.sock_path)
         os.chmod(self.sock_path, 0o666)
         self.listener.listen(4)
-        self.token = secrets.token_hex(16)
+        self.conn_token = secrets.token_hex(16)
         self.kc: Any = None
         self.kernel_pid: int | None = None
         self.endpoint: Endpoint | None = None
@@ -353,30 +381,21 @@ class VerdictSession:
 
     # -- running one test cell
     def _start_serving(self, deadline: float) -> str:
+        fresh = self.endpoint is None or self.endpoint.closed
+        if fresh:
+            # a new connection, under a new token: a connection left over from an earlier,
+            # interrupted test (the kernel may connect late) is refused, never reused
+            self.conn_token = secrets.token_hex(16)
+            self._drain_listener()
         code = (
             "__import__('course_lib.grading.agent', fromlist=['serve'])"
-            f".serve({self.sock_path!r}, {self.token!r})"
+            f".serve({self.sock_path!r}, {self.conn_token!r})"
         )
         msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-        if self.endpoint is None or self.endpoint.closed:
-            self.listener.settimeout(max(1.0, min(60.0, deadline - time.monotonic())))
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                raise ProtocolError(
-                    "the grader could not reach your kernel (is a cell still running?)"
-                ) from None
-            conn.settimeout(10)
-            hello = b""
-            while hello.count(b"\n") < 2 and len(hello) < 200:
-                chunk = conn.recv(200)
-                if not chunk:
-                    break
-                hello += chunk
-            lines = hello.split(b"\n")
-            if len(lines) < 2 or lines[0].decode("ascii", "replace") != self.token:
-                conn.close()
-                raise ProtocolError("the kernel answered with a wrong token")
+        if fresh:
+            conn = self._accept(deadline)
+            # proxies and mirror classes belong to one connection: handles restart with it
+            self.factory = _ProxyFactory()
             self.endpoint = Endpoint(
                 conn,
                 self.factory,
@@ -384,6 +403,48 @@ class VerdictSession:
                 restricted=True,
             )
         return msg_id
+
+    def _drain_listener(self) -> None:
+        self.listener.setblocking(False)
+        try:
+            while True:
+                try:
+                    conn, _ = self.listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                conn.close()
+        finally:
+            self.listener.setblocking(True)
+
+    def _accept(self, deadline: float) -> socket.socket:
+        """The kernel's connection carrying the current token (others are closed)."""
+        limit = time.monotonic() + max(5.0, min(120.0, deadline - time.monotonic()))
+        while True:
+            left = limit - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(
+                    "the grader could not reach your kernel (is a cell still running?)"
+                )
+            self.listener.settimeout(left)
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(max(1.0, min(10.0, left)))
+            hello = b""
+            try:
+                while hello.count(b"\n") < 2 and len(hello) < 200:
+                    chunk = conn.recv(200)
+                    if not chunk:
+                        break
+                    hello += chunk
+            except OSError:
+                conn.close()
+                continue
+            lines = hello.split(b"\n")
+            if len(lines) >= 2 and lines[0].decode("ascii", "replace") == self.conn_token:
+                return conn
+            conn.close()
 
     def _on_stream(self, name: str, text: str) -> None:
         _append_stream(
@@ -541,6 +602,7 @@ def main() -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
     _preimport()
+    _install_batched_checks()
     session = VerdictSession()
 
     def answer(obj: dict[str, Any]) -> None:

@@ -233,7 +233,7 @@ def grade_one(payload: dict[str, Any]) -> dict[str, Any]:
         c.Execute.timeout = int(limits.get("cell_timeout", 120))
         c.IsolatedExecute.timeout = int(limits.get("cell_timeout", 120))
         c.IsolatedExecute.notebook_timeout = float(limits.get("notebook_timeout", 900))
-        c.IsolatedExecute.memory_limit = int(limits.get("memory", 3 * 1024**3))
+        c.IsolatedExecute.memory_limit = int(limits.get("memory", 4 * 1024**3))
         c.IsolatedExecute.isolate_tests = bool(payload.get("isolate", True))
         c.IsolatedExecute.source_directory = str(source_dir)
         c.IsolatedExecute.scratch_directory = str(work)
