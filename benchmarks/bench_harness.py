@@ -167,9 +167,15 @@ def _flat(x: np.ndarray, model: str) -> np.ndarray:
     return x.reshape(len(x), -1) if model == "TwoLayerNet" else x
 
 
+def _clock(job: dict) -> Callable[[], float]:
+    """Wall time, or the CPU time of the whole process (``clock == "cpu"``)."""
+    return time.process_time if job.get("clock") == "cpu" else time.perf_counter
+
+
 def run_step_job(job: dict) -> dict:
     """Time ``repeat`` training steps (after ``warmup``) and one inference pass."""
     impl, model = job["impl"], job["model"]
+    clock = _clock(job)
     batch, n_batches = job["batch"], job["distinct_batches"]
     x_all, t_all, source = load_test_images(
         job.get("data_dir"), max(job["infer_images"], batch * n_batches), job["seed"]
@@ -187,9 +193,9 @@ def run_step_job(job: dict) -> dict:
     times = []
     for i in range(job["repeat"]):
         xb, tb = batches[i % n_batches]
-        t0 = time.perf_counter()
+        t0 = clock()
         runner.step(xb, tb)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     result: dict[str, Any] = {
         "impl": impl,
         "model": model,
@@ -209,11 +215,11 @@ def run_step_job(job: dict) -> dict:
         ib = job["infer_batch"]
         chunks = [runner.convert(_flat(x_all[i : i + ib], model)) for i in range(0, n, ib)]
         runner.predict(chunks[0])  # warm-up
-        t0 = time.perf_counter()
+        t0 = clock()
         correct = 0
         for k, xb in enumerate(chunks):
             correct += int(np.sum(runner.predict(xb) == t_all[k * ib : (k + 1) * ib]))
-        result["infer_time_s"] = time.perf_counter() - t0
+        result["infer_time_s"] = clock() - t0
         result["infer_images"] = n
         result["peak_rss_mb"] = _peak_rss_mb()
     return result
@@ -224,18 +230,19 @@ def run_numgrad_job(job: dict) -> dict:
     from course_lib import models
 
     hidden, batch = job["hidden"], job["batch"]
+    clock = _clock(job)
     x_all, t_all, source = load_test_images(job.get("data_dir"), batch, job["seed"])
     x = x_all.reshape(batch, -1).astype(np.float64)
     net = models.TwoLayerNet(784, hidden, 10, dtype=np.float64, seed=job["seed"])
     net.gradient(x, t_all)
     bp = []
     for _ in range(job["repeat"]):
-        t0 = time.perf_counter()
+        t0 = clock()
         net.gradient(x, t_all)
-        bp.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
+        bp.append(clock() - t0)
+    t0 = clock()
     net.numerical_gradient(x, t_all)
-    numerical = time.perf_counter() - t0
+    numerical = clock() - t0
     n_params = int(sum(p.size for p in net.params.values()))
     backprop = statistics.median(bp)
     return {
@@ -474,6 +481,8 @@ def format_report(report: dict) -> str:
         f"Machine: {m['cpu']} ({m['logical_cpus']} logical CPUs), {m['threads']} threads, "
         f"NumPy {m['numpy']} ({m['blas']}), PyTorch {m['torch'] or 'not installed'}"
     )
+    if report["config"].get("clock") == "cpu":
+        lines.append("Times are process CPU times (--clock cpu), not wall times")
     lines.append(f"Worker environment: {m.get('worker_env')}")
     cores = {r.get("openblas_core") for per in report["results"].values() for r in per.values()}
     lines.append(f"OpenBLAS kernels used: {', '.join(sorted(str(c) for c in cores))}")
@@ -545,6 +554,7 @@ def run_benchmarks(
     data_dir: str | None = None,
     timeout: float = 1800.0,
     openblas_coretype: str = "inherit",
+    clock: str = "wall",
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the benchmark and write ``bench.json`` / ``bench.png``; return the report dict."""
@@ -570,7 +580,10 @@ def run_benchmarks(
         "infer_images": (200 if quick else 10000) if inference else 0,
         "infer_batch": 100,
         "optimizer": "Adam(lr=0.001)",
+        "clock": clock,
     }
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     machine = machine_info(threads)
     env = worker_env(threads, openblas_coretype)
     machine["worker_env"] = {k: env[k] for k in (*THREAD_ENV, "OPENBLAS_CORETYPE") if k in env}
@@ -602,6 +615,7 @@ def run_benchmarks(
                     "infer_images": config["infer_images"],
                     "infer_batch": 100,
                     "seed": rnd,
+                    "clock": clock,
                     "data_dir": str(data_dir) if data_dir else None,
                 }
                 log(f"[round {rnd + 1}/{rounds}] {model:<14} {impl:<11}")
@@ -632,6 +646,7 @@ def run_benchmarks(
             "batch": 10 if quick else 100,
             "repeat": 3 if quick else 20,
             "seed": 0,
+            "clock": clock,
             "data_dir": str(data_dir) if data_dir else None,
         }
         log("numerical gradient vs backprop (TwoLayerNet, course_lib)")

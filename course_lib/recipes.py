@@ -182,7 +182,7 @@ RECIPES: dict[str, Recipe] = {
             description="The book's DeepConvNet on MNIST; Adam, cosine schedule, shifts of 2 px",
             dataset="mnist",
             model="DeepConvNet",
-            epochs=20,
+            epochs=12,
             target=0.994,
             shift=2,
         ),

@@ -134,6 +134,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-numgrad", action="store_true", help="skip the numerical-gradient vs backprop timing"
     )
     parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default) or the worker's CPU time: on a busy machine, "
+        "'--clock cpu --threads 1' compares the work each implementation does",
+    )
+    parser.add_argument(
         "--openblas-coretype",
         default="inherit",
         help="OpenBLAS kernels for both NumPy implementations: 'inherit' (as the environment "
@@ -193,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         data_dir=args.data_dir,
         openblas_coretype=args.openblas_coretype,
+        clock=args.clock,
     )
     return 0
 
