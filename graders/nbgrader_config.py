@@ -11,6 +11,7 @@
 #     graders/submitted/<student>/<assignment>/     collected submissions          (gitignored)
 #     graders/autograded/<student>/<assignment>/    autograded submissions         (gitignored)
 #     graders/feedback/<student>/<assignment>/      feedback HTML                  (gitignored)
+#     graders/downloaded/<assignment>/              LMS downloads for zip_collect  (gitignored)
 #     graders/gradebook.db                          default SQLite gradebook       (gitignored)
 import os
 
@@ -40,6 +41,8 @@ c.CourseDirectory.autograded_directory = os.path.join("graders", "autograded")
 c.CourseDirectory.feedback_directory = os.path.join("graders", "feedback")
 c.CourseDirectory.solution_directory = os.path.join("graders", "solution")
 c.CourseDirectory.source_with_tests_directory = os.path.join("graders", "source_with_tests")
+# `nbgrader zip_collect` (submissions downloaded from an LMS) reads graders/downloaded/<assignment>/
+c.ZipCollectApp.downloaded_directory = os.path.join("graders", "downloaded")
 
 # The gradebook: SQLite next to this file unless COURSE_LIB_GRADEBOOK_URL names another
 # SQLAlchemy URL, e.g. postgresql://grader@db.example.org/dlfs for a shared PostgreSQL gradebook.
