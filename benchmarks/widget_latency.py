@@ -8,7 +8,11 @@ drawings on a 280×280 canvas:
 * ``preprocess``: :func:`course_lib.widgets.preprocess_drawing` alone;
 * ``predict``: ``model.predict`` on one preprocessed image;
 * ``handler``: the whole message handler the browser's message reaches
-  (decode the alpha buffer, preprocess, predict, update the synced state).
+  (decode the alpha buffer, preprocess, predict, update the synced state);
+* ``handler_default_blas``: the same with NumPy's default BLAS threading instead
+  of the one thread the widget uses (on a busy machine the difference is large).
+
+The first three run with BLAS limited to one thread, as the widget runs them.
 
 Browser side (``--browser``): runs the end-to-end test
 (tests/test_browser_digitpad.py), whose page records, for every drawn digit,
@@ -43,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from course_lib.widgets import DigitPad, preprocess_drawing  # noqa: E402
+from course_lib.widgets.digitpad import _blas_threads_limited  # noqa: E402
 from course_lib.widgets.synthetic import stroke_line  # noqa: E402
 
 GOAL_MS = 100.0
@@ -88,6 +93,12 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 5) -> dict[str, f
     }
 
 
+def _one_blas_thread(fn: Callable[[np.ndarray], object], arg: np.ndarray) -> object:
+    """Run ``fn(arg)`` with BLAS limited to one thread, as the widget's handler does."""
+    with _blas_threads_limited(1):
+        return fn(arg)
+
+
 def kernel_side(repeat: int) -> dict[str, dict[str, dict[str, float]]]:
     pad = DigitPad()  # the shipped pretrained model, as a student would use it
     model = pad.model
@@ -99,12 +110,18 @@ def kernel_side(repeat: int) -> dict[str, dict[str, dict[str, float]]]:
         content = {"type": "image", "seq": 1, "final": True, "width": SIZE, "height": SIZE}
         buffers = [memoryview(alpha.tobytes())]
         results[name] = {
-            "preprocess": timed(lambda c=canvas: preprocess_drawing(c), repeat),
-            "predict": timed(lambda x=x: model.predict(x), repeat),
+            "preprocess": timed(lambda c=canvas: _one_blas_thread(preprocess_drawing, c), repeat),
+            "predict": timed(lambda x=x: _one_blas_thread(model.predict, x), repeat),
             "handler": timed(
                 lambda c=content, b=buffers: pad._on_message(pad.canvas, c, b), repeat
             ),
         }
+        # The same handler with NumPy's default BLAS threading (what the widget avoids).
+        pad.blas_threads = None
+        results[name]["handler_default_blas"] = timed(
+            lambda c=content, b=buffers: pad._on_message(pad.canvas, c, b), repeat
+        )
+        pad.blas_threads = 1
         results[name]["prediction"] = pad.prediction  # type: ignore[assignment]
     return results
 
@@ -146,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, parts in kernel.items():
         cells = "  ".join(
             f"{part} {parts[part]['median_ms']:.2f} / {parts[part]['p95_ms']:.2f}"
-            for part in ("preprocess", "predict", "handler")
+            for part in ("preprocess", "predict", "handler", "handler_default_blas")
         )
         print(f"  {name:38s} {cells}   -> {parts['prediction']}")
         worst = max(worst, parts["handler"]["p95_ms"])

@@ -207,11 +207,31 @@ def test_controls_are_linked_to_the_canvas():
         ({"stroke_width": 0}, "stroke_width"),
         ({"throttle_ms": -1}, "throttle_ms"),
         ({"input_shape": (28, 29)}, "input_shape"),
+        ({"blas_threads": 0}, "blas_threads"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DigitPad(TemplateNet(), **kwargs)
+
+
+def test_one_drawing_is_classified_with_one_blas_thread():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    class Spy(TemplateNet):
+        def predict(self, x):
+            self.blas = [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                         if i["user_api"] == "blas"]  # fmt: skip
+            return super().predict(x)
+
+    net = Spy()
+    pad = DigitPad(net)
+    pad.classify(vertical_stroke())
+    assert net.blas and set(net.blas) == {1}
+    limited = pad.probabilities
+    pad.blas_threads = None  # NumPy's own setting: same answer
+    pad.classify(vertical_stroke())
+    np.testing.assert_allclose(pad.probabilities, limited, rtol=1e-6)
 
 
 def test_object_without_predict_is_rejected():

@@ -10,6 +10,7 @@ final prediction is always for the whole drawing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,31 @@ from course_lib.widgets.preprocess import EmptyDrawingError
 __all__ = ["DigitCanvas", "DigitPad"]
 
 _HERE = Path(__file__).parent
+
+_BLAS_CONTROLLER: Any = None
+
+
+def _blas_threads_limited(threads: int | None) -> contextlib.AbstractContextManager:
+    """Limit BLAS to ``threads`` threads for one classification (``None``: leave it alone).
+
+    One drawing means tiny matrix products, for which several BLAS threads only add
+    synchronisation; on a busy machine waiting for a second thread can cost a whole
+    scheduler time slice (tens of ms). Needs threadpoolctl; without it, a no-op.
+    """
+    global _BLAS_CONTROLLER
+    if threads is None:
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl is in the course extra
+            _BLAS_CONTROLLER = False
+        else:
+            _BLAS_CONTROLLER = ThreadpoolController()
+    if _BLAS_CONTROLLER is False:  # pragma: no cover
+        return contextlib.nullcontext()
+    return _BLAS_CONTROLLER.limit(limits=threads, user_api="blas")
+
 
 EMPTY_MESSAGE = "The canvas is empty: draw a digit (0\u20139) with the mouse, a pen or a finger."
 
@@ -70,6 +96,8 @@ class DigitPad(widgets.VBox):
         show_preview: show the 28×28 image the model sees.
         throttle_ms: while drawing, classify at most this often (the end of a
             stroke is always classified).
+        blas_threads: BLAS threads while classifying one drawing (1: fastest for one
+            small image; ``None``: leave NumPy's setting alone).
 
     Example:
         >>> pad = DigitPad()                # the course's pretrained CNN
@@ -86,6 +114,7 @@ class DigitPad(widgets.VBox):
         size: int = 280,
         show_preview: bool = True,
         throttle_ms: int = 120,
+        blas_threads: int | None = 1,
     ) -> None:
         if not 56 <= int(size) <= 1024:
             raise ValueError(f"size must be between 56 and 1024 pixels; got {size}")
@@ -97,7 +126,10 @@ class DigitPad(widgets.VBox):
             from course_lib.pretrained import load
 
             model = load("mnist-cnn")
+        if blas_threads is not None and int(blas_threads) < 1:
+            raise ValueError(f"blas_threads must be >= 1 or None; got {blas_threads}")
         self._input_shape = input_shape
+        self.blas_threads = None if blas_threads is None else int(blas_threads)
         self._adapter = ModelAdapter(model, input_shape)
         self._drawing: np.ndarray | None = None
         self._result: DigitPrediction | None = None
@@ -186,7 +218,8 @@ class DigitPad(widgets.VBox):
         self._drawing = np.array(drawing, copy=True)
         seq = 0 if seq is None else seq
         try:
-            result = predict_digit(self._adapter, self._drawing)
+            with _blas_threads_limited(self.blas_threads):
+                result = predict_digit(self._adapter, self._drawing)
         except EmptyDrawingError:
             self._show(None, EMPTY_MESSAGE, seq=seq)
             return None
