@@ -23,7 +23,7 @@ drawing. Everything goes into ``<out>/<name>.json`` next to ``<name>.npz``.
 
 Usage::
 
-    python scripts/train_pretrained.py                 # the shipped model (~10-15 min, 2 cores)
+    python scripts/train_pretrained.py                 # the shipped model (see docs/widget.md for time)
     python scripts/train_pretrained.py --quick --out /tmp/pretrained   # smoke run (~1 min)
 """
 
