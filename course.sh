@@ -32,19 +32,25 @@ test)
         COURSE_LIB_DATA="$(cd ../shared/data && pwd)"
         export COURSE_LIB_DATA
     fi
-    echo "== lint"
-    "$VENV/bin/ruff" check .
-    "$VENV/bin/ruff" format --check .
+    failed=""
+    echo "== lint (ruff)"
+    "$VENV/bin/ruff" check . || failed="$failed lint"
+    "$VENV/bin/ruff" format --check . || failed="$failed format"
     echo "== chapters/ in sync with solutions/"
-    "$VENV/bin/course-lib" release --check
-    echo "== tests"
+    "$VENV/bin/course-lib" release --check || failed="$failed release-check"
+    echo "== tests (pytest)"
     status=0
     "$VENV/bin/python" -m pytest "$@" || status=$?
     if [ "$status" -eq 5 ]; then
         echo "pytest collected no tests"
-        status=0
+    elif [ "$status" -ne 0 ]; then
+        failed="$failed pytest"
     fi
-    exit "$status"
+    if [ -n "$failed" ]; then
+        echo "FAILED:$failed" >&2
+        exit 1
+    fi
+    echo "all checks passed"
     ;;
 *)
     echo "usage: ./course.sh start | test" >&2
