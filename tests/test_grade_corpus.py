@@ -391,7 +391,7 @@ def corpus(tmp_path_factory):
         tmp / "out",
         course_root=REPO,
         assignments=[A],
-        options=GradeOptions(jobs=2, cell_timeout=60, notebook_timeout=600, feedback=True),
+        options=GradeOptions(jobs=2, cell_timeout=30, notebook_timeout=600, feedback=True),
         log=lambda _msg: None,
     )
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in subs.rglob("*") if p.is_file()}

@@ -148,6 +148,7 @@ class IsolatedExecute(Execute):
         self._interrupted: set[int] = set()
         self._events: list[str] = []
         self.timings: list[tuple[int, bool, float]] = []
+        self._exit_cells: set[int] = set()
         self.kernel_manager_class = LimitedKernelManager
         if self.isolate_tests:
             self._start_verdict(nb, resources)
@@ -331,10 +332,17 @@ class IsolatedExecute(Execute):
         timeout = self._get_timeout(cell) or 300
         self._cell_chars[cell_index] = 0
         try:
-            return await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 super().async_execute_cell(cell, cell_index, execution_count, store_history),
                 timeout=timeout + 30,
             )
+            if cell_index not in self._exit_cells:
+                return result
+            # exit() / quit(): the kernel stops right after this cell; start a new one now (and
+            # never run this cell again), rather than let a later cell find the kernel dead
+            self._events.append(f"exit() in cell {cell_index}")
+            await self._restart_kernel(cell_index + 1)
+            return cell
         except DeadKernelError:
             cell.setdefault("outputs", []).append(
                 _error(
@@ -356,6 +364,21 @@ class IsolatedExecute(Execute):
             self._events.append(f"cell {cell_index} hung")
         await self._restart_kernel(cell_index)
         return cell
+
+    async def _check_raise_for_error(
+        self, cell: NotebookNode, cell_index: int, exec_reply: dict[str, Any] | None
+    ) -> None:
+        payloads = ((exec_reply or {}).get("content") or {}).get("payload") or []
+        if any(p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payloads):
+            self._exit_cells.add(cell_index)
+            cell.setdefault("outputs", []).append(
+                _error(
+                    "KernelExit",
+                    "exit() ends the kernel: the grader started a new one, ran the cells above "
+                    "again and went on without this cell",
+                )
+            )
+        return await super()._check_raise_for_error(cell, cell_index, exec_reply)
 
     # nbclient binds ``execute_cell`` to its own coroutine at class creation: rebind ours
     execute_cell = run_sync(async_execute_cell)
@@ -413,10 +436,12 @@ class IsolatedExecute(Execute):
     async def _replay(self, upto: int) -> None:
         """Run the non-test code cells before ``upto`` again, silently."""
         assert self.kc is not None
-        for cell in self.nb.cells[:upto]:
+        for index, cell in enumerate(self.nb.cells[:upto]):
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
             if nbutils.is_grade(cell) and not nbutils.is_solution(cell):
+                continue
+            if index in self._exit_cells:
                 continue
             if any(
                 o.get("ename") in ("DeadKernelError", "CellTimeoutError")
