@@ -65,3 +65,14 @@ c.Execute.timeout = int(os.environ.get("COURSE_LIB_CELL_TIMEOUT", "300"))
 # ROBUST GRADING SECTION (owned by the `course-lib grade` helper; exchange, course_id,
 # sandboxing, late-submission policy, ...). Add its configuration below this line only.
 # ============================================================================================
+
+# SQLAlchemy 2.1 maps a bare postgresql:// URL to psycopg 3; with only psycopg2 installed (the
+# `test` extra's psycopg2-binary) use that driver, so COURSE_LIB_GRADEBOOK_URL=postgresql://...
+# works for plain nbgrader commands as it does for `course-lib grade`.
+if c.CourseDirectory.db_url.startswith(("postgresql://", "postgres://")):
+    import importlib.util as _util
+
+    if _util.find_spec("psycopg") is None and _util.find_spec("psycopg2") is not None:
+        c.CourseDirectory.db_url = (
+            "postgresql+psycopg2://" + c.CourseDirectory.db_url.split("://", 1)[1]
+        )

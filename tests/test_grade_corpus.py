@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -392,7 +393,7 @@ def corpus(tmp_path_factory):
         course_root=REPO,
         assignments=[A],
         options=GradeOptions(jobs=2, cell_timeout=30, notebook_timeout=600, feedback=True),
-        log=lambda _msg: None,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in subs.rglob("*") if p.is_file()}
     return {

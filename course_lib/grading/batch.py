@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from course_lib.grading.release import (
     nbgrader_environment,
 )
 
-__all__ = ["BatchResult", "GradeOptions", "grade_batch", "run_task"]
+__all__ = ["BatchResult", "GradeOptions", "grade_batch", "normalize_db_url", "run_task"]
 
 
 @dataclass
@@ -136,6 +137,110 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
         env.setdefault("MPLBACKEND", "Agg")
         limit = float(payload["limits"]["notebook_timeout"]) * max(1, payload.get("n_notebooks", 1))
         limit += float(payload.get("kill_grace", 120))
+        log_path = scratch / "worker.log"
+        if _use_forkserver():
+            exitcode = _run_forked(payload_path, result_path, log_path, env, scratch, limit)
+        else:
+            exitcode = _run_subprocess(payload_path, result_path, log_path, env, scratch, limit)
+        if exitcode is None:
+            return _failure(
+                payload,
+                f"grading stopped after {limit:.0f} s (the notebook time limit); score 0",
+                started,
+            )
+        if result_path.exists():
+            result = json.loads(result_path.read_text())
+            result.setdefault("seconds", round(time.monotonic() - started, 2))
+            return result
+        out = log_path.read_bytes()[-4000:] if log_path.exists() else b""
+        tail = out.decode("utf-8", "replace")[-4000:] if out else ""
+        return _failure(payload, f"the grading process exited with code {exitcode}", started, tail)
+    except Exception as exc:  # pragma: no cover - defensive
+        return _failure(payload, f"the grading task failed: {type(exc).__name__}: {exc}", started)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+#: Modules the fork server imports once, so that each grading task starts without paying for
+#: them (about 2 s of CPU per submission: nbgrader, nbconvert, SQLAlchemy, jupyter_client).
+FORKSERVER_PRELOAD = [
+    "course_lib.grading.worker",
+    "course_lib.grading.execute",
+    "nbgrader.apps",
+    "nbgrader.api",
+    "nbgrader.preprocessors",
+    "nbconvert.preprocessors",
+    "nbclient",
+    "jupyter_client",
+]
+_forkserver_lock = threading.Lock()
+_forkserver_ctx: Any = None
+
+
+def _use_forkserver() -> bool:
+    """A fork server where this process may have children (not inside a daemonic Dask worker)."""
+    import multiprocessing
+
+    return (
+        "forkserver" in multiprocessing.get_all_start_methods()
+        and not multiprocessing.current_process().daemon
+        and os.environ.get("COURSE_LIB_GRADE_FORKSERVER", "1") != "0"
+    )
+
+
+def _forkserver() -> Any:
+    global _forkserver_ctx
+    with _forkserver_lock:
+        if _forkserver_ctx is None:
+            import multiprocessing
+
+            # the server (and every task forked from it) must not start BLAS threads
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(var, "1")
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+            _forkserver_ctx = ctx
+        return _forkserver_ctx
+
+
+def _run_forked(
+    payload_path: Path,
+    result_path: Path,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+    limit: float,
+) -> int | None:
+    """The worker in a child of the fork server; None when it was killed at ``limit``."""
+    from course_lib.grading.worker import forked_main
+
+    proc = _forkserver().Process(
+        target=forked_main,
+        args=(str(payload_path), str(result_path), str(log_path), env, str(cwd)),
+        daemon=False,
+    )
+    proc.start()
+    try:
+        proc.join(limit)
+        if proc.exitcode is None:
+            return None
+        return proc.exitcode
+    finally:
+        if proc.pid is not None:
+            _kill_tree(proc.pid)
+        proc.join(5)
+
+
+def _run_subprocess(
+    payload_path: Path,
+    result_path: Path,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+    limit: float,
+) -> int | None:
+    """The worker as ``python -m course_lib.grading.worker``; None when killed at ``limit``."""
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -145,36 +250,19 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
                 str(result_path),
             ],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            cwd=scratch,
+            cwd=cwd,
         )
         try:
-            out, _ = proc.communicate(timeout=limit)
+            return proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            _kill_tree(proc.pid)
-            out, _ = proc.communicate()
-            return _failure(
-                payload,
-                f"grading stopped after {limit:.0f} s (the notebook time limit); score 0",
-                started,
-            )
+            return None
         finally:
             _kill_tree(proc.pid)
-        if result_path.exists():
-            result = json.loads(result_path.read_text())
-            result.setdefault("seconds", round(time.monotonic() - started, 2))
-            return result
-        tail = out.decode("utf-8", "replace")[-4000:] if out else ""
-        return _failure(
-            payload, f"the grading process exited with code {proc.returncode}", started, tail
-        )
-    except Exception as exc:  # pragma: no cover - defensive
-        return _failure(payload, f"the grading task failed: {type(exc).__name__}: {exc}", started)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            proc.wait()
 
 
 def _failure(
@@ -251,8 +339,11 @@ def _nbgrader(
     return proc
 
 
-def _course_args(config_file: Path, root: Path, source: Path, db_url: str) -> list[str]:
+def _course_args(
+    config_file: Path, root: Path, source: Path, db_url: str, course_id: str
+) -> list[str]:
     return [
+        f"--CourseDirectory.course_id={course_id}",
         f"--config={config_file}",
         f"--CourseDirectory.root={root}",
         f"--CourseDirectory.source_directory={source}",
@@ -262,6 +353,23 @@ def _course_args(config_file: Path, root: Path, source: Path, db_url: str) -> li
         "--CourseDirectory.feedback_directory=feedback",
         f"--CourseDirectory.db_url={db_url}",
     ]
+
+
+def normalize_db_url(url: str) -> str:
+    """``postgresql://...`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; where only ``psycopg2`` is
+    installed (the ``test`` extra's ``psycopg2-binary``) the URL is rewritten to
+    ``postgresql+psycopg2://``. Other URLs are returned unchanged.
+    """
+    import importlib.util
+
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+                return "postgresql+psycopg2://" + url[len(prefix) :]
+            return "postgresql://" + url[len(prefix) :]
+    return url
 
 
 @contextlib.contextmanager
@@ -276,8 +384,25 @@ def _quiet_env(env: dict[str, str]) -> Any:
         os.environ.update(saved)
 
 
+def course_id_of(config_file: Path) -> str:
+    """The course id nbgrader records assignments under: the config's, else ``course_lib``.
+
+    nbgrader leaves an empty id out of its ``course`` table, which SQLite tolerates and
+    PostgreSQL (foreign keys) does not.
+    """
+    from traitlets.config.loader import PyFileConfigLoader
+
+    cfg = PyFileConfigLoader(config_file.name, str(config_file.parent)).load_config()
+    return str(cfg.CourseDirectory.get("course_id") or "") or "course_lib"
+
+
 def _generate(
-    config_file: Path, root: Path, source: Path, db_url: str, assignments: Sequence[str]
+    config_file: Path,
+    root: Path,
+    source: Path,
+    db_url: str,
+    assignments: Sequence[str],
+    course_id: str,
 ) -> None:
     """``nbgrader generate_assignment`` (its Python API) for ``assignments`` into ``root``."""
     from nbgrader.apps import NbGraderAPI
@@ -293,6 +418,7 @@ def _generate(
     c.CourseDirectory.autograded_directory = "autograded"
     c.CourseDirectory.feedback_directory = "feedback"
     c.CourseDirectory.db_url = db_url
+    c.CourseDirectory.course_id = course_id
     api = NbGraderAPI(config=c)
     for assignment in assignments:
         outcome = api.generate_assignment(assignment, force=True, create=True)
@@ -303,12 +429,12 @@ def _generate(
             )
 
 
-def _merge(db_url: str, result: dict[str, Any], timestamp: str | None) -> None:
+def _merge(db_url: str, result: dict[str, Any], timestamp: str | None, course_id: str) -> None:
     """Write one task's result into the gradebook (called from one thread only)."""
     from nbgrader.api import Gradebook, MissingEntry
 
     student, assignment = result["student"], result["assignment"]
-    with Gradebook(db_url, "") as gb:
+    with Gradebook(db_url, course_id) as gb:
         gb.update_or_create_student(student)
         kwargs = {"timestamp": timestamp} if timestamp else {}
         submission = gb.update_or_create_submission(assignment, student, **kwargs)
@@ -363,6 +489,7 @@ def grade_batch(
     output.mkdir(parents=True, exist_ok=True)
     root = find_course_root(course_root) if course_root is None else Path(course_root).resolve()
     config = load_course_config(root)
+    course_id = course_id_of(config.config_path)
     source = config.source_path
     wanted = (
         list(assignments)
@@ -371,7 +498,7 @@ def grade_batch(
     )
     if not wanted:
         wanted = [a for a in config.available_assignments()]
-    db_url = db_url or f"sqlite:///{output / 'gradebook.db'}"
+    db_url = normalize_db_url(db_url or f"sqlite:///{output / 'gradebook.db'}")
     env = nbgrader_environment()
     env.setdefault("MPLBACKEND", "Agg")
     if opts.quick:
@@ -394,7 +521,7 @@ def grade_batch(
     )
     fresh_master = master_sqlite is not None and not master_sqlite.exists()
     with _quiet_env(env):
-        _generate(config.config_path, tmp_root, source, f"sqlite:///{template}", wanted)
+        _generate(config.config_path, tmp_root, source, f"sqlite:///{template}", wanted, course_id)
         for assignment in wanted:
             # the student version (placeholder notebooks for submissions that cannot be graded)
             release = output / "release" / assignment
@@ -405,7 +532,7 @@ def grade_batch(
             assert master_sqlite is not None
             shutil.copyfile(template, master_sqlite)
         else:
-            _generate(config.config_path, output, source, db_url, wanted)
+            _generate(config.config_path, output, source, db_url, wanted, course_id)
     templates = {assignment: template for assignment in wanted}
 
     log(f"gradebook prepared in {time.monotonic() - started:.1f} s")
@@ -441,6 +568,7 @@ def grade_batch(
                     "isolate": opts.isolate,
                     "kernel_user": opts.kernel_user,
                     "n_notebooks": n_notebooks,
+                    "course_id": course_id,
                     "kill_grace": opts.kill_grace,
                     "env": {k: env[k] for k in ("COURSE_QUICK", "COURSE_LIB_DATA") if k in env},
                 },
@@ -463,12 +591,12 @@ def grade_batch(
         )
         _write_autograded(output, res)
         try:
-            _merge(db_url, res, timestamp)
+            _merge(db_url, res, timestamp, course_id)
         except Exception as exc:
             res.setdefault("problems", []).append(f"could not write the gradebook: {exc}")
             res["status"] = "failed"
         if not res.get("max_score"):
-            res["max_score"] = _max_score(db_url, payload["assignment"])
+            res["max_score"] = _max_score(db_url, payload["assignment"], course_id)
         entry = {
             k: res.get(k)
             for k in ("status", "score", "max_score", "problems", "findings", "seconds")
@@ -494,10 +622,18 @@ def grade_batch(
         for assignment in wanted:
             students = sorted(s for s, a, _, _ in found if a == assignment)
             _feedback(
-                output, config.config_path, source, db_url, assignment, students, env, opts.jobs
+                output,
+                config.config_path,
+                source,
+                db_url,
+                assignment,
+                students,
+                env,
+                opts.jobs,
+                course_id,
             )
     log(f"feedback written in {time.monotonic() - started:.1f} s")
-    _export(db_url, output / "grades.csv")
+    _export(db_url, output / "grades.csv", course_id)
     result.seconds = time.monotonic() - started
     (output / "summary.json").write_text(
         json.dumps({"students": result.students, "seconds": result.seconds}, indent=1)
@@ -514,10 +650,10 @@ def _timestamp(folder: Path) -> str | None:
     return None
 
 
-def _max_score(db_url: str, assignment: str) -> float:
+def _max_score(db_url: str, assignment: str, course_id: str) -> float:
     from nbgrader.api import Gradebook
 
-    with Gradebook(db_url, "") as gb:
+    with Gradebook(db_url, course_id) as gb:
         return float(gb.find_assignment(assignment).max_score)
 
 
@@ -556,6 +692,7 @@ def _feedback(
     students: list[str],
     env: dict[str, str],
     jobs: int,
+    course_id: str,
 ) -> None:
     """nbgrader generate_feedback, the students split over ``jobs`` processes (reads only)."""
     if not students:
@@ -572,7 +709,7 @@ def _feedback(
             "generate_feedback",
             assignment,
             "--force",
-            *_course_args(config_file, output, source, db_url),
+            *_course_args(config_file, output, source, db_url, course_id),
             "--CourseDirectory.student_id=*",
             f"--CourseDirectory.student_id_exclude={','.join(s for s in students if s not in chunk)}",
         ]
@@ -585,13 +722,13 @@ def _feedback(
         proc.communicate(timeout=3600)
 
 
-def _export(db_url: str, path: Path) -> None:
+def _export(db_url: str, path: Path, course_id: str) -> None:
     from nbgrader.api import Gradebook
     from nbgrader.plugins import CsvExportPlugin
 
     plugin = CsvExportPlugin()
     plugin.to = str(path)
-    with Gradebook(db_url, "") as gb:
+    with Gradebook(db_url, course_id) as gb:
         plugin.export(gb)
 
 

@@ -342,6 +342,7 @@ class _Taint:
         self.origins: dict[str, set[str]] = {}
         self.modules: set[str] = set()  # names bound by any import (module or object)
         self.fallback: set[str] = set()  # names bound by an official fallback line
+        self.imported: dict[str, str] = {}  # local name -> what it imports ("np" -> "numpy")
 
     def origin_of(self, node: ast.AST) -> set[str]:
         """course_lib origins an expression (or a def/class statement) refers to.
@@ -377,6 +378,7 @@ class _Taint:
             for alias in node.names:
                 local = alias.asname or alias.name.split(".")[0]
                 self.modules.add(local)
+                self.imported[local] = alias.name if alias.asname else local
                 target = alias.name if alias.asname else alias.name.split(".")[0]
                 if alias.name.split(".")[0] == "course_lib":
                     self.origins[local] = {target}
@@ -387,6 +389,7 @@ class _Taint:
             for alias in node.names:
                 local = alias.asname or alias.name
                 self.modules.add(local)
+                self.imported[local] = f"{module}.{alias.name}"
                 if module.split(".")[0] == "course_lib" and node.level == 0:
                     self.origins[local] = {f"{module}.{alias.name}"}
                 else:
@@ -466,7 +469,10 @@ class _Scanner(ast.NodeVisitor):
         if isinstance(target, ast.Attribute):
             root = self._root_is_import(target)
             if root is not None:
-                self.hit(target, f"{verb} `{root}`, an attribute of an imported module or object")
+                parts = root.split(".")
+                real = ".".join([self.taint.imported.get(parts[0], parts[0]), *parts[1:]])
+                shown = f"`{root}`" if real == root else f"`{root}` (`{real}`)"
+                self.hit(target, f"{verb} {shown}, an attribute of an imported module or object")
         if isinstance(target, ast.Subscript):
             base = _dotted(target.value)
             if base and ".".join(base) in ("sys.modules", "os.environ", "__builtins__"):

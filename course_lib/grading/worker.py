@@ -332,6 +332,24 @@ def _summarise(result: dict[str, Any]) -> None:
     result["max_score"] = max_score
 
 
+def forked_main(
+    payload_path: str, result_path: str, log_path: str, env: dict[str, str], cwd: str
+) -> None:
+    """Entry point in a child of the batch's fork server (modules already imported)."""
+    os.setsid()  # its own session: the batch kills the whole tree at the time limit
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    code = main([payload_path, result_path])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     payload = json.loads(Path(argv[0]).read_text())
