@@ -131,7 +131,7 @@ def build_corpus(solution, student) -> list[Entry]:
     name = f"{A}.ipynb"
     wrong_add = replace(sol, f"{A}-mul_add", "return x + y", "return x * y")
     E = Entry
-    v3 = nbformat.v3.convert.downgrade(copy.deepcopy(sol)) if hasattr(nbformat, "v3") else None
+    v3 = nbformat.v4.convert.downgrade(copy.deepcopy(sol))  # a real nbformat 3 notebook
     entries = [
         E("good", FULL, {name: nb_bytes(full)}),
         E("blank", 0.0, {name: nb_bytes(student)}),
@@ -365,8 +365,8 @@ def build_corpus(solution, student) -> list[Entry]:
             },
         ),
     ]
-    if v3 is not None:
-        entries.append(E("old_nbformat", FULL, {name: json.dumps(v3).encode()}, problem="old"))
+    assert v3["nbformat"] == 3
+    entries.append(E("old_nbformat", FULL, {name: json.dumps(v3).encode()}, problem="old"))
     return entries
 
 
