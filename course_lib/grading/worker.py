@@ -72,8 +72,15 @@ _HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", re.DOTALL
 
 
 def _visible(source: str) -> str:
-    """A test cell's source without its hidden tests, whitespace-normalised."""
-    return " ".join(_HIDDEN.sub("", source).split())
+    """A test cell's source without its hidden tests, as code (formatting and comments do not
+    count: a reformatted cell is not an edited one), or whitespace-normalised text."""
+    import ast
+
+    text = _HIDDEN.sub("", source)
+    try:
+        return ast.dump(ast.parse(text))
+    except (SyntaxError, ValueError):
+        return " ".join(text.split())
 
 
 def _sanitize(
