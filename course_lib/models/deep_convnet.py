@@ -33,6 +33,8 @@ class DeepConvNet(Network):
     default, as in the book.
     """
 
+    eval_batch_size = 200  # im2col patches of 200 images stay well under 100 MB
+
     def __init__(
         self,
         input_dim: tuple[int, int, int] = (1, 28, 28),

@@ -8,6 +8,7 @@ hold, so an optimizer updating ``params`` in place updates the layers too.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 from collections import OrderedDict
@@ -29,11 +30,17 @@ class ParamsFileError(ValueError):
     """A parameter file that cannot be loaded into this network (format, names or shapes)."""
 
 
-def _forward_takes_train_flg(layer: Any) -> bool:
+@functools.cache
+def _takes_train_flg(forward: Any) -> bool:
     try:
-        return "train_flg" in inspect.signature(layer.forward).parameters
+        return "train_flg" in inspect.signature(forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _forward_takes_train_flg(layer: Any) -> bool:
+    """Whether ``layer.forward`` has a ``train_flg`` argument (looked up once per class)."""
+    return _takes_train_flg(getattr(type(layer), "forward", layer.forward))
 
 
 class Network:
@@ -45,6 +52,9 @@ class Network:
 
     params: dict[str, np.ndarray]
     layers: OrderedDict[str, Any]
+    #: Samples per chunk in ``accuracy`` when no ``batch_size`` is given: bounds the memory of
+    #: the activations (convolutional models lower it) while keeping matrix products large.
+    eval_batch_size: int = 1000
 
     def __init__(self, *, dtype: Any = np.float32, seed: SeedLike = None) -> None:
         self.dtype = np.dtype(dtype)
@@ -111,11 +121,13 @@ class Network:
             )
         )
 
-    def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int = 100) -> float:
+    def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int | None = None) -> float:
         """Fraction of correct predictions, evaluated ``batch_size`` samples at a time.
 
-        x: (N, ...); t: (N,) labels or (N, C) one-hot. Memory stays bounded for any N.
+        x: (N, ...); t: (N,) labels or (N, C) one-hot. Memory stays bounded for any N
+        (default chunk: the model's ``eval_batch_size``).
         """
+        batch_size = batch_size or self.eval_batch_size
         t = np.asarray(t)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)

@@ -21,6 +21,8 @@ class SimpleConvNet(Network):
     ``W3`` (hidden_size, output_size), ``b3``. x: (N, C, H, W) -> scores (N, output_size).
     """
 
+    eval_batch_size = 500  # im2col patches of 500 images stay well under 100 MB
+
     def __init__(
         self,
         input_dim: tuple[int, int, int] = (1, 28, 28),
