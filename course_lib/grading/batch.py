@@ -2,14 +2,15 @@
 
 :func:`grade_batch` is what ``course-lib grade`` runs:
 
-1. *prepare*: for each assignment, ``nbgrader generate_assignment`` (the real CLI, with the
-   course's ``graders/nbgrader_config.py``) records the source notebook in the gradebook (SQLite
-   by default, any SQLAlchemy URL such as PostgreSQL with ``db_url``) and in a *template*
-   SQLite gradebook that every grading task copies;
-2. *grade*: one task per submission (``python -m course_lib.grading.worker`` in a subprocess
-   with its own session, killed with all its processes past the time limit). Tasks run on a
-   local thread pool (``jobs``) or on a Dask cluster (``dask``: a scheduler address, or
-   ``"local"`` for a ``LocalCluster``); either way the task returns its result as data;
+1. *prepare*: ``nbgrader generate_assignment`` (nbgrader's Python API in this process, with the
+   course's ``graders/nbgrader_config.py``) records the source notebooks in the gradebook
+   (SQLite by default, any SQLAlchemy URL such as PostgreSQL with ``db_url``) and in one
+   *template* SQLite gradebook that every grading task copies;
+2. *grade*: one task per submission, a process of its own (forked from a fork server that has
+   nbgrader imported, or ``python -m course_lib.grading.worker`` inside a Dask worker) in its
+   own session, killed with all its processes past the time limit. Tasks run on a local
+   thread pool (``jobs``) or on a Dask cluster (``dask``: a scheduler address, or ``"local"``
+   for a ``LocalCluster``); either way the task returns its result as data;
 3. *merge*: results are written into the one gradebook by this process alone, one at a time
    (no concurrent writers, so SQLite stays intact, and PostgreSQL sees short transactions);
    a submission whose task failed or timed out still gets its row, score 0 and its message;
@@ -318,25 +319,6 @@ def _kill_tree(pid: int) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # the gradebook
-
-
-def _nbgrader(
-    args: Sequence[str], cwd: Path, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"`nbgrader {' '.join(args[:2])}` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-        )
-    return proc
 
 
 def _course_args(
