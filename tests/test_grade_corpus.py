@@ -141,6 +141,22 @@ def build_corpus(solution, student) -> list[Entry]:
             {name: nb_bytes(prepend(sol, f"{A}-sigmoid", "while True:\n    pass\n"))},
         ),
         E(
+            # a test cell times out inside the student's code (the verdict interrupts the
+            # kernel); the very next test must reach the kernel again over a new connection
+            "test_cell_timeout",
+            lost("mul"),
+            {
+                name: nb_bytes(
+                    replace(
+                        sol,
+                        f"{A}-mul_add",
+                        "return dout * self.y, dout * self.x",
+                        "while True:\n            pass",
+                    )
+                )
+            },
+        ),
+        E(
             "os_exit",
             lost("affine-forward", "affine-backward", "two_layer_net"),
             {name: nb_bytes(prepend(sol, f"{A}-affine", "import os\nos._exit(3)\n"))},
