@@ -6,7 +6,8 @@ This is the book's ``im2col`` convolution, arranged for speed:
   of ``col`` is built from ``FH`` runs of ``FW * C`` neighbouring numbers (the
   book's ``(N, C, H, W)`` order copies them one at a time);
 * patches are a strided *view* of the padded image; the reshape into ``col``
-  is the only copy;
+  is the only copy, done a block of images at a time so that the rows are
+  still in the CPU cache when the matrix product reads them;
 * the output is returned as an ``(N, FN, OH, OW)`` view of channels-last
   memory, so the next convolution (or pooling) reads it without a copy;
 * the backward pass never builds the big ``dcol`` matrix: for each kernel
@@ -53,13 +54,17 @@ class Convolution(Layer):
 
     param_names = ("W", "b")
 
+    #: Patch rows are built and multiplied for a block of images at a time, each block's
+    #: rows (about this many bytes) still in the CPU cache when the product reads them.
+    block_bytes = 2**20
+
     def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
         self.W = W
         self.b = b
         self.stride = stride
         self.pad = pad
         self.x_shape: tuple[int, int, int, int] | None = None
-        self.col: np.ndarray | None = None  # (N*OH*OW, FH*FW*C) patches, channels last
+        self.cols: list[np.ndarray] = []  # per block: (n*OH*OW, FH*FW*C) patches, channels last
         self.dW: np.ndarray | None = None
         self.db: np.ndarray | None = None
 
@@ -69,15 +74,22 @@ class Convolution(Layer):
         img = _pad_channels_last(x.transpose(0, 2, 3, 1), self.pad)  # (N, Hp, Wp, C)
         patches = _patches(img, FH, FW, self.stride)  # (N, OH, OW, FH, FW, C) view
         OH, OW = patches.shape[1:3]
+        K = FH * FW * C
+        dtype = np.result_type(x, self.W)
+        col_W = self.W.transpose(2, 3, 1, 0).reshape(K, FN)
 
-        col = patches.reshape(N * OH * OW, FH * FW * C)  # the one copy
-        col_W = self.W.transpose(2, 3, 1, 0).reshape(FH * FW * C, FN)
-        out = col @ col_W  # (N*OH*OW, FN)
+        out = np.empty((N, OH, OW, FN), dtype=dtype)
+        per_block = max(1, self.block_bytes // (OH * OW * K * dtype.itemsize))
+        self.cols = []
+        for start in range(0, N, per_block):
+            block = slice(start, start + per_block)
+            col = patches[block].reshape(-1, K)  # (n*OH*OW, K): the one copy
+            np.matmul(col, col_W, out=out[block].reshape(-1, FN))
+            self.cols.append(col)
         out += self.b
 
         self.x_shape = x.shape
-        self.col = col
-        return out.reshape(N, OH, OW, FN).transpose(0, 3, 1, 2)
+        return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         FN, C, FH, FW = self.W.shape
@@ -87,8 +99,12 @@ class Convolution(Layer):
         d = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, FN)  # free for channels-last dout
 
         self.db = d.sum(axis=0)
-        dW = (d.T @ self.col).reshape(FN, FH, FW, C)
-        self.dW = np.ascontiguousarray(dW.transpose(0, 3, 1, 2))
+        dW = np.zeros((FN, FH * FW * C), dtype=np.result_type(d, self.W))
+        start = 0
+        for col in self.cols:  # the same blocks of rows as in forward
+            dW += d[start : start + len(col)].T @ col
+            start += len(col)
+        self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
 
         # Offset (i, j) of the kernel read pixel (i + s*oh, j + s*ow) of the padded image
         # for output (oh, ow) through the weights W[:, :, i, j]; send the gradient back that way.
