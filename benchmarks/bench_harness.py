@@ -465,7 +465,7 @@ def plot(report: dict, path: Path) -> None:
     axes[0].legend(fontsize=8)
     m = report["machine"]
     fig.suptitle(
-        f"batch {report['config']['batch']}, Adam, {m['threads']} threads, "
+        f"batch {report['config']['batch']}, Adam, {m['threads']} thread(s), "
         f"{m['cpu']}, {m['date_utc']}",
         fontsize=9,
     )
