@@ -13,13 +13,18 @@ import it too.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import html
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +133,91 @@ def plant(nb: nbformat.NotebookNode, wrong: Plant) -> nbformat.NotebookNode:
             f"{wrong.cell!r} (expected {wrong.count}); update the planted error:\n{cell.source}"
         )
     cell.source = cell.source.replace(wrong.old, wrong.new)
+    return nb
+
+
+# --------------------------------------------------------------------------------------------
+# Lighter submissions: drop the demonstration cells no graded cell depends on
+# --------------------------------------------------------------------------------------------
+
+
+def _stored_names(node: ast.AST) -> set[str]:
+    """Names a statement binds or mutates (``x = ..``, ``x.a = ..``, ``x[i] += ..``, def, import)."""
+    names: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store | ast.Del):
+            names.add(sub.id)
+        elif isinstance(sub, ast.Attribute | ast.Subscript) and isinstance(
+            sub.ctx, ast.Store | ast.Del
+        ):
+            base = sub.value
+            while isinstance(base, ast.Attribute | ast.Subscript):
+                base = base.value
+            if isinstance(base, ast.Name):
+                names.add(base.id)
+        elif isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(sub.name)
+        elif isinstance(sub, ast.Import | ast.ImportFrom):
+            for alias in sub.names:
+                names.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(sub, ast.arg):
+            names.add(sub.arg)
+        elif isinstance(sub, ast.Global | ast.Nonlocal):
+            names.update(sub.names)
+    return names
+
+
+def _loaded_names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def cell_names(source: str) -> tuple[set[str], set[str]] | None:
+    """(names the cell defines or mutates, names it needs from earlier cells), or None if the
+    cell cannot be analysed (then it must be kept)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except SyntaxError:
+        return None
+    defined: set[str] = set()
+    needed: set[str] = set()
+    for stmt in tree.body:
+        stored = _stored_names(stmt)
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            # everything bound inside the definition is local to it
+            needed |= _loaded_names(stmt) - defined - stored
+            defined.add(stmt.name)
+        else:
+            needed |= _loaded_names(stmt) - defined
+            defined |= stored
+    # mutating a name defined elsewhere (x.a = 1, x[0] = 2) also reads it
+    return defined, needed
+
+
+def prune_demonstrations(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` without the code cells that no nbgrader cell depends on.
+
+    A student may delete any unlocked cell; nbgrader grades the graded cells only. Walking
+    backwards from the last cell, a plain code cell is kept when it defines or mutates a
+    name that a kept cell after it reads (or when it cannot be parsed). What is dropped is
+    the chapter's figures and training runs, so a planted-error submission grades in seconds
+    while every graded cell sees the same definitions as in the full notebook.
+    """
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    keep: list[nbformat.NotebookNode] = []
+    wanted: set[str] = set()
+    for cell in reversed(nb.cells):
+        if cell.cell_type != "code":
+            keep.append(cell)
+            continue
+        names = cell_names(cell.source)
+        graded = bool(nbgrader_meta(cell))
+        if names is None or graded or names[0] & wanted:
+            keep.append(cell)
+            if names is not None:
+                wanted |= names[1]
+    nb.cells = keep[::-1]
     return nb
 
 
@@ -245,6 +335,40 @@ class CellScore:
     needs_manual_grade: bool
 
 
+def run_measured(
+    cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` with captured text output, plus ``cpu_seconds`` of the process and
+    its waited-for descendants (from ``os.wait4``, so other threads' children do not count).
+    On timeout the whole process group is killed."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=dict(env), stdout=out, stderr=err, start_new_session=True
+        )
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            if hasattr(os, "wait4"):
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu = usage.ru_utime + usage.ru_stime
+            else:  # pragma: no cover - platforms without wait4
+                proc.wait()
+                cpu = float("nan")
+        finally:
+            timer.cancel()
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(list(cmd), proc.returncode, out.read(), err.read())
+    result.cpu_seconds = cpu  # type: ignore[attr-defined]
+    return result
+
+
 class NbgraderFailed(AssertionError):
     """An nbgrader command exited non-zero (the message holds its output)."""
 
@@ -321,22 +445,18 @@ class CourseDir:
     def nbgrader(
         self, *args: str, env: Mapping[str, str] | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``nbgrader <args>`` from ``graders/`` (the config is ./nbgrader_config.py)."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "nbgrader", *args],
-            cwd=self.graders,
-            env=self.env(env),
-            capture_output=True,
-            text=True,
-            timeout=NBGRADER_TIMEOUT,
-            check=False,
-        )
-        if check and proc.returncode != 0:
+        """Run ``nbgrader <args>`` from ``graders/`` (the config is ./nbgrader_config.py).
+
+        The result carries ``cpu_seconds``: the CPU time of this nbgrader process and of the
+        kernels it ran (exact also when several courses are graded in parallel threads)."""
+        cmd = [sys.executable, "-m", "nbgrader", *args]
+        result = run_measured(cmd, cwd=self.graders, env=self.env(env), timeout=NBGRADER_TIMEOUT)
+        if check and result.returncode != 0:
             raise NbgraderFailed(
-                f"`nbgrader {' '.join(args)}` exited {proc.returncode}:\n"
-                f"{proc.stdout[-6000:]}\n{proc.stderr[-12000:]}"
+                f"`nbgrader {' '.join(args)}` exited {result.returncode}:\n"
+                f"{result.stdout[-6000:]}\n{result.stderr[-12000:]}"
             )
-        return proc
+        return result
 
     def generate_assignment(self, assignment: str) -> subprocess.CompletedProcess[str]:
         return self.nbgrader("generate_assignment", assignment, "--force")
