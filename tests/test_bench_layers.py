@@ -91,3 +91,14 @@ def test_pooling_sends_ties_to_the_first_maximum_like_argmax():
     expected = np.zeros((4, 4))
     expected[0, 0] = expected[0, 2] = expected[2, 0] = expected[3, 3] = 1.0
     np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_first_layer_can_skip_the_input_gradient(rng):
+    x, W, b = rng.standard_normal((3, 1, 8, 8)), rng.standard_normal((4, 1, 3, 3)), np.zeros(4)
+    full, first = Convolution(W, b, 1, 1), Convolution(W, b, 1, 1, input_grad=False)
+    d = rng.standard_normal(full.forward(x).shape)
+    first.forward(x)
+    assert full.backward(d) is not None
+    assert first.backward(d) is None
+    np.testing.assert_array_equal(first.dW, full.dW)
+    np.testing.assert_array_equal(first.db, full.db)

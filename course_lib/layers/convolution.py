@@ -50,6 +50,10 @@ class Convolution(Layer):
     with ``OH = (H + 2 pad - FH) // stride + 1`` (likewise OW).
     ``backward`` stores ``dW`` (FN, C, FH, FW) and ``db`` (FN,) and returns dx (N, C, H, W).
     Computes in the dtype of ``x`` and ``W``; ``x`` may have any memory layout.
+
+    ``input_grad=False`` is for a network's first layer, whose input (the images)
+    needs no gradient: ``backward`` then stores ``dW`` and ``db`` only and returns
+    None, saving the dx computation (PyTorch skips it the same way).
     """
 
     param_names = ("W", "b")
@@ -58,11 +62,20 @@ class Convolution(Layer):
     #: rows (about this many bytes) still in the CPU cache when the product reads them.
     block_bytes = 2**20
 
-    def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
+    def __init__(
+        self,
+        W: np.ndarray,
+        b: np.ndarray,
+        stride: int = 1,
+        pad: int = 0,
+        *,
+        input_grad: bool = True,
+    ) -> None:
         self.W = W
         self.b = b
         self.stride = stride
         self.pad = pad
+        self.input_grad = input_grad
         self.x_shape: tuple[int, int, int, int] | None = None
         self.cols: list[np.ndarray] = []  # per block: (n*OH*OW, FH*FW*C) patches, channels last
         self.dW: np.ndarray | None = None
@@ -91,7 +104,7 @@ class Convolution(Layer):
         self.x_shape = x.shape
         return out.transpose(0, 3, 1, 2)
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
         FN, C, FH, FW = self.W.shape
         N, _, H, W = self.x_shape
         OH, OW = dout.shape[2:]
@@ -105,6 +118,8 @@ class Convolution(Layer):
             dW += d[start : start + len(col)].T @ col
             start += len(col)
         self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
+        if not self.input_grad:
+            return None
 
         # Offset (i, j) of the kernel read pixel (i + s*oh, j + s*ow) of the padded image
         # for output (oh, ow) through the weights W[:, :, i, j]; send the gradient back that way.
