@@ -7,7 +7,8 @@ This is the book's ``im2col`` convolution, arranged for speed:
   book's ``(N, C, H, W)`` order copies them one at a time);
 * patches are a strided *view* of the padded image; the reshape into ``col``
   is the only copy, done a block of images at a time so that the rows are
-  still in the CPU cache when the matrix product reads them;
+  still in the CPU cache when the matrix product reads them (the backward pass
+  works through the same blocks);
 * the output is returned as an ``(N, FN, OH, OW)`` view of channels-last
   memory, so the next convolution (or pooling) reads it without a copy;
 * the backward pass never builds the big ``dcol`` matrix: for each kernel
@@ -108,30 +109,44 @@ class Convolution(Layer):
         FN, C, FH, FW = self.W.shape
         N, _, H, W = self.x_shape
         OH, OW = dout.shape[2:]
-        s, p = self.stride, self.pad
+        p = self.pad
         d = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, FN)  # free for channels-last dout
-
+        dtype = np.result_type(d, self.W)
         self.db = d.sum(axis=0)
-        dW = np.zeros((FN, FH * FW * C), dtype=np.result_type(d, self.W))
-        start = 0
-        for col in self.cols:  # the same blocks of rows as in forward
-            dW += d[start : start + len(col)].T @ col
-            start += len(col)
-        self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
-        if not self.input_grad:
-            return None
 
-        # Offset (i, j) of the kernel read pixel (i + s*oh, j + s*ow) of the padded image
-        # for output (oh, ow) through the weights W[:, :, i, j]; send the gradient back that way.
+        dW = np.zeros((FN, FH * FW * C), dtype=dtype)
+        dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=dtype) if self.input_grad else None
         W_by_offset = self.W.transpose(2, 3, 0, 1).copy()  # (FH, FW, FN, C), contiguous blocks
+        start = 0
+        for col in self.cols:  # the blocks of images of forward, small enough for the cache
+            n = len(col) // (OH * OW)
+            d_block = d[start * OH * OW : (start + n) * OH * OW]
+            dW += d_block.T @ col
+            if dimg is not None:
+                self._add_input_grad(dimg[start : start + n], d_block, W_by_offset)
+            start += n
+        self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
+        if dimg is None:
+            return None
+        return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)
+
+    def _add_input_grad(self, dimg: np.ndarray, d: np.ndarray, W_by_offset: np.ndarray) -> None:
+        """Add the gradient of a block of padded images, dimg: (n, Hp, Wp, C), in place.
+
+        d: (n*OH*OW, FN), the output gradients of the block; W_by_offset: (FH, FW, FN, C).
+        Offset (i, j) of the kernel read pixel (i + s*oh, j + s*ow) of the padded image for
+        output (oh, ow) through the weights W[:, :, i, j]; the gradient goes back that way.
+        """
+        FH, FW, FN, C = W_by_offset.shape
+        n, s = dimg.shape[0], self.stride
+        OH = (dimg.shape[1] - FH) // s + 1
+        OW = (dimg.shape[2] - FW) // s + 1
         if C == 1:  # grey images: one product gives every offset's gradient as a row
-            rows = W_by_offset.reshape(FH * FW, FN) @ d.T  # (FH*FW, N*OH*OW)
-        dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=np.result_type(d, self.W))
+            rows = W_by_offset.reshape(FH * FW, FN) @ d.T  # (FH*FW, n*OH*OW)
         for i in range(FH):
             for j in range(FW):
                 if C == 1:
-                    grad = rows[i * FW + j].reshape(N, OH, OW, 1)
+                    grad = rows[i * FW + j].reshape(n, OH, OW, 1)
                 else:
-                    grad = (d @ W_by_offset[i, j]).reshape(N, OH, OW, C)
+                    grad = (d @ W_by_offset[i, j]).reshape(n, OH, OW, C)
                 dimg[:, i : i + s * OH : s, j : j + s * OW : s, :] += grad
-        return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)
