@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
     if result.written:
         print(
-            f"released {len(result.assignments)} assignments into {chapters}/ "
+            f"released {len(result.assignments)} assignment"
+            f"{'' if len(result.assignments) == 1 else 's'} into {chapters}/ "
             f"({', '.join(result.assignments)}; {elapsed:.1f} s)"
         )
     else:
