@@ -141,11 +141,23 @@ def test_cli_lists_recipes_and_rejects_unknown_ones(capsys):
     assert "unknown recipe 'no_such_recipe'" in capsys.readouterr().err
 
 
+THREAD_VARS = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
 def test_cli_shortened_run_sets_threads_in_a_child_and_writes_a_record(
     data_dir, tmp_path, monkeypatch, capfd
 ):
     monkeypatch.setenv("COURSE_LIB_DATA", str(data_dir))
     monkeypatch.delenv("_COURSE_LIB_TRAIN_CHILD", raising=False)
+    for var in THREAD_VARS:  # another test may have left them set; a child is then unneeded
+        monkeypatch.delenv(var, raising=False)
     out = tmp_path / "run.json"
     args = ["fashion_fc", "--epochs", "1", "--train-size", "200", "--test-size", "100"]
     assert main(["train", *args, "--threads", "1", "--out", str(out)]) == 0
