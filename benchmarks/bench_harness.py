@@ -158,7 +158,25 @@ def _rss_mb() -> float:
         return float("nan")
 
 
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's resident-set high-water mark (Linux: VmHWM); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss_mb() -> float:
+    """Peak resident memory since the last reset (VmHWM), else since the process started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
@@ -188,6 +206,7 @@ def run_step_job(job: dict) -> dict:
         for i in range(n_batches)
     ]
     rss_before = _rss_mb()
+    peak_was_reset = _reset_peak_rss()
     for i in range(job["warmup"]):
         runner.step(*batches[i % n_batches])
     times = []
@@ -201,7 +220,8 @@ def run_step_job(job: dict) -> dict:
         "model": model,
         "step_times_s": times,
         "rss_before_steps_mb": rss_before,
-        "peak_rss_after_steps_mb": _peak_rss_mb(),
+        "peak_rss_steps_mb": _peak_rss_mb(),
+        "peak_is_of_steps_only": peak_was_reset,
         "data": source,
     }
     if impl != "torch":
@@ -215,13 +235,14 @@ def run_step_job(job: dict) -> dict:
         ib = job["infer_batch"]
         chunks = [runner.convert(_flat(x_all[i : i + ib], model)) for i in range(0, n, ib)]
         runner.predict(chunks[0])  # warm-up
+        _reset_peak_rss()
         t0 = clock()
         correct = 0
         for k, xb in enumerate(chunks):
             correct += int(np.sum(runner.predict(xb) == t_all[k * ib : (k + 1) * ib]))
         result["infer_time_s"] = clock() - t0
         result["infer_images"] = n
-        result["peak_rss_mb"] = _peak_rss_mb()
+        result["peak_rss_infer_mb"] = _peak_rss_mb()
     return result
 
 
@@ -373,19 +394,19 @@ def _summarise(step_results: list[dict]) -> dict:
         "step_min_ms": 1e3 * min(times),
         "step_iqr_ms": [1e3 * float(q[0]), 1e3 * float(q[1])],
         "steps_timed": len(times),
-        "peak_rss_mb": max(r.get("peak_rss_mb", r["peak_rss_after_steps_mb"]) for r in ok),
+        "peak_rss_mb": max(r["peak_rss_steps_mb"] for r in ok),
         "rss_before_steps_mb": min(r["rss_before_steps_mb"] for r in ok),
+        "peak_is_of_steps_only": all(r["peak_is_of_steps_only"] for r in ok),
         "data": ok[0]["data"],
         "openblas_core": ok[0].get("openblas_core"),
     }
-    out["step_rss_growth_mb"] = (
-        max(r["peak_rss_after_steps_mb"] for r in ok) - out["rss_before_steps_mb"]
-    )
+    out["step_rss_growth_mb"] = out["peak_rss_mb"] - out["rss_before_steps_mb"]
     if "step_alloc_peak_mb" in ok[0]:
         out["step_alloc_peak_mb"] = max(r["step_alloc_peak_mb"] for r in ok)
     if "infer_time_s" in ok[0]:
         out["infer_time_s"] = statistics.median(r["infer_time_s"] for r in ok)
         out["infer_images"] = ok[0]["infer_images"]
+        out["peak_rss_infer_mb"] = max(r["peak_rss_infer_mb"] for r in ok)
     return out
 
 
@@ -489,7 +510,7 @@ def format_report(report: dict) -> str:
     lines.append(f"Data: {report['data']}")
     lines.append("")
     hdr = f"{'model':<14}{'implementation':<30}{'step ms (median)':>17}{'IQR ms':>16}"
-    hdr += f"{'peak RSS MB':>13}"
+    hdr += f"{'peak RSS MB':>13}{'+step MB':>10}"
     hdr += f"{'step alloc MB':>15}{'infer s':>9}"
     lines.append(hdr)
     for model, per_impl in report["results"].items():
@@ -505,8 +526,13 @@ def format_report(report: dict) -> str:
             inf = f"{r['infer_time_s']:.2f}" if "infer_time_s" in r else "-"
             lines.append(
                 f"{model:<14}{IMPL_LABELS[impl]:<30}{r['step_median_ms']:>17.2f}{iqr:>16}"
-                f"{r['peak_rss_mb']:>13.0f}{alloc:>15}{inf:>9}"
+                f"{r['peak_rss_mb']:>13.0f}{r['step_rss_growth_mb']:>10.0f}{alloc:>15}{inf:>9}"
             )
+    lines.append(
+        "peak RSS: the worker's peak resident memory while stepping (libraries, model and data "
+        "included); +step: how far the steps raised it above the resident size before them; "
+        "step alloc: tracemalloc peak of one NumPy step (its temporaries)"
+    )
     lines.append("")
     lines.append("Ratios (median step time, this run):")
     for model, r in report["ratios"].items():
