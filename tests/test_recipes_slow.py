@@ -1,10 +1,11 @@
 """Slow check: a shortened SimpleConvNet recipe still learns (catches accuracy regressions).
 
 Runs on demand (``pytest -m slow tests/test_recipes_slow.py``) and in CI when the
-real data is there. About 10 s of training on 2 idle cores (3 minutes on a heavily shared one). It asserts an accuracy floor only;
-the wall time is printed (and recorded in the returned record), never asserted:
-speed is tracked by ``course-lib bench``. A run that became several times slower
-still fails, through the timeout.
+real data is there: about 10 s of training on 2 idle cores (3 minutes on a heavily
+shared one). It asserts an accuracy floor only; the wall time is printed (and
+recorded in the returned record), never asserted: speed is tracked by
+``course-lib bench``. A run that became several times slower still fails, through
+the timeout.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import pytest
 from course_lib.recipes import run_recipe
 
 #: Measured 2026-11-24 (seed 0, 1 epoch on all 60,000 training images, first 5,000
-#: test images): 0.9648 with 1 BLAS thread, 0.9646 with 2 (see docs/performance.md). The floor leaves room for BLAS
-#: kernels that sum in another order; a broken layer or optimiser lands far below.
+#: test images): 0.9648 with 1 BLAS thread, 0.9646 with 2 (docs/performance.md). The
+#: floor leaves room for BLAS kernels that sum in another order; a broken layer or
+#: optimiser lands far below.
 FLOOR = 0.95
 
 
