@@ -391,7 +391,7 @@ def run_recipe(
         "epochs_run": epochs,
         "train_size": n,
         "test_size": len(x_test),
-        "shortened": epochs != recipe.epochs or train_size is not None or test_size is not None,
+        "shortened": epochs < recipe.epochs or train_size is not None or test_size is not None,
         "test_accuracy": history[-1]["test_acc"],
         "target": recipe.target,
         "history": history,
