@@ -64,13 +64,18 @@ def summarise_run(record: dict) -> dict:
     return out
 
 
+def _cores(bench: dict) -> str:
+    found = {r.get("openblas_core") for per in bench["results"].values() for r in per.values()}
+    return "/".join(sorted(str(c) for c in found if c)) or "?"
+
+
 def markdown(summary: dict) -> str:
     lines = []
     for b in summary["benchmarks"]:
         unit = "CPU ms" if b["config"].get("clock") == "cpu" else "ms"
         lines += [
             f"**{b['label']}** ({b['machine']['date_utc']}, {b['machine']['threads']} thread(s), "
-            f"OpenBLAS kernels {b['machine'].get('worker_env', {}).get('OPENBLAS_CORETYPE', '?')}, "
+            f"OpenBLAS kernels {_cores(b)}, "
             f"load average {b['machine'].get('loadavg_start', ['?'])[0]:.1f})",
             "",
             f"| model | course_lib {unit} | book-style {unit} | PyTorch {unit} | "
@@ -86,7 +91,7 @@ def markdown(summary: dict) -> str:
                 + " | ".join(f"{c:.2f}" if c else "-" for c in cells)
                 + " |"
                 + (f" {vs_t:.2f}x |" if vs_t else " - |")
-                + (f" {vs_b:.1f}x |" if vs_b else " - |")
+                + (f" {vs_b:.2f}x |" if vs_b else " - |")
             )
         lines.append("")
     if summary["training"]:
