@@ -31,6 +31,10 @@ class DeepConvNet(Network):
     trained weights (converted to ``.npz``) load and give the same predictions.
     x: (N, 1, 28, 28) -> scores (N, output_size). ``loss`` runs in training mode by
     default, as in the book.
+
+    ``Conv1`` is built with ``input_grad=False``: training needs no gradient of the
+    images, so its ``backward`` stores ``dW`` and ``db`` and returns None (``gradient``
+    is unchanged). Set ``net.layers["Conv1"].input_grad = True`` for the image gradient.
     """
 
     eval_batch_size = 200  # im2col patches of 200 images stay well under 100 MB
@@ -61,7 +65,11 @@ class DeepConvNet(Network):
             fs, fn = cp["filter_size"], cp["filter_num"]
             scale = np.sqrt(2.0 / (C * fs * fs))  # He initialisation
             self.layers[f"Conv{idx}"] = Convolution(
-                self._init_weight((fn, C, fs, fs), scale), self._zeros(fn), cp["stride"], cp["pad"]
+                self._init_weight((fn, C, fs, fs), scale),
+                self._zeros(fn),
+                cp["stride"],
+                cp["pad"],
+                input_grad=idx > 1,  # the images need no gradient
             )
             self.layers[f"Relu{idx}"] = Relu()
             H = conv_output_size(H, fs, cp["stride"], cp["pad"])

@@ -19,6 +19,10 @@ class SimpleConvNet(Network):
     input_dim: (C, H, W); conv_param: filter_num, filter_size, pad, stride.
     Parameters ``W1`` (FN, C, FS, FS), ``b1``; ``W2`` (FN * PH * PW, hidden_size), ``b2``;
     ``W3`` (hidden_size, output_size), ``b3``. x: (N, C, H, W) -> scores (N, output_size).
+
+    ``Conv1`` is built with ``input_grad=False``: training needs no gradient of the
+    images, so its ``backward`` stores ``dW`` and ``db`` and returns None (``gradient``
+    is unchanged). Set ``net.layers["Conv1"].input_grad = True`` for the image gradient.
     """
 
     eval_batch_size = 500  # im2col patches of 500 images stay well under 100 MB
@@ -43,7 +47,11 @@ class SimpleConvNet(Network):
         pool_out = fn * (conv_h // 2) * (conv_w // 2)
 
         self.layers["Conv1"] = Convolution(
-            self._init_weight((fn, C, fs, fs), weight_init_std), self._zeros(fn), stride, pad
+            self._init_weight((fn, C, fs, fs), weight_init_std),
+            self._zeros(fn),
+            stride,
+            pad,
+            input_grad=False,  # the images need no gradient
         )
         self.layers["Relu1"] = Relu()
         self.layers["Pool1"] = Pooling(pool_h=2, pool_w=2, stride=2)
