@@ -44,8 +44,8 @@ def test_convolution_matches_the_book_layer(rng, xs, ws, stride, pad, block_byte
     book = book_baseline.Convolution(W, b, stride, pad)
     out = ours.forward(x_in)
     np.testing.assert_allclose(out, book.forward(x), rtol=1e-11, atol=1e-11)
-    if block_bytes == 1:
-        assert len(ours.cols) == xs[0]
+    if block_bytes == 1:  # grey images: one patch matrix whatever the block size
+        assert len(ours.cols) == (1 if xs[1] == 1 else xs[0])
     d = rng.standard_normal(out.shape)
     d_in = channels_last(d) if layout == "nhwc" else d
     np.testing.assert_allclose(ours.backward(d_in), book.backward(d), rtol=1e-10, atol=1e-10)
@@ -55,13 +55,25 @@ def test_convolution_matches_the_book_layer(rng, xs, ws, stride, pad, block_byte
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_convolution_follows_the_dtype_over_several_blocks(rng, dtype):
-    x = rng.standard_normal((9, 2, 9, 9)).astype(dtype)
-    layer = Convolution(rng.standard_normal((3, 2, 3, 3)).astype(dtype), np.zeros(3, dtype), 1, 1)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_convolution_follows_the_dtype_over_several_blocks(rng, dtype, channels):
+    x = rng.standard_normal((9, channels, 9, 9)).astype(dtype)
+    W = rng.standard_normal((3, channels, 3, 3)).astype(dtype)
+    layer = Convolution(W, np.zeros(3, dtype), 1, 1)
     layer.block_bytes = 1
     out = layer.forward(x)
     dx = layer.backward(np.ones_like(out))
     assert out.dtype == dx.dtype == layer.dW.dtype == layer.db.dtype == dtype
+    assert layer.db.shape == (3,) and layer.dW.shape == W.shape
+
+
+def test_grey_convolution_mixes_dtypes_like_numpy(rng):
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    W, b = rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)  # float64 parameters
+    layer, book = Convolution(W, b, 1, 1), book_baseline.Convolution(W, b, 1, 1)
+    out = layer.forward(x)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, book.forward(x.astype(np.float64)), rtol=1e-6, atol=1e-6)
 
 
 POOL = [

@@ -14,7 +14,12 @@ This is the book's ``im2col`` convolution, arranged for speed:
 * the backward pass never builds the big ``dcol`` matrix: for each kernel
   offset ``(i, j)`` the gradient ``dout @ W[:, :, i, j]`` is added straight into
   the pixels that offset looked at (the same loop over kernel offsets as the
-  book's ``col2im``); for one input channel a single product gives all offsets.
+  book's ``col2im``); for one input channel a single product gives all offsets;
+* ``db``, the sum of the output gradient over all positions, is a matrix-vector
+  product (``ones @ d``, 6-19x faster than ``d.sum(axis=0)`` here);
+* for one input channel (grey images) the patch matrix is built transposed, in
+  long runs, with a row of ones that adds the bias in the forward product and
+  gives ``db`` in the backward one.
 
 Shapes and results are those of the book's layer; ``course_lib.util.im2col``
 still lays patches out in the book's ``(C, FH, FW)`` order for teaching.
@@ -93,14 +98,20 @@ class Convolution(Layer):
         col_W = self.W.transpose(2, 3, 1, 0).reshape(K, FN)
 
         out = np.empty((N, OH, OW, FN), dtype=dtype)
-        per_block = max(1, self.block_bytes // (OH * OW * K * dtype.itemsize))
-        self.cols = []
-        for start in range(0, N, per_block):
-            block = slice(start, start + per_block)
-            col = patches[block].reshape(-1, K)  # (n*OH*OW, K): the one copy
-            np.matmul(col, col_W, out=out[block].reshape(-1, FN))
-            self.cols.append(col)
-        out += self.b
+        if C == 1:  # grey images: one patch matrix, bias included (see _grey_patches)
+            col = self._grey_patches(patches, dtype)  # (N*OH*OW, K + 1)
+            W_and_b = np.concatenate([col_W, self.b.reshape(1, FN)]).astype(dtype, copy=False)
+            np.matmul(col, W_and_b, out=out.reshape(-1, FN))
+            self.cols = [col]
+        else:
+            per_block = max(1, self.block_bytes // (OH * OW * K * dtype.itemsize))
+            self.cols = []
+            for start in range(0, N, per_block):
+                block = slice(start, start + per_block)
+                col = patches[block].reshape(-1, K)  # (n*OH*OW, K): the one copy
+                np.matmul(col, col_W, out=out[block].reshape(-1, FN))
+                self.cols.append(col)
+            out += self.b
 
         self.x_shape = x.shape
         return out.transpose(0, 3, 1, 2)
@@ -112,9 +123,9 @@ class Convolution(Layer):
         p = self.pad
         d = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, FN)  # free for channels-last dout
         dtype = np.result_type(d, self.W)
-        self.db = d.sum(axis=0)
+        K = FH * FW * C
 
-        dW = np.zeros((FN, FH * FW * C), dtype=dtype)
+        dW = np.zeros((FN, self.cols[0].shape[1]), dtype=dtype)  # K columns, K + 1 for grey
         dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=dtype) if self.input_grad else None
         W_by_offset = self.W.transpose(2, 3, 0, 1).copy()  # (FH, FW, FN, C), contiguous blocks
         start = 0
@@ -125,10 +136,32 @@ class Convolution(Layer):
             if dimg is not None:
                 self._add_input_grad(dimg[start : start + n], d_block, W_by_offset)
             start += n
+        if dW.shape[1] > K:  # grey images: the column of ones gave the bias gradient
+            self.db = dW[:, K].copy()
+            dW = dW[:, :K]
+        else:  # the sum over rows, as a product: several times faster than d.sum(axis=0)
+            self.db = np.ones(len(d), dtype=d.dtype) @ d
         self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
         if dimg is None:
             return None
         return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)
+
+    @staticmethod
+    def _grey_patches(patches: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """Patch matrix for one input channel, with a column of ones for the bias.
+
+        patches: (N, OH, OW, FH, FW, 1) view -> (N*OH*OW, FH*FW + 1), stored transposed:
+        row (i, j) of the (FH*FW + 1, N*OH*OW) array holds what kernel offset (i, j)
+        sees in every output position, copied in runs of OW numbers (a patch row of
+        one channel has only FW). The last row is ones, so the product with
+        ``[W; b]`` adds the bias and the product with the output gradient gives ``db``.
+        """
+        N, OH, OW, FH, FW, _ = patches.shape
+        K = FH * FW
+        colT = np.empty((K + 1, N * OH * OW), dtype=dtype)
+        colT[:K].reshape(FH, FW, N, OH, OW)[...] = patches[..., 0].transpose(3, 4, 0, 1, 2)
+        colT[K] = 1
+        return colT.T
 
     def _add_input_grad(self, dimg: np.ndarray, d: np.ndarray, W_by_offset: np.ndarray) -> None:
         """Add the gradient of a block of padded images, dimg: (n, Hp, Wp, C), in place.
