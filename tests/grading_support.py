@@ -250,7 +250,7 @@ def synthetic_notebook() -> nbformat.NotebookNode:
     cells = [
         v4.new_markdown_cell("# Synthetic chapter\n\nTwo tiny exercises for pipeline tests."),
         v4.new_code_cell(
-            'import os\n\nimport numpy as np\n\nQUICK = os.environ.get("COURSE_QUICK") == "1"\n'
+            'import os\n\nimport numpy as np\n\nQUICK = os.environ.get("COURSE_QUICK", "1" if "NBGRADER_EXECUTION" in os.environ else "0") == "1"\n'
             'print("quick mode" if QUICK else "full mode")'
         ),
         v4.new_markdown_cell("### Exercise 1 — `double(x)` returns `2 * x` (1 point)"),
@@ -435,6 +435,7 @@ class CourseDir:
         env["COURSE_LIB_GRADEBOOK_URL"] = self.db_url
         env["JUPYTER_CONFIG_DIR"] = str(self.root / ".jupyter-config")
         env.pop("JUPYTER_CONFIG_PATH", None)
+        env.pop("COURSE_QUICK", None)
         env.setdefault("MPLBACKEND", "Agg")
         data = find_data_dir()
         if data is not None:
@@ -464,11 +465,10 @@ class CourseDir:
     def autograde(
         self, assignment: str, *, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Autograde every submitted student of ``assignment`` in one nbgrader call, with
-        COURSE_QUICK=1 unless ``env`` says otherwise."""
-        return self.nbgrader(
-            "autograde", assignment, "--force", env={"COURSE_QUICK": "1", **(env or {})}
-        )
+        """Autograde every submitted student of ``assignment`` in one nbgrader call, as an
+        instructor would type it: without COURSE_QUICK (unless ``env`` sets it), so the
+        chapters' own switch to quick mode under nbgrader is what runs."""
+        return self.nbgrader("autograde", assignment, "--force", env=env)
 
     def generate_feedback(self, assignment: str) -> subprocess.CompletedProcess[str]:
         return self.nbgrader("generate_feedback", assignment, "--force")

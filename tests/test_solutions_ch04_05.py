@@ -14,62 +14,25 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbgrader.nbgraderformat import MetadataValidator
+from notebook_support import cell_errors as _errors
+from notebook_support import cell_label as _label
+from notebook_support import is_fallback as _is_fallback
+from notebook_support import nbgrader_meta as _nbgrader
+from notebook_support import run_quick as _run
+from notebook_support import solution_path as _path
+from notebook_support import student_version_with_fallbacks as _student_version_with_fallbacks
 
-REPO = Path(__file__).resolve().parent.parent
 #: assignment -> exercises (solution cells), total points, figures; see docs/chapters_4_5.md.
 NOTEBOOKS = {
     "ch04_convolutional_networks": {"exercises": 5, "points": 15, "figures": 7},
     "ch05_deep_networks": {"exercises": 9, "points": 16, "figures": 7},
 }
-#: One BLAS thread per kernel: on a shared 2-core machine, threaded BLAS only thrashes.
-SINGLE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _path(name: str) -> Path:
-    return REPO / "solutions" / name / f"{name}.ipynb"
-
-
-def _nbgrader(cell) -> dict:
-    return cell.metadata.get("nbgrader", {})
-
-
-def _is_fallback(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.lstrip().startswith("# Stuck?")
-
-
-def _errors(cell) -> list[dict]:
-    return [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-
-
-def _label(cell) -> str:
-    return _nbgrader(cell).get("grade_id") or cell.source.strip().splitlines()[0][:70]
-
-
-def _run(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path, allow_errors: bool):
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("COURSE_QUICK", "1")
-    monkeypatch.setenv("COURSE_LIB_DATA", str(data_dir))
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend keeps figures
-    for key, value in SINGLE_THREAD.items():
-        monkeypatch.setenv(key, os.environ.get(key, value))
-    # run in a scratch folder: files the notebook writes must not land in solutions/
-    client = NotebookClient(
-        nb,
-        timeout=300,
-        kernel_name="python3",
-        allow_errors=allow_errors,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()  # without allow_errors: raises CellExecutionError naming the cell
-    return nb
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
@@ -119,7 +82,10 @@ def test_source_notebook_is_valid_nbgrader_source(name: str) -> None:
     assert sum(_is_fallback(c) for c in nb.cells) == NOTEBOOKS[name]["exercises"]
 
     setup = next(c for c in nb.cells if c.cell_type == "code")
-    assert 'QUICK = os.environ.get("COURSE_QUICK") == "1"' in setup.source
+    assert (
+        'QUICK = os.environ.get("COURSE_QUICK", "1" if "NBGRADER_EXECUTION" in os.environ else "0") == "1"'
+        in setup.source
+    )
     assert _nbgrader(setup).get("locked"), "the setup cell is read-only"
 
 
@@ -149,24 +115,6 @@ def test_source_notebook_runs_in_quick_mode(
     expected = NOTEBOOKS[name]["figures"]
     assert images >= expected, f"expected {expected} figures, found {images}"
     assert not list(tmp_path.glob("*.npz")), "the notebook leaves no parameter files behind"
-
-
-def _student_version_with_fallbacks(name: str):
-    """What a student receives (nbgrader's own preprocessors), with every fallback uncommented."""
-    from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
-
-    nb = nbformat.read(_path(name), as_version=4)
-    nb, resources = ClearSolutions().preprocess(nb, {})
-    nb, _ = ClearHiddenTests().preprocess(nb, resources)
-    for cell in nb.cells:
-        if _is_fallback(cell):
-            lines = cell.source.splitlines()
-            body = [
-                ln if ln.startswith("# (") else ("" if ln == "#" else ln.removeprefix("# "))
-                for ln in lines[1:]
-            ]
-            cell.source = "\n".join([lines[0], *body])
-    return nb
 
 
 @pytest.mark.notebooks

@@ -19,16 +19,20 @@ from typing import Any
 import numpy as np
 
 from course_lib._random import SeedLike, as_generator
-from course_lib.gradcheck import CHECK_TOL, check_layer, check_loss_layer
+from course_lib.gradcheck import CHECK_TOL, check_layer, check_loss_layer, check_model
 
 __all__ = [
+    "check_backprop_chain",
     "check_close",
+    "check_convolution_backward",
     "check_function",
     "check_layer_gradients",
     "check_layer_matches",
     "check_loss_layer_gradients",
+    "check_network_gradient",
     "check_optimizer",
     "check_own_implementation",
+    "check_pooling_backward",
 ]
 
 
@@ -175,11 +179,16 @@ def check_layer_matches(
     forward_kwargs: Mapping[str, Any] | None = None,
     seed: SeedLike = 0,
     rtol: float = 1e-6,
+    backward: bool = True,
+    check_dx: bool = True,
 ) -> None:
     """Compare forward output, ``dx`` and parameter gradients with a reference layer.
 
     Both layers get the same input and the same random upstream gradient (seeded);
-    neither argument is modified (copies are run).
+    neither argument is modified (copies are run). ``backward=False`` compares the
+    forward output only (for a test of ``forward`` that must not depend on
+    ``backward``, which has its own exercise); ``check_dx=False`` skips ``dx`` but
+    still compares the parameter gradients.
     """
     check_own_implementation(layer)
     kw = dict(forward_kwargs or {})
@@ -194,6 +203,8 @@ def check_layer_matches(
         raise AssertionError(f"{name}.forward failed: {type(exc).__name__}: {exc}") from exc
     ref_out = ref.forward(x.copy(), **kw)
     check_close(out, ref_out, f"{name}.forward(x)", rtol=rtol, atol=1e-10)
+    if not backward:
+        return
     dout = as_generator(seed).standard_normal(np.shape(ref_out)).astype(np.asarray(ref_out).dtype)
     try:
         dx = yours.backward(dout.copy())
@@ -201,7 +212,9 @@ def check_layer_matches(
         raise
     except Exception as exc:
         raise AssertionError(f"{name}.backward failed: {type(exc).__name__}: {exc}") from exc
-    check_close(dx, ref.backward(dout.copy()), "dx", rtol=rtol, atol=1e-10)
+    ref_dx = ref.backward(dout.copy())
+    if check_dx:
+        check_close(dx, ref_dx, "dx", rtol=rtol, atol=1e-10)
     for p in _param_names(reference_layer):
         check_close(
             getattr(yours, "d" + p, None), getattr(ref, "d" + p), "d" + p, rtol=rtol, atol=1e-10
@@ -259,3 +272,209 @@ def check_function(
     except Exception as exc:
         raise AssertionError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
     check_close(got, reference_fn(*copy.deepcopy(args)), label, rtol=rtol)
+
+
+# ------------------------------------------------------------------------------------------
+# One exercise at a time: code that calls another exercise's function (a network calling the
+# student's layers, a layer calling the student's col2im) is graded on its own step, so one
+# mistake costs the points of its own exercise only.
+
+
+def check_backprop_chain(
+    net: Any, x: np.ndarray, t: np.ndarray, layer_grads: Mapping[str, tuple[str, str]]
+) -> None:
+    """Compare ``net.gradient(x, t)`` with backpropagation through the net's own layers.
+
+    The reference chaining runs here: ``net.loss(x, t)``, then ``last_layer.backward(1)``
+    and every layer's ``backward`` in reverse order, reading each gradient where
+    ``layer_grads`` says it is (``{"W1": ("Affine1", "dW"), ...}``). Whatever the layers
+    compute, right or wrong, ``gradient`` must hand back exactly what they give.
+    """
+    check_own_implementation(net.gradient, f"{type(net).__name__}.gradient")
+    try:
+        grads = net.gradient(x, t)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"gradient(x, t) failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(grads, Mapping):
+        raise AssertionError(f"gradient(x, t) should return a dict, got {type(grads).__name__}")
+    grads = {k: np.array(v, copy=True) for k, v in grads.items()}
+    net.loss(x, t)
+    dout = net.last_layer.backward(1)
+    for layer in reversed(list(net.layers.values())):
+        dout = layer.backward(dout)
+    for key, (layer_name, attr) in layer_grads.items():
+        if key not in grads:
+            raise AssertionError(f"gradient() returned no '{key}' (keys: {sorted(grads)})")
+        chained = getattr(net.layers[layer_name], attr)
+        try:
+            check_close(grads[key], chained, f"grads['{key}']", rtol=1e-9, atol=1e-12)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; expected: {layer_name}.{attr} after backpropagating through the layers"
+            ) from None
+
+
+def check_network_gradient(
+    net: Any, x: np.ndarray, t: np.ndarray, layer_grads: Mapping[str, tuple[str, str]]
+) -> bool:
+    """Grade a network's ``gradient``: against numerical gradients, or else against its layers.
+
+    Passes when ``net.gradient`` agrees with numerical gradients of ``net.loss``. When it
+    does not, the fault may lie in a layer's ``backward`` (an exercise of its own): then
+    ``gradient`` must still chain the layers correctly (:func:`check_backprop_chain`), and
+    a note says that a layer is at fault. Returns True when the numerical check passed,
+    False when only the chaining did (so a test can skip checks that need right layers).
+    """
+    report = check_model(net, x, t)
+    if report.ok:
+        print(report)
+        return True
+    try:
+        check_backprop_chain(net, x, t, layer_grads)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{type(net).__name__}.gradient disagrees with numerical gradients:\n{report}\n"
+            f"and it does not return what backpropagating through its layers gives: {exc}"
+        ) from None
+    print(
+        f"Note: {type(net).__name__}.gradient chains its layers correctly, but the result "
+        f"disagrees with numerical gradients, so one of its layers' backward is wrong "
+        f"(see that layer's own test):\n{report}"
+    )
+    return False
+
+
+def _check_backward_through_col2im(
+    make_layer: Callable[[], Any],
+    reference_layer: Any,
+    x: np.ndarray,
+    dx_with: Callable[[Callable[..., Any], np.ndarray], Any],
+    col2im: Callable[..., Any],
+    seed: SeedLike,
+) -> bool:
+    """The common part of the convolution and pooling checks (see there)."""
+    from course_lib.util import col2im as reference_col2im
+
+    x = np.asarray(x, dtype=np.float64)
+    dout = as_generator(seed).standard_normal(np.shape(copy.deepcopy(reference_layer).forward(x)))
+    right = dx_with(reference_col2im, dout)
+    try:
+        via_yours = np.asarray(dx_with(col2im, dout), dtype=np.float64)
+        col2im_right = via_yours.shape == right.shape and np.allclose(via_yours, right, 1e-9, 1e-12)
+    except NotImplementedError:
+        raise
+    except Exception:
+        via_yours, col2im_right = None, False
+    if col2im_right:
+        check_layer_gradients(make_layer(), x, seed=seed)
+        check_layer_matches(make_layer(), reference_layer, x, seed=seed)
+        return True
+    # col2im is wrong (its own test says how): grade everything but what col2im decides.
+    check_layer_matches(make_layer(), reference_layer, x, seed=seed, check_dx=False)
+    layer = make_layer()
+    layer.forward(x.copy())
+    dx = layer.backward(dout.copy())
+    try:
+        check_close(dx, right, "dx")
+        return False  # right although col2im is not: this layer does not use it
+    except AssertionError as first:
+        if via_yours is None:
+            raise
+        try:
+            check_close(dx, via_yours, "dx")
+        except AssertionError:
+            raise first from None
+    print(
+        "Note: your col2im does not give the reference's result (see its own test), so dx "
+        "was compared with what your col2im makes of the right dcol."
+    )
+    return False
+
+
+def check_convolution_backward(
+    convolution_class: Callable[..., Any],
+    x: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    stride: int = 1,
+    pad: int = 0,
+    *,
+    col2im: Callable[..., Any],
+    seed: SeedLike = 0,
+) -> bool:
+    """Grade a student's ``Convolution(W, b, stride, pad)`` backward, on its own.
+
+    x: (N, C, H, W), W: (FN, C, FH, FW), b: (FN,). When the student's ``col2im`` is
+    right, the layer is gradient-checked (float64) and compared with course_lib's
+    ``Convolution`` (output, ``dx``, ``dW``, ``db``). When it is not, ``dx`` cannot be
+    right either, so ``dx`` is compared with the student's ``col2im`` applied to the right
+    ``dcol = dout @ W`` (the book's algorithm), and output, ``dW``, ``db`` with the reference.
+    Returns True when the full check ran (the student's ``col2im`` is right), so a test can
+    skip known values that need a right ``col2im``.
+    """
+    from course_lib.layers import Convolution
+
+    check_own_implementation(convolution_class, "Convolution")
+    x = np.asarray(x, dtype=np.float64)
+    FN, _, FH, FW = np.shape(W)
+
+    def dx_with(put_back: Callable[..., Any], dout: np.ndarray) -> Any:
+        dcol = dout.transpose(0, 2, 3, 1).reshape(-1, FN) @ np.reshape(W, (FN, -1))
+        return put_back(dcol, x.shape, FH, FW, stride, pad)
+
+    return _check_backward_through_col2im(
+        lambda: convolution_class(np.copy(W), np.copy(b), stride, pad),
+        Convolution(np.copy(W), np.copy(b), stride, pad),
+        x,
+        dx_with,
+        col2im,
+        seed,
+    )
+
+
+def check_pooling_backward(
+    pooling_class: Callable[..., Any],
+    x: np.ndarray,
+    pool_h: int,
+    pool_w: int,
+    stride: int = 2,
+    pad: int = 0,
+    *,
+    col2im: Callable[..., Any],
+    seed: SeedLike = 0,
+) -> bool:
+    """Grade a student's max ``Pooling(pool_h, pool_w, stride, pad)`` backward, on its own.
+
+    x: (N, C, H, W). Like :func:`check_convolution_backward`: with a wrong ``col2im``,
+    ``dx`` is compared with the student's ``col2im`` applied to the right ``dcol`` (each
+    upstream gradient at its window's first maximum, rows ``(n, oh, ow)``, columns
+    ``(c, ph, pw)``).
+    """
+    from course_lib.layers import Pooling
+    from course_lib.util import conv_output_size, im2col
+
+    check_own_implementation(pooling_class, "Pooling")
+    x = np.asarray(x, dtype=np.float64)
+    N, C, H, W = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+    windows = im2col(xp, pool_h, pool_w, stride, 0).reshape(-1, pool_h * pool_w)
+    first_max = np.argmax(windows, axis=1)
+    oh = conv_output_size(H, pool_h, stride, pad)
+    ow = conv_output_size(W, pool_w, stride, pad)
+
+    def dx_with(put_back: Callable[..., Any], dout: np.ndarray) -> Any:
+        flat = dout.transpose(0, 2, 3, 1).ravel()  # (n, oh, ow, c), like the rows of windows
+        dmax = np.zeros((flat.size, pool_h * pool_w))
+        dmax[np.arange(flat.size), first_max] = flat
+        return put_back(dmax.reshape(N * oh * ow, -1), x.shape, pool_h, pool_w, stride, pad)
+
+    return _check_backward_through_col2im(
+        lambda: pooling_class(pool_h, pool_w, stride, pad),
+        Pooling(pool_h, pool_w, stride, pad),
+        x,
+        dx_with,
+        col2im,
+        seed,
+    )

@@ -219,7 +219,12 @@ def center_of_mass(image: np.ndarray) -> tuple[float, float]:
     return float(image.sum(axis=1) @ rows / total), float(image.sum(axis=0) @ cols / total)
 
 
-def center_by_mass(digit: np.ndarray, field: int = FIELD_SIZE) -> np.ndarray:
+def center_by_mass(
+    digit: np.ndarray,
+    field: int = FIELD_SIZE,
+    *,
+    center: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Place ``digit`` in a ``field``×``field`` image with its centre of mass at the centre.
 
     The shift is rounded to whole pixels (as for MNIST, whose centres of mass sit
@@ -229,6 +234,8 @@ def center_by_mass(digit: np.ndarray, field: int = FIELD_SIZE) -> np.ndarray:
     Args:
         digit: ``(h, w)`` with ``h, w <= field``.
         field: side of the output.
+        center: ``(row, col)`` to use as the centre of mass instead of computing it
+            (the grader uses this to place a digit by a student's own centre of mass).
 
     Returns:
         ``(field, field)`` float64 array.
@@ -236,7 +243,7 @@ def center_by_mass(digit: np.ndarray, field: int = FIELD_SIZE) -> np.ndarray:
     digit = np.asarray(digit, dtype=np.float64)
     if digit.ndim != 2 or digit.shape[0] > field or digit.shape[1] > field:
         raise ValueError(f"digit must be 2-D and fit in {field}×{field}; got shape {digit.shape}")
-    cy, cx = center_of_mass(digit)
+    cy, cx = center_of_mass(digit) if center is None else (float(center[0]), float(center[1]))
     h, w = digit.shape
     top = int(np.clip(np.round(field // 2 - cy), 0, field - h))
     left = int(np.clip(np.round(field // 2 - cx), 0, field - w))
