@@ -94,7 +94,8 @@ def _small_cnn(*, seed: int, channels: tuple[int, int] = (32, 64), hidden: int =
     flat = c2 * 7 * 7
     zeros = lambda n: np.zeros(n, dtype=np.float32)  # noqa: E731
     layers = [
-        Convolution(_he(rng, (c1, 1, 3, 3), 9), zeros(c1), stride=1, pad=1),
+        # the images need no gradient: the first convolution skips computing it
+        Convolution(_he(rng, (c1, 1, 3, 3), 9), zeros(c1), stride=1, pad=1, input_grad=False),
         Relu(),
         Pooling(2, 2, stride=2),
         Convolution(_he(rng, (c2, c1, 3, 3), 9 * c1), zeros(c2), stride=1, pad=1),
