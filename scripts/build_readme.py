@@ -120,11 +120,27 @@ head = (root / "README.md").read_text()
 cut = head.find("\n## The chapters")
 if cut != -1:
     head = head[:cut] + "\n"
-perf = ""
-pfile = root / "docs" / "performance.md"
-if pfile.exists():
-    perf = "\n## Performance and accuracy\n\n" + shifted("performance.md")
-    perf = "\n".join(x for x in perf.splitlines() if "PLACEHOLDER" not in x) + "\n"
+
+
+def performance_summary() -> str:
+    """docs/performance.md without its older runs and its profiling notes (linked instead)."""
+    kept, skipping = [], False
+    for line in shifted("performance.md").splitlines():
+        if line.startswith("#### Older run") or line.startswith("### Where the time goes"):
+            skipping = True
+        elif line.startswith("### ") or line.startswith("#### "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return (
+        "\n## Performance and accuracy\n\n"
+        + "\n".join(kept).strip()
+        + "\n\nOlder runs, where the time goes and what it would take to match PyTorch: "
+        + "[docs/performance.md](docs/performance.md).\n"
+    )
+
+
+perf = performance_summary() if (root / "docs" / "performance.md").exists() else ""
 
 body = (
     head.rstrip()
