@@ -1,7 +1,7 @@
 """Running the chapters' source notebooks in tests: paths, cell helpers, a quick-mode kernel
 run, and the student version with every "Stuck?" fallback switched on.
 
-Shared by tests/test_solutions_ch01_03.py and tests/test_solutions_ch04_05.py.
+Used by tests/test_solutions.py.
 """
 
 from __future__ import annotations
