@@ -13,3 +13,7 @@ Modules follow the book's ``common/`` package, one idea each:
 """
 
 __version__ = "0.1.0"
+
+from course_lib.modes import quick_mode
+
+__all__ = ["__version__", "quick_mode"]
