@@ -1,5 +1,7 @@
 """Every model: backprop against numerical gradients in float64; saving; dtypes; the book's API."""
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -199,3 +201,91 @@ def test_bad_arguments_get_clear_errors():
         MultiLayerNet(4, [3], 2, activation="tanh")
     with pytest.raises(ValueError, match="weight_init_std 'lecun'"):
         MultiLayerNet(4, [3], 2, weight_init_std="lecun")
+
+
+# --------------------------------------------------------------------------------------------
+# layers=: models built from other layer classes (the student's own, in the chapters)
+# --------------------------------------------------------------------------------------------
+
+
+class _Plain:
+    """A book-style layer that is not a course_lib Layer (no ``param_names``), delegating the
+    arithmetic to a course_lib layer and counting its calls."""
+
+    calls: ClassVar[dict[str, int]] = {}
+    inner_class: type = Relu
+
+    def __init__(self, *args, **kwargs):
+        self._inner = self.inner_class(*args, **kwargs)
+        for name in getattr(self._inner, "param_names", ()):
+            setattr(self, name, getattr(self._inner, name))
+
+    def forward(self, *args, **kwargs):
+        type(self).calls[type(self).__name__] = type(self).calls.get(type(self).__name__, 0) + 1
+        return self._inner.forward(*args, **kwargs)
+
+    def backward(self, dout=1):
+        dx = self._inner.backward(dout)
+        for name in getattr(self._inner, "param_names", ()):
+            setattr(self, "d" + name, getattr(self._inner, "d" + name))
+        return dx
+
+
+def _plain(inner: type) -> type:
+    return type(f"Plain{inner.__name__}", (_Plain,), {"inner_class": inner})
+
+
+def test_layers_keyword_builds_simple_convnet_from_other_classes() -> None:
+    from course_lib.layers import SoftmaxWithLoss
+
+    _Plain.calls.clear()
+    kinds = {"Convolution": Convolution, "Pooling": Pooling, "Affine": Affine, "Relu": Relu}
+    plain = {kind: _plain(cls) for kind, cls in kinds.items()}
+    plain["SoftmaxWithLoss"] = _plain(SoftmaxWithLoss)
+    args = ((1, 8, 8), {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1}, 5, 4, 0.3)
+    ours, theirs = SimpleConvNet(*args, seed=7), SimpleConvNet(*args, seed=7, layers=plain)
+    assert [type(layer).__name__ for layer in theirs.layers.values()] == [
+        "PlainConvolution", "PlainRelu", "PlainPooling", "PlainAffine", "PlainRelu", "PlainAffine",
+    ]  # fmt: skip
+    assert type(theirs.last_layer).__name__ == "PlainSoftmaxWithLoss"
+    assert theirs.params.keys() == ours.params.keys() == {"W1", "b1", "W2", "b2", "W3", "b3"}
+    for key in ours.params:  # the same initial weights, held by the plain layers themselves
+        np.testing.assert_array_equal(theirs.params[key], ours.params[key])
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((3, 1, 8, 8)).astype(np.float32), np.array([0, 3, 1])
+    g_ours, g_theirs = ours.gradient(x, t), theirs.gradient(x, t)
+    for key in g_ours:
+        np.testing.assert_allclose(g_theirs[key], g_ours[key], rtol=1e-5, atol=1e-7)
+    assert _Plain.calls["PlainConvolution"] == 1 and _Plain.calls["PlainSoftmaxWithLoss"] == 1
+
+
+def test_layers_keyword_builds_multi_layer_net_from_other_classes() -> None:
+    plain = {"Affine": _plain(Affine), "Relu": _plain(Relu)}
+
+    class PlainBatchNormalization(_plain(BatchNormalization)):
+        def forward(self, x, train_flg=True):  # the book's signature: predict passes train_flg
+            return super().forward(x, train_flg=train_flg)
+
+    plain["BatchNormalization"] = PlainBatchNormalization
+    net = MultiLayerNetExtend(5, [6, 4], 3, use_batchnorm=True, seed=3, layers=plain)
+    ref = MultiLayerNetExtend(5, [6, 4], 3, use_batchnorm=True, seed=3)
+    assert net.params.keys() == ref.params.keys()
+    assert (
+        "gamma1" in net.params
+        and type(net.layers["BatchNorm1"]).__name__ == "PlainBatchNormalization"
+    )
+    x, t = np.random.default_rng(1).standard_normal((4, 5)), np.array([0, 1, 2, 1])
+    ref.loss(x, t, train_flg=True), net.loss(x, t, train_flg=True)  # running averages
+    np.testing.assert_allclose(net.loss(x, t), ref.loss(x, t), rtol=1e-6)
+    g_net, g_ref = net.gradient(x, t), ref.gradient(x, t)
+    for key in g_ref:
+        np.testing.assert_allclose(g_net[key], g_ref[key], rtol=1e-5, atol=1e-7)
+    multi = MultiLayerNet(5, [4], 3, seed=0, layers={"Affine": _plain(Affine)})
+    assert type(multi.layers["Affine2"]).__name__ == "PlainAffine"
+
+
+def test_layers_keyword_names_the_kinds_it_knows() -> None:
+    with pytest.raises(ValueError, match=r"no layer kind 'Conv'.*Convolution"):
+        SimpleConvNet(seed=0, layers={"Conv": Convolution})
+    with pytest.raises(TypeError, match="class or function"):
+        MultiLayerNet(4, [3], 2, layers={"Affine": 3})

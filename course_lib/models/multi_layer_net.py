@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from course_lib._random import SeedLike
-from course_lib.layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid
+from course_lib.layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from course_lib.models.injection import LayerFactories, layer_factories, with_param_names
 from course_lib.models.network import Network
 
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
@@ -40,6 +41,11 @@ class MultiLayerNetExtend(Network):
     number. weight_decay_lambda: L2 strength. use_dropout / dropout_ration (the book's
     spelling; ``dropout_ratio`` is accepted too) / use_batchnorm as in the book.
     Parameters: ``W1, b1, ..., W{L}, b{L}`` and, with batch norm, ``gamma1, beta1, ...``.
+
+    ``layers`` builds the network from other classes (the student's own), by kind:
+    ``{"Affine": ..., "Relu": ..., "Sigmoid": ..., "BatchNormalization": ..., "Dropout": ...,
+    "SoftmaxWithLoss": ...}``; kinds left out use :mod:`course_lib.layers` (see
+    :mod:`course_lib.models.injection`). All dropout layers share the network's generator.
     """
 
     def __init__(
@@ -57,8 +63,10 @@ class MultiLayerNetExtend(Network):
         dropout_ratio: float | None = None,
         dtype: Any = np.float32,
         seed: SeedLike = None,
+        layers: LayerFactories | None = None,
     ) -> None:
         super().__init__(dtype=dtype, seed=seed)
+        make = layer_factories(layers, _DEFAULT_LAYERS, type(self).__name__)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r}: use 'relu' or 'sigmoid'")
         ratio = dropout_ration if dropout_ratio is None else dropout_ratio
@@ -74,15 +82,18 @@ class MultiLayerNetExtend(Network):
         for idx in range(1, len(sizes)):
             fan_in, fan_out = sizes[idx - 1], sizes[idx]
             W = self._init_weight((fan_in, fan_out), init_scale(weight_init_std, fan_in))
-            self.layers[f"Affine{idx}"] = Affine(W, self._zeros(fan_out))
+            affine = make["Affine"](W, self._zeros(fan_out))
+            self.layers[f"Affine{idx}"] = with_param_names(affine, ("W", "b"))
             if idx == len(sizes) - 1:
                 break
             if use_batchnorm:
                 gamma = np.ones(fan_out, dtype=self.dtype)
-                self.layers[f"BatchNorm{idx}"] = BatchNormalization(gamma, self._zeros(fan_out))
-            self.layers[f"Activation_function{idx}"] = ACTIVATIONS[activation]()
+                bn = make["BatchNormalization"](gamma, self._zeros(fan_out))
+                self.layers[f"BatchNorm{idx}"] = with_param_names(bn, ("gamma", "beta"))
+            self.layers[f"Activation_function{idx}"] = make[ACTIVATIONS[activation].__name__]()
             if use_dropout:
-                self.layers[f"Dropout{idx}"] = Dropout(ratio, seed=self.rng)
+                self.layers[f"Dropout{idx}"] = make["Dropout"](ratio, seed=self.rng)
+        self.last_layer = make["SoftmaxWithLoss"]()
         self._collect_params()
 
 
@@ -104,6 +115,7 @@ class MultiLayerNet(MultiLayerNetExtend):
         *,
         dtype: Any = np.float32,
         seed: SeedLike = None,
+        layers: LayerFactories | None = None,
     ) -> None:
         super().__init__(
             input_size,
@@ -114,4 +126,15 @@ class MultiLayerNet(MultiLayerNetExtend):
             weight_decay_lambda=weight_decay_lambda,
             dtype=dtype,
             seed=seed,
+            layers=layers,
         )
+
+
+_DEFAULT_LAYERS = {
+    "Affine": Affine,
+    "Relu": Relu,
+    "Sigmoid": Sigmoid,
+    "BatchNormalization": BatchNormalization,
+    "Dropout": Dropout,
+    "SoftmaxWithLoss": SoftmaxWithLoss,
+}
