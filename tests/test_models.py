@@ -289,3 +289,23 @@ def test_layers_keyword_names_the_kinds_it_knows() -> None:
         SimpleConvNet(seed=0, layers={"Conv": Convolution})
     with pytest.raises(TypeError, match="class or function"):
         MultiLayerNet(4, [3], 2, layers={"Affine": 3})
+
+
+def test_layers_keyword_builds_deep_convnet_from_other_classes() -> None:
+    from course_lib.layers import Dropout, SoftmaxWithLoss
+
+    kinds = {"Convolution": Convolution, "Pooling": Pooling, "Affine": Affine, "Relu": Relu}
+    plain = {kind: _plain(cls) for kind, cls in kinds.items()}
+    plain["Dropout"], plain["SoftmaxWithLoss"] = _plain(Dropout), _plain(SoftmaxWithLoss)
+    ours = DeepConvNet((1, 8, 8), hidden_size=6, seed=5)
+    theirs = DeepConvNet((1, 8, 8), hidden_size=6, seed=5, layers=plain)
+    assert [type(layer).__name__ for layer in theirs.layers.values()].count("PlainDropout") == 2
+    assert type(theirs.last_layer).__name__ == "PlainSoftmaxWithLoss"
+    assert theirs.params.keys() == ours.params.keys() and len(ours.params) == 16
+    for key in ours.params:
+        np.testing.assert_array_equal(theirs.params[key], ours.params[key])
+    rng = np.random.default_rng(2)
+    x, t = rng.standard_normal((3, 1, 8, 8)).astype(np.float32), np.array([0, 3, 1])
+    g_ours, g_theirs = ours.gradient(x, t), theirs.gradient(x, t)  # same dropout masks
+    for key in g_ours:
+        np.testing.assert_allclose(g_theirs[key], g_ours[key], rtol=1e-4, atol=1e-6)
