@@ -1,4 +1,16 @@
-"""``course-lib lab``: copy the student chapters into a workspace and open JupyterLab there."""
+"""``course-lib lab``: open the course in JupyterLab, in the student's or the instructor's view.
+
+Student view (default): the chapters are copied into a workspace (never overwriting the
+student's work), the course home ``START_HERE.ipynb`` is regenerated there and opened first,
+and JupyterLab runs with ``jupyter/student/`` on ``JUPYTER_CONFIG_PATH``: no instructor tools
+(nbgrader's extensions are off) and no news pop-up.
+
+Instructor view (``--instructor``): JupyterLab on the course root with ``jupyter/instructor/``
+and ``graders/`` on ``JUPYTER_CONFIG_PATH``, so the formgrader works against the course's own
+``graders/nbgrader_config.py``.
+
+Options this command does not know go to ``jupyter lab`` unchanged (``--port 8899``).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +22,29 @@ import sys
 from pathlib import Path
 
 DEFAULT_WORKSPACE = "workspace"
+#: The course home, generated in the workspace at every start (not the student's work).
+HOME_NOTEBOOK = "START_HERE.ipynb"
+
+
+def find_course_root(start: Path | None = None) -> Path:
+    """The course repository containing ``start`` (default: cwd), else the installed one.
+
+    The course root is the folder holding ``chapters/`` and ``graders/``.
+    """
+    here = (start or Path.cwd()).resolve()
+    package_root = Path(__file__).resolve().parents[2]  # an editable install of the repository
+    for folder in [*[here, *here.parents], package_root]:
+        if (folder / "chapters").is_dir() and (folder / "graders").is_dir():
+            return folder
+    raise FileNotFoundError(
+        "cannot find the course (a folder with chapters/ and graders/): run this inside the "
+        "course repository"
+    )
 
 
 def find_chapters(start: Path | None = None) -> Path:
     """The ``chapters/`` folder of the course repository containing ``start`` (default: cwd)."""
-    here = (start or Path.cwd()).resolve()
-    for folder in [here, *here.parents]:
-        if (folder / "chapters").is_dir() and (folder / "solutions").is_dir():
-            return folder / "chapters"
-    package_root = Path(__file__).resolve().parents[2]  # an editable install of the repository
-    if (package_root / "chapters").is_dir():
-        return package_root / "chapters"
-    raise FileNotFoundError(
-        "cannot find the course's chapters/ folder: run this inside the course repository "
-        "or pass --chapters PATH"
-    )
+    return find_course_root(start) / "chapters"
 
 
 def prepare_workspace(chapters: Path, workspace: Path) -> list[Path]:
@@ -46,27 +66,76 @@ def prepare_workspace(chapters: Path, workspace: Path) -> list[Path]:
     return copied
 
 
+def jupyter_environment(
+    root: Path, mode: str, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment JupyterLab runs in for ``mode`` (``student`` or ``instructor``).
+
+    The view's config folder comes first on ``JUPYTER_CONFIG_PATH``; the user's own
+    ``~/.jupyter`` still wins (Jupyter reads it before the path).
+    """
+    env = dict(os.environ if base is None else base)
+    paths = [str(root / "jupyter" / mode)]
+    if mode == "instructor":
+        paths.append(str(root / "graders"))
+    if env.get("JUPYTER_CONFIG_PATH"):
+        paths.append(env["JUPYTER_CONFIG_PATH"])
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(paths)
+    env["COURSE_LIB_ROOT"] = str(root)
+    return env
+
+
+def lab_command(notebook_dir: Path, default_url: str, passthrough: list[str]) -> list[str]:
+    """``python -m jupyter lab`` serving ``notebook_dir``, opening ``default_url`` first."""
+    extra = list(passthrough)
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
+        print("running as root (e.g. in a container): passing --allow-root to JupyterLab")
+        extra.append("--allow-root")
+    return [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--ServerApp.root_dir={notebook_dir}",
+        f"--ServerApp.default_url={default_url}",
+        *extra,
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
-    chapters = Path(args.chapters) if args.chapters else find_chapters()
-    workspace = Path(args.workspace).resolve()
-    copied = prepare_workspace(chapters, workspace)
-    print(f"course workspace: {workspace} ({len(copied)} new file(s) copied from {chapters})")
+    root = find_course_root(Path(args.chapters).parent if args.chapters else None)
+    passthrough = list(args.passthrough)
+    if args.instructor:
+        (root / "graders" / "exchange").mkdir(parents=True, exist_ok=True)
+        print(f"instructor view of the course at {root}")
+        notebook_dir, default_url = root, "/lab"
+    else:
+        chapters = Path(args.chapters) if args.chapters else root / "chapters"
+        workspace = Path(args.workspace).resolve()
+        copied = prepare_workspace(chapters, workspace)
+        print(f"course workspace: {workspace} ({len(copied)} new file(s) copied from {chapters})")
+        write_home(workspace, chapters)
+        notebook_dir, default_url = workspace, f"/lab/tree/{HOME_NOTEBOOK}"
     if args.no_browser_launch:
         return 0
-    lab_args = list(args.lab_args)
-    if lab_args[:1] == ["--"]:
-        lab_args = lab_args[1:]
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in lab_args:
-        print("running as root (e.g. in a container): passing --allow-root to JupyterLab")
-        lab_args.append("--allow-root")
-    cmd = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={workspace}", *lab_args]
+    env = jupyter_environment(root, "instructor" if args.instructor else "student")
+    cmd = lab_command(notebook_dir, default_url, passthrough)
     print("starting JupyterLab:", " ".join(cmd), flush=True)
     if os.name == "posix":  # become JupyterLab, so signals (Ctrl-C, terminate) reach it directly
-        os.execv(sys.executable, cmd)
+        os.execve(sys.executable, cmd, env)
     try:  # pragma: no cover - Windows
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:  # pragma: no cover
         return 0
+
+
+def write_home(workspace: Path, chapters: Path) -> Path | None:
+    """Regenerate the course home in ``workspace`` (if the course home module is available)."""
+    try:
+        from course_lib.course_home import write_home_notebook
+    except ImportError:  # pragma: no cover - course home not installed
+        return None
+    return write_home_notebook(workspace, chapters)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,7 +143,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "lab",
         help="open the course in JupyterLab (your own copy of the chapters)",
         description="Copy the student chapters into a workspace folder (never overwriting your "
-        "work) and start JupyterLab there. Extra arguments go to `jupyter lab`.",
+        "work), write the course home START_HERE.ipynb and start JupyterLab there, without "
+        "the instructor's tools. --instructor opens the instructor's view instead. Options "
+        "this command does not know go to `jupyter lab` (e.g. --port 8899 --no-browser).",
     )
     p.add_argument(
         "--workspace",
@@ -83,10 +154,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--chapters", help="the chapters/ folder to copy from (default: found)")
     p.add_argument(
+        "--instructor",
+        action="store_true",
+        help="the instructor's view: the course root, with the formgrader",
+    )
+    p.add_argument(
         "--prepare-only",
         dest="no_browser_launch",
         action="store_true",
-        help="copy the chapters, do not start JupyterLab",
+        help="copy the chapters and write the course home, do not start JupyterLab",
     )
-    p.add_argument("lab_args", nargs=argparse.REMAINDER, help="arguments for jupyter lab")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, passthrough=[])
