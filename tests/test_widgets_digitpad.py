@@ -14,7 +14,13 @@ pytest.importorskip("anywidget", reason="DigitPad needs the course extra (anywid
 
 from course_lib.layers import Affine, Convolution, Relu
 from course_lib.models import Sequential
-from course_lib.widgets import DigitPad, ModelAdapter, predict_digit, preprocess_drawing
+from course_lib.widgets import (
+    DigitPad,
+    ModelAdapter,
+    PreprocessingError,
+    predict_digit,
+    preprocess_drawing,
+)
 from course_lib.widgets.synthetic import stroke_line
 
 SIZE = 280
@@ -252,3 +258,97 @@ def test_default_model_is_the_pretrained_cnn_and_reads_a_drawn_seven():
     rgba[..., 3] = np.round(seven * 255).astype(np.uint8)
     result = pad.classify(rgba)
     assert result is not None and result.digit == 7, pad.canvas.message
+
+
+# --- the student's own preprocessing: DigitPad(model, preprocess=fn) ---------------------
+
+
+class StudentPipeline:
+    """A student's preprocessing function: course_lib's steps, transposed (a classic slip)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, ...], np.dtype]] = []
+
+    def __call__(self, drawing: np.ndarray) -> np.ndarray:
+        self.calls.append((drawing.shape, drawing.dtype))
+        return preprocess_drawing(drawing).T
+
+
+def test_the_students_preprocessing_makes_the_image_the_model_sees():
+    pipeline = StudentPipeline()
+    pad = DigitPad(TemplateNet(), preprocess=pipeline)
+    pad._on_message(pad.canvas, *message_for(vertical_stroke(), seq=3))
+    assert pipeline.calls == [((SIZE, SIZE), np.dtype(np.uint8))]  # the canvas ink, as sent
+    # the transposed vertical bar is horizontal: the model sees the student's image
+    np.testing.assert_allclose(pad.image, preprocess_drawing(vertical_stroke()).T)
+    assert pad.prediction == 0
+    preview = np.frombuffer(pad.canvas.preview, dtype=np.uint8).reshape(28, 28)
+    np.testing.assert_allclose(preview / 255.0, pad.image, atol=1 / 255)
+    assert pad.canvas.answered_seq == 3
+    # the same drawing with course_lib's preprocessing
+    assert DigitPad(TemplateNet()).classify(vertical_stroke()).digit == 1
+    result = predict_digit(TemplateNet(), vertical_stroke(), preprocess=StudentPipeline())
+    assert result.digit == 0
+
+
+def test_switching_the_preprocessing_reclassifies_the_drawing():
+    pad = DigitPad(TemplateNet())
+    pad.classify(vertical_stroke())
+    assert pad.prediction == 1 and pad.preprocess is None
+    pad.preprocess = StudentPipeline()
+    assert pad.prediction == 0
+    pad.preprocess = None
+    assert pad.prediction == 1
+
+
+def test_empty_canvas_never_reaches_the_students_preprocessing():
+    pipeline = StudentPipeline()
+    pad = DigitPad(TemplateNet(), preprocess=pipeline)
+    pad._on_message(pad.canvas, *message_for(np.zeros((SIZE, SIZE), dtype=np.uint8)))
+    assert pad.prediction is None
+    assert pad.canvas.message.startswith("The canvas is empty")
+    assert pipeline.calls == []
+
+
+def _raising(drawing):
+    return np.zeros(3)[5]  # a slip in the student's indexing
+
+
+def _wrong_shape(drawing):
+    return preprocess_drawing(drawing).ravel()
+
+
+def _nan(drawing):
+    return np.full((28, 28), np.nan)
+
+
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        (
+            _raising,
+            "The preprocessing failed: _raising raised IndexError: index 5 is out of bounds",
+        ),
+        (
+            _wrong_shape,
+            "The preprocessing failed: _wrong_shape returned shape (784,); expected (28, 28)",
+        ),
+        (_nan, "The preprocessing failed: _nan returned NaN or infinite values"),
+    ],
+    ids=["raises", "wrong-shape", "nan"],
+)
+def test_a_failing_preprocessing_is_reported_in_the_widget(function, expected):
+    pad = DigitPad(TemplateNet(), preprocess=function)
+    assert pad.classify(vertical_stroke()) is None
+    assert pad.canvas.message.startswith(expected), pad.canvas.message
+    assert pad.prediction is None and pad.canvas.prediction is None
+    with pytest.raises(PreprocessingError, match=function.__name__):
+        predict_digit(TemplateNet(), vertical_stroke(), preprocess=function)
+
+
+def test_preprocess_must_be_a_function():
+    with pytest.raises(TypeError, match="preprocess must be a function"):
+        DigitPad(TemplateNet(), preprocess="mine")
+    pad = DigitPad(TemplateNet())
+    with pytest.raises(TypeError, match="preprocess must be a function"):
+        pad.preprocess = 3

@@ -3,14 +3,21 @@
 - :class:`DigitPad`: draw a digit and watch a network classify it live
   (needs the ``course`` extra: ipywidgets 8 and anywidget).
 - :func:`preprocess_drawing`: a drawing → a 28×28 MNIST-like image (plain NumPy).
-- :func:`predict_digit`: preprocess and classify with any object that has ``predict(x)``.
+- :func:`predict_digit`: preprocess (course_lib's or your own function) and classify with any
+  object that has ``predict(x)``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from course_lib.widgets.classify import DigitPrediction, ModelAdapter, Predictor, predict_digit
+from course_lib.widgets.classify import (
+    DigitPrediction,
+    ModelAdapter,
+    Predictor,
+    PreprocessingError,
+    predict_digit,
+)
 from course_lib.widgets.preprocess import (
     BOX_SIZE,
     FIELD_SIZE,
@@ -37,6 +44,7 @@ __all__ = [
     "EmptyDrawingError",
     "ModelAdapter",
     "Predictor",
+    "PreprocessingError",
     "center_by_mass",
     "center_of_mass",
     "crop_to_ink",

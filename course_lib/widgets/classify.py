@@ -8,14 +8,36 @@ ones), and returning ``(N, 10)`` scores (logits or probabilities).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from course_lib.widgets.preprocess import FIELD_SIZE, preprocess_drawing
+from course_lib.widgets.preprocess import (
+    FIELD_SIZE,
+    EmptyDrawingError,
+    ink_bounding_box,
+    preprocess_drawing,
+    to_ink,
+)
 
-__all__ = ["DigitPrediction", "ModelAdapter", "Predictor", "predict_digit"]
+__all__ = [
+    "DigitPrediction",
+    "ModelAdapter",
+    "PreprocessingError",
+    "Predictor",
+    "predict_digit",
+    "run_preprocess",
+]
+
+#: a preprocessing function: a drawing ``(H, W)`` / ``(H, W, 4)`` -> ``(28, 28)`` in [0, 1]
+Preprocess = Callable[[np.ndarray], np.ndarray]
+
+
+class PreprocessingError(ValueError):
+    """A preprocessing function (e.g. a student's) raised or returned something unusable."""
+
 
 IMAGE_SHAPE = (1, FIELD_SIZE, FIELD_SIZE)
 FLAT_SHAPE = (FIELD_SIZE * FIELD_SIZE,)
@@ -162,12 +184,51 @@ class ModelAdapter:
         return _softmax(scores)
 
 
+def run_preprocess(preprocess: Preprocess | bool, drawing: np.ndarray) -> np.ndarray:
+    """The ``(28, 28)`` float32 image ``preprocess`` makes of ``drawing``.
+
+    ``preprocess``: a function (e.g. the student's own pipeline of chapter 6), ``True`` for
+    :func:`~course_lib.widgets.preprocess_drawing`, or ``False`` when ``drawing`` already is
+    the ``(28, 28)`` image. A drawing without ink raises :class:`EmptyDrawingError` before any
+    function runs; what a function raises, or a result that is not ``(28, 28)`` finite
+    numbers, raises :class:`PreprocessingError` saying so.
+    """
+    if preprocess is False:
+        image = np.asarray(drawing, dtype=np.float32)
+    elif preprocess is True:
+        image = preprocess_drawing(drawing)
+    else:
+        if not callable(preprocess):
+            raise TypeError(f"preprocess must be a function or True/False, not {preprocess!r}")
+        if ink_bounding_box(to_ink(drawing)) is None:
+            raise EmptyDrawingError("The canvas is empty: draw a digit first.")
+        name = getattr(preprocess, "__name__", "preprocess")
+        try:
+            out = preprocess(np.array(drawing, copy=True))
+        except Exception as exc:
+            raise PreprocessingError(f"{name} raised {type(exc).__name__}: {exc}") from exc
+        try:
+            image = np.asarray(out, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise PreprocessingError(f"{name} returned {type(out).__name__}, not an array") from exc
+        if image.shape != (FIELD_SIZE, FIELD_SIZE):
+            raise PreprocessingError(
+                f"{name} returned shape {image.shape}; expected (28, 28), the image the "
+                "network sees"
+            )
+        if not np.all(np.isfinite(image)):
+            raise PreprocessingError(f"{name} returned NaN or infinite values")
+    if image.shape != (FIELD_SIZE, FIELD_SIZE):
+        raise ValueError(f"a preprocessed image must be (28, 28); got {image.shape}")
+    return image
+
+
 def predict_digit(
     model: Any,
     drawing: np.ndarray,
     *,
     input_shape: tuple[int, ...] | None = None,
-    preprocess: bool = True,
+    preprocess: Preprocess | bool = True,
 ) -> DigitPrediction:
     """Preprocess ``drawing`` like MNIST and classify it.
 
@@ -177,17 +238,17 @@ def predict_digit(
         drawing: ``(H, W)`` grey / ``(H, W, 4)`` RGBA drawing, or with
             ``preprocess=False`` an already preprocessed ``(28, 28)`` image.
         input_shape: see :class:`ModelAdapter`.
-        preprocess: run :func:`~course_lib.widgets.preprocess_drawing` first.
+        preprocess: ``True``: :func:`~course_lib.widgets.preprocess_drawing`; a function
+            ``drawing -> (28, 28)`` (e.g. your own); ``False``: none (see :func:`run_preprocess`).
 
     Returns:
         :class:`DigitPrediction`.
 
     Raises:
         EmptyDrawingError: the drawing has no ink.
+        PreprocessingError: a preprocessing function failed or returned a wrong shape.
     """
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model, input_shape)
-    image = preprocess_drawing(drawing) if preprocess else np.asarray(drawing, dtype=np.float32)
-    if image.shape != (FIELD_SIZE, FIELD_SIZE):
-        raise ValueError(f"a preprocessed image must be (28, 28); got {image.shape}")
+    image = run_preprocess(preprocess, drawing)
     probs = adapter.probabilities(image[None])[0]
     return DigitPrediction(digit=int(np.argmax(probs)), probabilities=probs, image=image)

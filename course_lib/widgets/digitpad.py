@@ -2,7 +2,8 @@
 
 The browser side (``digitpad.js``, an anywidget module) only draws and shows
 results; the kernel preprocesses the canvas like MNIST
-(:func:`~course_lib.widgets.preprocess_drawing`) and runs ``model.predict``.
+(:func:`~course_lib.widgets.preprocess_drawing`, or the student's own function given as
+``preprocess=``) and runs ``model.predict``.
 While a stroke is drawn the browser sends the canvas at most every
 ``throttle_ms`` milliseconds; when the stroke ends it always sends it, so the
 final prediction is always for the whole drawing.
@@ -20,7 +21,13 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from course_lib.widgets.classify import DigitPrediction, ModelAdapter, predict_digit
+from course_lib.widgets.classify import (
+    DigitPrediction,
+    ModelAdapter,
+    Preprocess,
+    PreprocessingError,
+    predict_digit,
+)
 from course_lib.widgets.preprocess import EmptyDrawingError
 
 __all__ = ["DigitCanvas", "DigitPad"]
@@ -91,6 +98,10 @@ class DigitPad(widgets.VBox):
             probabilities): a ``course_lib`` model or your own network. ``None``
             loads the course's pretrained CNN (``course_lib.pretrained.load('mnist-cnn')``).
         input_shape: ``(1, 28, 28)`` or ``(784,)``; ``None`` infers it from the model.
+        preprocess: the function that turns the drawing into the ``(28, 28)`` image the
+            model sees: ``drawing (H, W) uint8 ink -> (28, 28)`` floats in [0, 1], e.g. your
+            own pipeline from chapter 6. ``None``: course_lib's
+            :func:`~course_lib.widgets.preprocess_drawing`.
         stroke_width: pen width in canvas pixels (the slider's start value).
         size: side of the square canvas in pixels.
         show_preview: show the 28×28 image the model sees.
@@ -102,6 +113,7 @@ class DigitPad(widgets.VBox):
     Example:
         >>> pad = DigitPad()                # the course's pretrained CNN
         >>> pad = DigitPad(my_network)      # your network from the chapters
+        >>> pad = DigitPad(my_network, preprocess=preprocess_digit)  # and your preprocessing
         >>> pad                             # draw in the output; pad.prediction follows
     """
 
@@ -110,6 +122,7 @@ class DigitPad(widgets.VBox):
         model: Any = None,
         *,
         input_shape: tuple[int, ...] | None = None,
+        preprocess: Preprocess | None = None,
         stroke_width: int = 22,
         size: int = 280,
         show_preview: bool = True,
@@ -128,6 +141,9 @@ class DigitPad(widgets.VBox):
             model = load("mnist-cnn")
         if blas_threads is not None and int(blas_threads) < 1:
             raise ValueError(f"blas_threads must be >= 1 or None; got {blas_threads}")
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError(f"preprocess must be a function, not {preprocess!r}")
+        self._preprocess: Preprocess | None = preprocess
         self._input_shape = input_shape
         self.blas_threads = None if blas_threads is None else int(blas_threads)
         self._adapter = ModelAdapter(model, input_shape)
@@ -178,6 +194,19 @@ class DigitPad(widgets.VBox):
             self.classify(self._drawing)
 
     @property
+    def preprocess(self) -> Preprocess | None:
+        """The preprocessing function (``None``: course_lib's); assign another one to switch."""
+        return self._preprocess
+
+    @preprocess.setter
+    def preprocess(self, preprocess: Preprocess | None) -> None:
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError(f"preprocess must be a function, not {preprocess!r}")
+        self._preprocess = preprocess
+        if self._drawing is not None:
+            self.classify(self._drawing)
+
+    @property
     def prediction(self) -> int | None:
         """The predicted digit, or ``None`` when nothing is drawn."""
         return None if self._result is None else self._result.digit
@@ -219,9 +248,16 @@ class DigitPad(widgets.VBox):
         seq = 0 if seq is None else seq
         try:
             with _blas_threads_limited(self.blas_threads):
-                result = predict_digit(self._adapter, self._drawing)
+                result = predict_digit(
+                    self._adapter,
+                    self._drawing,
+                    preprocess=True if self._preprocess is None else self._preprocess,
+                )
         except EmptyDrawingError:
             self._show(None, EMPTY_MESSAGE, seq=seq)
+            return None
+        except PreprocessingError as exc:
+            self._show(None, f"The preprocessing failed: {exc}", seq=seq)
             return None
         except Exception as exc:
             self._show(None, f"The model failed: {type(exc).__name__}: {exc}", seq=seq)
