@@ -44,9 +44,12 @@ NOTEBOOKS = {
     },
     "ch05_deep_networks": {"exercises": 9, "points": 16, "figures": 7, "locked_setup": True},
 }
-QUICK_SWITCH = (
-    'QUICK = os.environ.get("COURSE_QUICK", "1" if "NBGRADER_EXECUTION" in os.environ else "0")'
-    ' == "1"'
+#: The chapters' first-cell switch (TEAM.md): quick by default, the full run's measured time
+#: (``# fmt: skip`` keeps ruff format from splitting the line).
+QUICK_SWITCH = re.compile(
+    r"^QUICK = course_lib\.quick_mode\(True\)  # True: quick \(small subsets, every cell < 1 min\);"
+    r" False: full run \(about [\d.]+(-[\d.]+)? min\)(  # fmt: skip)?$",
+    re.M,
 )
 
 
@@ -106,7 +109,10 @@ def test_source_notebook_is_valid_nbgrader_source(name: str) -> None:
     assert sum(_is_fallback(c) for c in nb.cells) == NOTEBOOKS[name]["exercises"]
 
     setup = next(c for c in nb.cells if c.cell_type == "code")
-    assert QUICK_SWITCH in setup.source, "the setup cell switches to quick mode under nbgrader"
+    assert QUICK_SWITCH.search(setup.source), (
+        "the setup cell has the one quick/full switch: `QUICK = course_lib.quick_mode(True)  # True: "
+        "quick (small subsets, every cell < 1 min); False: full run (about N min)`"
+    )
     if NOTEBOOKS[name]["locked_setup"]:
         assert _nbgrader(setup).get("locked"), "the setup cell is read-only"
 
