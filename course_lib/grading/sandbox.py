@@ -1,0 +1,248 @@
+"""How a student's kernel is confined: bubblewrap when it can run, resource limits always.
+
+The grader starts every kernel through :mod:`course_lib.grading.launcher` (address space, CPU
+time, file size). Where `bubblewrap <https://github.com/containers/bubblewrap>`_ (``bwrap``,
+Debian package ``bubblewrap``) can run, the launcher itself runs inside a bwrap sandbox whose
+file system is built from an allow-list, not a deny-list:
+
+- **read-only**: the system (``/usr``, ``/etc``, ``/bin``, ``/lib*``, ``/opt``), the Python
+  installation and virtual environment, the ``course_lib`` package, the datasets
+  (``$COURSE_LIB_DATA`` and the dataset cache) and the kernel's connection file;
+- **writable**: the submission's own working directory (the notebook's folder, as nbgrader
+  gives it), a private ``/tmp`` and home (empty, in memory), and the directory of the sockets
+  shared with the grader (the kernel's ZeroMQ sockets use the ``ipc`` transport, as there is
+  no network);
+- **absent**: everything else — the course directory with ``solutions/`` and the source
+  notebooks' hidden tests, the gradebook, other students' submissions, the grader's home, the
+  instructor's output folder;
+- **no network** (a new, empty network namespace: even 127.0.0.1 is the sandbox's own), its own
+  process tree (no signals to the grader), IPC, UTS and cgroup namespaces, and a new user
+  namespace in which the kernel is ``nobody`` with no capabilities.
+
+Where bwrap cannot run (macOS, a container without user namespaces, the package not installed)
+:func:`probe` says why, the grader reports it once, and the kernel runs with today's isolation:
+resource limits, the unprivileged ``--kernel-user`` when grading as root, and the verdict
+process (tests never run in the kernel; see ``docs/grading.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["SandboxPlan", "SandboxStatus", "bwrap_command", "probe", "system_plan"]
+
+#: Top-level system folders the kernel may read (those that exist; symlinks are kept as links).
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+#: Files under the system folders that stay hidden even there.
+HIDDEN_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
+#: Home and temporary folders of the kernel inside the sandbox (in memory).
+SANDBOX_HOME = "/tmp/kernel-home"
+#: The unprivileged account the kernel appears as inside the sandbox's user namespace.
+NOBODY = 65534
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    """Whether bwrap can confine kernels on this machine, and if not, why."""
+
+    available: bool
+    bwrap: str | None
+    reason: str
+
+    def describe(self) -> str:
+        if self.available:
+            return f"kernels run in a bubblewrap sandbox ({self.bwrap})"
+        return (
+            f"bubblewrap sandbox unavailable ({self.reason}); kernels run with resource limits "
+            "and the unprivileged kernel user only (see docs/grading.md)"
+        )
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """The file system a kernel sees. Paths are absolute.
+
+    ``read_only``: folders and files bound read-only at the same path;
+    ``writable``: folders bound read-write at the same path (created if missing);
+    ``hidden_files``: files replaced by an empty file (inside a read-only folder).
+    """
+
+    read_only: tuple[str, ...]
+    writable: tuple[str, ...]
+    hidden_files: tuple[str, ...] = field(default_factory=tuple)
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> SandboxStatus:
+    """Can bwrap build a sandbox here? Runs ``bwrap ... true`` once per process."""
+    if sys.platform != "linux":
+        return SandboxStatus(False, None, f"bubblewrap needs Linux, this is {sys.platform}")
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return SandboxStatus(False, None, "bwrap not found: install the package bubblewrap")
+    cmd = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc", "true"]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return SandboxStatus(False, bwrap, f"bwrap did not run: {exc}")
+    if run.returncode != 0:
+        message = (run.stderr or run.stdout).strip().splitlines()
+        return SandboxStatus(
+            False, bwrap, f"bwrap failed: {message[-1] if message else run.returncode}"
+        )
+    return SandboxStatus(True, bwrap, "")
+
+
+def _namespace_args() -> list[str]:
+    return [
+        "--unshare-all",  # ipc, pid, net, uts, cgroup
+        "--unshare-user",
+        "--uid",
+        str(NOBODY),
+        "--gid",
+        str(NOBODY),
+        "--die-with-parent",
+        "--cap-drop",
+        "ALL",
+    ]
+
+
+def _python_paths() -> list[str]:
+    """What the interpreter needs to run: prefixes, standard library, site-packages."""
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    }
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        with_path = sysconfig.get_paths().get(key)
+        if with_path:
+            paths.add(with_path)
+    paths.update(site.getsitepackages())
+    user_site = site.getusersitepackages()
+    if isinstance(user_site, str) and site.ENABLE_USER_SITE:
+        paths.add(user_site)
+    return sorted(p for p in paths if p)
+
+
+def _course_lib_paths() -> list[str]:
+    """The course library (an editable install lives in the repository: only the package)."""
+    import course_lib
+
+    package = os.path.dirname(os.path.realpath(course_lib.__file__))
+    return [package]
+
+
+def _data_paths() -> list[str]:
+    """The datasets a chapter may load: ``$COURSE_LIB_DATA`` and the per-user dataset cache."""
+    from course_lib.datasets.paths import get_data_dir
+
+    paths = [str(get_data_dir())]
+    numba_cache = os.environ.get("NUMBA_CACHE_DIR")
+    if numba_cache:
+        paths.append(numba_cache)
+    return paths
+
+
+def system_plan(
+    *, writable: Iterable[str | os.PathLike[str]], read_only: Iterable[str | os.PathLike[str]] = ()
+) -> SandboxPlan:
+    """The allow-list for one kernel: the system, Python, course_lib, datasets, plus the given
+    ``read_only`` files (the connection file) and ``writable`` folders (the notebook's folder,
+    the sockets' folder). Paths that do not exist are left out, except ``writable`` ones."""
+    ro: list[str] = []
+    for path in [*SYSTEM_DIRS, *_python_paths(), *_course_lib_paths(), *_data_paths()]:
+        if os.path.lexists(path):
+            ro.append(os.path.abspath(path))
+    ro += [os.path.abspath(os.fspath(p)) for p in read_only if os.path.exists(p)]
+    rw = [os.path.abspath(os.fspath(p)) for p in writable]
+    hidden = [f for f in HIDDEN_SYSTEM_FILES if os.path.isfile(f)]
+    return SandboxPlan(read_only=_dedupe(ro), writable=_dedupe(rw), hidden_files=tuple(hidden))
+
+
+def _dedupe(paths: Sequence[str]) -> tuple[str, ...]:
+    """Unique paths, parents before children (bwrap mounts in order; a child bound before its
+    parent would be covered by it)."""
+    return tuple(sorted(set(paths), key=lambda p: (p.count(os.sep), p)))
+
+
+def bwrap_command(bwrap: str, plan: SandboxPlan, command: Sequence[str], cwd: str) -> list[str]:
+    """The argument vector that runs ``command`` in ``cwd`` inside the sandbox of ``plan``.
+
+    The kernel gets an empty home; ``COURSE_LIB_DATA`` is set to the grader's dataset folder
+    (read-only) so that the chapters load the data the grader has, not an empty cache."""
+    from course_lib.datasets.paths import ENV_VAR, get_data_dir
+
+    args = [bwrap, *_namespace_args()]  # bwrap's root starts empty: only what follows exists
+    # first the in-memory folders, so that binds below them (a connection file or a notebook
+    # folder under /tmp) are not covered by them
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
+    for path in plan.read_only:
+        if os.path.islink(path) and os.path.dirname(path) == "/":
+            args += ["--symlink", os.readlink(path), path]  # merged /usr: /bin -> usr/bin
+        else:
+            args += ["--ro-bind", path, path]
+    for path in plan.hidden_files:
+        args += ["--ro-bind", "/dev/null", path]
+    for path in plan.writable:
+        os.makedirs(path, exist_ok=True)
+        args += ["--bind", path, path]
+    args += ["--remount-ro", "/"]  # writes outside the writable folders fail (EROFS)
+    args += [
+        "--setenv",
+        "HOME",
+        SANDBOX_HOME,
+        "--setenv",
+        "IPYTHONDIR",
+        f"{SANDBOX_HOME}/.ipython",
+        "--setenv",
+        "MPLCONFIGDIR",
+        f"{SANDBOX_HOME}/.matplotlib",
+        "--setenv",
+        "JUPYTER_RUNTIME_DIR",
+        f"{SANDBOX_HOME}/runtime",
+        "--setenv",
+        "TMPDIR",
+        "/tmp",
+        "--setenv",
+        ENV_VAR,
+        str(get_data_dir()),
+        "--setenv",
+        "USER",
+        "nobody",
+        "--setenv",
+        "LOGNAME",
+        "nobody",
+        # the grader's process id means nothing in the sandbox's process tree (ipykernel would
+        # think its parent exited); 1 turns ipykernel's parent polling off, and --die-with-parent
+        # ends the kernel with the grader instead
+        "--setenv",
+        "JPY_PARENT_PID",
+        "1",
+        "--chdir",
+        cwd,
+        "--",
+        *command,
+    ]
+    return args
+
+
+def sandboxed_command(
+    command: Sequence[str], *, cwd: str, writable: Iterable[str], read_only: Iterable[str] = ()
+) -> list[str] | None:
+    """``command`` wrapped in bwrap, or ``None`` when bwrap cannot run here (see :func:`probe`)."""
+    status = probe()
+    if not status.available or status.bwrap is None:
+        return None
+    plan = system_plan(writable=[cwd, *writable], read_only=read_only)
+    return bwrap_command(status.bwrap, plan, command, cwd)
