@@ -29,6 +29,7 @@ __all__ = [
     "noise_floor_tiny",
     "numerical_gradient",
     "rel_error",
+    "replay",
 ]
 
 #: Default step of the centred difference for float64 checks (balances truncation and rounding).
@@ -250,6 +251,155 @@ def _as_float64_layer(layer: Any, names: Sequence[str]) -> Any:
     return twin
 
 
+#: Output bytes one evaluation plan may return before it stops (a runaway forward).
+MAX_PLAN_BYTES = 128 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- evaluation plans
+#
+# A gradient check is: (1) a *plan*, which entries to move and by how much (every entry of the
+# input, then of each parameter in order, by +h then -h); (2) the *evaluations*, the checked
+# object's own calls on that plan (:func:`replay`); (3) the *combination*, centred differences
+# of the outputs and the comparison with the analytic gradients (:func:`check_layer` ...).
+# Only (2) runs the checked code. The grader replays the same plan where the code lives (a
+# student's kernel, through ``__gradcheck_replay__`` on the proxy's class) and combines here.
+
+
+def _perturbed(value: np.ndarray, h: float) -> Any:
+    """Copies of ``value`` with one entry moved by +h, then -h, entry after entry (the plan)."""
+    flat = value.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        for new in (old + h, old - h):
+            v = value.copy()
+            v.reshape(-1)[i] = new
+            yield v
+
+
+def _keep(outs: list[Any], item: Any) -> None:
+    outs.append(item)
+    if sum(getattr(o, "nbytes", 8) for o in outs) > MAX_PLAN_BYTES:
+        raise MemoryError("the gradient check's outputs are too large")
+
+
+def _stack(outs: list[Any]) -> Any:
+    arrays = [np.asarray(o) for o in outs]
+    if arrays and all(a.shape == arrays[0].shape and a.dtype != object for a in arrays):
+        return np.stack(arrays)
+    return outs
+
+
+def _replay_layer(layer: Any, plan: Mapping[str, Any]) -> Any:
+    names = [str(n) for n in plan.get("names") or []]
+    kw = dict(plan.get("kw") or {})
+    h = float(plan["h"])
+    x = _float64(plan["x"])
+    base = _as_float64_layer(layer, names)
+    if plan["step"] == "out":
+        return copy.deepcopy(base).forward(x.copy(), **kw)
+    dout = _float64(plan["dout"])
+    analytic = copy.deepcopy(base)
+    analytic.forward(x.copy(), **kw)
+    dx = analytic.backward(dout.copy())
+    outs: list[Any] = []
+    for v in _perturbed(x, h):
+        _keep(outs, np.asarray(copy.deepcopy(base).forward(v.copy(), **kw)))
+    runs = {"dx": dx, "grads": {}, "x": _stack(outs), "params": {}, "shapes": {}}
+    for n in names:
+        runs["grads"][n] = getattr(analytic, "d" + n, None)
+        value = _float64(getattr(base, n))
+        runs["shapes"][n] = list(value.shape)
+        outs = []
+        for v in _perturbed(value, h):
+            twin = copy.deepcopy(base)
+            setattr(twin, n, v)
+            _keep(outs, np.asarray(twin.forward(x.copy(), **kw)))
+        runs["params"][n] = _stack(outs)
+    return runs
+
+
+def _replay_loss_layer(layer: Any, plan: Mapping[str, Any]) -> Any:
+    x, t, h = _float64(plan["x"]), plan["t"], float(plan["h"])
+    analytic = copy.deepcopy(layer)
+    loss = analytic.forward(x.copy(), t)
+    dx = analytic.backward(1)
+    losses = [float(copy.deepcopy(layer).forward(v.copy(), t)) for v in _perturbed(x, h)]
+    return {"loss": float(loss), "dx": dx, "x": np.array(losses, dtype=np.float64)}
+
+
+def _replay_model(model: Any, plan: Mapping[str, Any]) -> Any:
+    x, t, h = _float64(plan["x"]), plan["t"], float(plan["h"])
+    twin = model.astype(np.float64) if hasattr(model, "astype") else copy.deepcopy(model)
+    restore = _freeze_randomness(twin)
+    train_kw = {"train_flg": True} if _takes_train_flg(twin) else {}
+
+    def f() -> float:
+        restore()
+        return float(twin.loss(x, t, **train_kw))
+
+    restore()
+    analytic = dict(twin.gradient(x, t))
+    runs: dict[str, Any] = {"analytic": analytic, "loss0": f(), "keys": [], "shapes": {}}
+    runs["losses"] = {}
+    for key, value in twin.params.items():
+        flat = value.reshape(-1)  # moved in place: the book's networks read their own params
+        if not np.shares_memory(flat, value):
+            raise ValueError(f"parameter {key} is not a contiguous array")
+        out = np.empty(2 * flat.size, dtype=np.float64)
+        for i in range(flat.size):
+            old = flat[i]
+            try:
+                flat[i] = old + h
+                out[2 * i] = f()
+                flat[i] = old - h
+                out[2 * i + 1] = f()
+            finally:
+                flat[i] = old
+        runs["keys"].append(str(key))
+        runs["shapes"][str(key)] = list(value.shape)
+        runs["losses"][str(key)] = out
+    return runs
+
+
+_REPLAYS = {"layer": _replay_layer, "loss_layer": _replay_loss_layer, "model": _replay_model}
+
+
+def replay(obj: Any, plan: Mapping[str, Any]) -> Any:
+    """Run the checked object's own calls of one evaluation plan; return their raw results.
+
+    ``plan["kind"]``: ``"layer"`` (``step`` ``"out"``: one forward pass; ``step``
+    ``"grads"``: backward with ``dout``, then forward on every perturbed input and parameter),
+    ``"loss_layer"`` or ``"model"`` (every parameter entry moved in place, ``loss`` called).
+    Only data goes in and comes out, so the grader can run it in the student's kernel.
+    """
+    return _REPLAYS[str(plan["kind"])](obj, plan)
+
+
+def _evaluate(obj: Any, plan: Mapping[str, Any]) -> Any:
+    """:func:`replay` where ``obj`` lives: a proxy's class may run it remotely."""
+    remote = getattr(type(obj), "__gradcheck_replay__", None)
+    return remote(obj, dict(plan)) if remote is not None else replay(obj, plan)
+
+
+def _centred(values: Sequence[float], shape: Sequence[int], h: float, what: str) -> np.ndarray:
+    """Centred differences of the plan's evaluations (+h, -h per entry) in ``shape``."""
+    grad = np.zeros(tuple(int(s) for s in shape), dtype=np.float64)
+    flat = grad.reshape(-1)
+    if len(values) != 2 * flat.size:
+        raise AssertionError(
+            f"{what}: the gradient check expected {2 * flat.size} evaluations of your code, "
+            f"got {len(values)}"
+        )
+    for i in range(flat.size):
+        flat[i] = (float(values[2 * i]) - float(values[2 * i + 1])) / (2 * h)
+    return grad
+
+
+def _reduced(outs: Any, dout: np.ndarray) -> list[float]:
+    """``L = sum(out * dout)`` of each evaluated output."""
+    return [float(np.sum(np.asarray(o) * dout)) for o in outs]
+
+
 def check_layer(
     layer: Any,
     x: np.ndarray,
@@ -273,39 +423,21 @@ def check_layer(
     state (running statistics, a random generator) give repeatable outputs.
     The layer and ``x`` are left untouched.
     """
-    kw = dict(forward_kwargs or {})
     names = _layer_param_names(layer, params)
-    base = _as_float64_layer(layer, names)
     x64 = _float64(x)
-    out = copy.deepcopy(base).forward(x64.copy(), **kw)
+    plan = {"kind": "layer", "names": names, "x": x64, "kw": dict(forward_kwargs or {}), "h": h}
+    out = _evaluate(layer, {**plan, "step": "out"})
     if dout is None:
         dout = as_generator(seed).standard_normal(np.shape(out))
     dout = _float64(dout)
-
-    analytic = copy.deepcopy(base)
-    analytic.forward(x64.copy(), **kw)
-    dx = analytic.backward(dout.copy())
-
-    def loss_of_x(v: np.ndarray) -> float:
-        return float(np.sum(copy.deepcopy(base).forward(v.copy(), **kw) * dout))
-
-    tiny = noise_floor_tiny(float(np.sum(np.abs(out * dout))), h, tol)
+    runs = _evaluate(layer, {**plan, "step": "grads", "dout": dout})
+    tiny = noise_floor_tiny(float(np.sum(np.abs(np.asarray(out) * dout))), h, tol)
     report = GradCheckReport(what=f"gradient check of {type(layer).__name__}", tol=tol)
-    report.comparisons.append(
-        compare_gradients("dx", dx, numerical_gradient(loss_of_x, x64, h), tol, tiny)
-    )
+    num_dx = _centred(_reduced(runs["x"], dout), x64.shape, h, "dx")
+    report.comparisons.append(compare_gradients("dx", runs["dx"], num_dx, tol, tiny))
     for n in names:
-        value = _float64(getattr(base, n))
-
-        def loss_of_param(v: np.ndarray, n: str = n) -> float:
-            twin = copy.deepcopy(base)
-            setattr(twin, n, v)
-            return float(np.sum(twin.forward(x64.copy(), **kw) * dout))
-
-        num = numerical_gradient(loss_of_param, value, h)
-        report.comparisons.append(
-            compare_gradients("d" + n, getattr(analytic, "d" + n, None), num, tol, tiny)
-        )
+        num = _centred(_reduced(runs["params"][n], dout), runs["shapes"][n], h, "d" + n)
+        report.comparisons.append(compare_gradients("d" + n, runs["grads"].get(n), num, tol, tiny))
     return report
 
 
@@ -314,18 +446,11 @@ def check_loss_layer(
 ) -> GradCheckReport:
     """Check a loss layer (``forward(x, t)`` -> scalar, ``backward(1)`` -> dx) in float64."""
     x64 = _float64(x)
-    analytic = copy.deepcopy(layer)
-    loss = analytic.forward(x64.copy(), t)
-    dx = analytic.backward(1)
-
-    def loss_of_x(v: np.ndarray) -> float:
-        return float(copy.deepcopy(layer).forward(v.copy(), t))
-
-    tiny = noise_floor_tiny(float(loss), h, tol)
+    runs = _evaluate(layer, {"kind": "loss_layer", "x": x64, "t": t, "h": h})
+    tiny = noise_floor_tiny(float(runs["loss"]), h, tol)
     report = GradCheckReport(what=f"gradient check of {type(layer).__name__}", tol=tol)
-    report.comparisons.append(
-        compare_gradients("dx", dx, numerical_gradient(loss_of_x, x64, h), tol, tiny)
-    )
+    num = _centred(list(runs["x"]), x64.shape, h, "dx")
+    report.comparisons.append(compare_gradients("dx", runs["dx"], num, tol, tiny))
     return report
 
 
@@ -335,30 +460,19 @@ def check_loss_layer(
 def check_model(
     model: Any, x: np.ndarray, t: np.ndarray, *, h: float = CHECK_H, tol: float = CHECK_TOL
 ) -> GradCheckReport:
-    """Check ``model.gradient(x, t)`` against ``model.numerical_gradient(x, t)`` in float64.
+    """Check ``model.gradient(x, t)`` against numerical gradients of ``model.loss`` in float64.
 
     model: a network with ``params`` and ``gradient``; course_lib models are
     converted with ``model.astype(np.float64)`` (the original is untouched).
     Randomness inside the model (dropout) is replayed identically for every evaluation.
     """
-    twin = model.astype(np.float64) if hasattr(model, "astype") else copy.deepcopy(model)
-    x64 = _float64(x)
-    restore = _freeze_randomness(twin)
-    train_kw = {"train_flg": True} if _takes_train_flg(twin) else {}
-
-    def f(_: np.ndarray) -> float:
-        restore()
-        return float(twin.loss(x64, t, **train_kw))
-
-    restore()
-    analytic = twin.gradient(x64, t)
-    tiny = noise_floor_tiny(f(None), h, tol)
-    numerical = {key: numerical_gradient(f, value, h) for key, value in twin.params.items()}
+    runs = _evaluate(model, {"kind": "model", "x": _float64(x), "t": t, "h": h})
+    tiny = noise_floor_tiny(float(runs["loss0"]), h, tol)
     report = GradCheckReport(what=f"gradient check of {type(model).__name__}", tol=tol)
-    for key in twin.params:
-        report.comparisons.append(
-            compare_gradients(key, analytic.get(key), numerical[key], tol, tiny)
-        )
+    analytic = runs["analytic"]
+    for key in runs["keys"]:
+        num = _centred(list(runs["losses"][key]), runs["shapes"][key], h, key)
+        report.comparisons.append(compare_gradients(key, analytic.get(key), num, tol, tiny))
     return report
 
 

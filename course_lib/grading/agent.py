@@ -17,9 +17,14 @@ import socket
 import sys
 from typing import Any
 
-from course_lib.grading.rpc import Endpoint
+from course_lib.grading import refwatch
+from course_lib.grading.rpc import OBJECT_OPS, Endpoint
 
-__all__ = ["serve"]
+__all__ = ["BOOT", "boot", "serve"]
+
+#: The kernel's first line (``IPKernelApp.exec_lines``), before any student cell: capture the
+#: primitives the watch needs and load the agent (see :mod:`course_lib.grading.refwatch`).
+BOOT = "__import__('course_lib.grading.agent', fromlist=['boot']).boot()"
 
 #: Output forwarded per test cell before the rest is dropped.
 MAX_STREAM_CHARS = 200_000
@@ -97,15 +102,37 @@ def _user_namespace() -> dict[str, Any]:
         return vars(sys.modules["__main__"])
 
 
-def _lookup(name: str) -> Any:
+def _getname(ep: Endpoint, obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     ns = _user_namespace()
+    name = str(args[0])
     if name in ns:
-        return ns[name]
+        return ns[name], None
     raise NameError(f"name '{name}' is not defined")
 
 
-def serve(path: str, token: str) -> None:
-    """Connect to the verdict process (once per kernel) and serve it until the test is done."""
+def _gradcheck(ep: Endpoint, obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    from course_lib.gradcheck import replay
+
+    return replay(obj, args[0]), None
+
+
+#: What the verdict process may do in the kernel: the object protocol on the student's objects,
+#: look up a name of the notebook, replay a gradient check's evaluations.
+KERNEL_OPS = {**OBJECT_OPS, "getname": _getname, "gradcheck": _gradcheck}
+
+
+def boot() -> None:
+    """Run once per kernel before any student code (see :data:`BOOT`)."""
+    refwatch.install()
+
+
+def serve(path: str, token: str, watch: dict[str, Any] | None = None) -> None:
+    """Connect to the verdict process (once per kernel) and serve it until the test is done.
+
+    ``watch``: the fingerprints of the reference code of the test's exercises
+    (:func:`course_lib.grading.refwatch.watch_table`); their execution is reported in the
+    answer to ``done``.
+    """
     endpoint = _state.get("endpoint")
     if (
         endpoint is None
@@ -119,18 +146,20 @@ def serve(path: str, token: str) -> None:
             except OSError:
                 pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(path)
+        refwatch.connect(sock, path)
         sock.sendall(token.encode("ascii") + b"\n" + str(os.getpid()).encode("ascii") + b"\n")
-        endpoint = Endpoint(sock, _make_proxy, namespace=_lookup)
+        endpoint = Endpoint(sock, _make_proxy, ops=KERNEL_OPS, on_done=refwatch.report)
         _state.update(endpoint=endpoint, path=path, token=token)
     budget = [MAX_STREAM_CHARS]
     saved = sys.stdout, sys.stderr
     sys.stdout = _Forward(endpoint, "stdout", budget)
     sys.stderr = _Forward(endpoint, "stderr", budget)
+    refwatch.begin(watch)
     try:
         endpoint.serve()
     except BaseException:
         endpoint.closed = True
         raise
     finally:
+        refwatch.end()
         sys.stdout, sys.stderr = saved

@@ -1,48 +1,44 @@
-"""Static checks of a submission: tampering and use of the reference implementation.
+"""The static pass: reads student code (``ast``, never runs it) and reports what it sees.
 
-The verdict process (:mod:`course_lib.grading.verdict`) already makes tests immune to what
-student code does inside the kernel. What isolation cannot see is a student's code *delegating*
-to the course's reference implementation (``class Relu(course_lib.layers.Relu): pass``, or a
-``forward`` that calls ``course_lib.functions.relu``): the answers are then right, and the code
-is not the student's. This module finds that, and flags tampering constructs that have no place
-in an exercise answer, by reading the submitted code (``ast``), never running it.
+It is no longer the judge (see :mod:`course_lib.grading.findings` for the policy): tests run in
+the verdict process, so habits inside the kernel cannot change a verdict, and use of the
+reference is decided by what runs (:mod:`course_lib.grading.refwatch`). This pass gives the
+instructor (and the student's feedback) an early, located account:
+
+``habit``      shell commands and magics, ``sys.stdout``, ``exec``, ``setattr``, imports of
+               ``inspect`` / ``types`` / ``gc`` ..., assigning attributes of imported modules:
+               reported with cell and line, no points lost;
+``reference``  a statement binds an exercise's name (``Relu``) to code that uses ``course_lib``
+               objects the instructor's solution does not use (followed through imports and
+               assignments; the notebook's stuck-student fallback lines are allowed): an early
+               warning, no points lost here (the run-time watch decides);
+``grader``     code that names the grader itself: importing ``course_lib.grading`` modules
+               other than the checks the notebooks use, assigning attributes of the checks,
+               strings naming the grader's modules, its socket or the gradebook: the notebook
+               is flagged for review and the tests after the statement score 0.
 
 Only *student code* is read: answer cells and every code cell the student added or changed.
 Cells identical to a cell of the instructor's notebook are the course's own code.
-
-Two kinds of findings (:class:`Finding`):
-
-``reference``  a statement binds an exercise's name (``Relu``) to code that uses ``course_lib``
-               objects the instructor's solution does not use. Names are followed through
-               imports and assignments (``import course_lib.layers as L``; ``R = L.Relu``;
-               ``def helper(): ... R ...``). The stuck-student fallback lines of the notebook
-               (``Relu = course_lib.layers.Relu``) are allowed: they come after the exercise's
-               test and let later exercises build on the reference.
-               -> the tests of that exercise that come after the statement score 0;
-``tamper``     assigning attributes of imported modules or functions (``np.allclose = ...``),
-               ``setattr`` / ``delattr`` on them, ``sys.modules``, ``builtins``, ``importlib``,
-               ``__import__``, ``exec`` / ``eval`` / ``compile``, ``gc``, ``ctypes``,
-               ``inspect``, frame and code-object attributes, ``get_ipython``, shell escapes,
-               imports of the grader's own modules.
-               -> every test after the statement scores 0 (a patch lasts for the rest of the
-               notebook).
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import Any
 
 import nbformat
+
+from course_lib.grading.findings import Finding
 
 __all__ = [
     "Finding",
     "collect_setup",
+    "exercise_tests",
     "scan_submission",
     "student_names",
     "to_python",
+    "verdict_init",
 ]
 
 #: Modules whose import in student code is tampering.
@@ -75,7 +71,6 @@ FORBIDDEN_MODULES = frozenset(
         "ipykernel",
         "jupyter_client",
         "nbgrader",
-        "course_lib.grading",
         "course_lib.cli",
         "unittest.mock",
         "mock",
@@ -168,16 +163,16 @@ ALLOWED_MAGICS = frozenset({"matplotlib", "timeit", "time", "precision", "pprint
 ALWAYS_ALLOWED = ("course_lib.datasets",)
 
 
-@dataclass
-class Finding:
-    kind: str  # "reference" or "tamper"
-    cell_index: int  # index in the submitted notebook
-    line: int
-    message: str
-    tests: list[str] = field(default_factory=list)  # grade_ids of the tests it zeroes
+#: The grader's modules a notebook may import (its visible test cells use the checks).
+GRADER_ALLOWED = ("course_lib.grading.checks",)
+#: Text in a string constant that names the grader itself.
+GRADER_WORDS = ("course_lib.grading.", "gradebook", "cg-verdict")
 
-    def describe(self) -> str:
-        return f"cell {self.cell_index + 1}, line {self.line}: {self.message}"
+
+def _is_grader_module(name: str) -> bool:
+    if not name.startswith("course_lib.grading."):
+        return False
+    return not any(name == a or name.startswith(a + ".") for a in GRADER_ALLOWED)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -454,10 +449,10 @@ def _exercise_tests(source_nb: nbformat.NotebookNode) -> dict[str, set[str]]:
 class _Scanner(ast.NodeVisitor):
     def __init__(self, taint: _Taint):
         self.taint = taint
-        self.hits: list[tuple[int, str]] = []
+        self.hits: list[tuple[int, str, str]] = []
 
-    def hit(self, node: ast.AST, message: str) -> None:
-        self.hits.append((getattr(node, "lineno", 0), message))
+    def hit(self, node: ast.AST, message: str, kind: str = "habit") -> None:
+        self.hits.append((getattr(node, "lineno", 0), message, kind))
 
     def _root_is_import(self, node: ast.expr) -> str | None:
         parts = _dotted(node)
@@ -472,7 +467,12 @@ class _Scanner(ast.NodeVisitor):
                 parts = root.split(".")
                 real = ".".join([self.taint.imported.get(parts[0], parts[0]), *parts[1:]])
                 shown = f"`{root}`" if real == root else f"`{root}` (`{real}`)"
-                self.hit(target, f"{verb} {shown}, an attribute of an imported module or object")
+                if real.startswith("course_lib.grading"):
+                    self.hit(target, f"{verb} {shown}, part of the grader", "grader")
+                else:
+                    self.hit(
+                        target, f"{verb} {shown}, an attribute of an imported module or object"
+                    )
         if isinstance(target, ast.Subscript):
             base = _dotted(target.value)
             if base and ".".join(base) in ("sys.modules", "os.environ", "__builtins__"):
@@ -514,9 +514,12 @@ class _Scanner(ast.NodeVisitor):
         self.generic_visit(node)
 
     def _check_module(self, node: ast.AST, name: str) -> None:
+        if _is_grader_module(name):
+            self.hit(node, f"imports `{name}`, a module of the grader", "grader")
+            return
         for forbidden in FORBIDDEN_MODULES:
             if name == forbidden or name.startswith(forbidden + "."):
-                self.hit(node, f"imports `{name}`, which exercise code may not use")
+                self.hit(node, f"imports `{name}`")
                 return
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -568,6 +571,13 @@ class _Scanner(ast.NodeVisitor):
                     self.hit(node, f"uses `{forbidden}`")
                     break
         self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str):
+            for word in GRADER_WORDS:
+                if word in node.value and not any(a in node.value for a in GRADER_ALLOWED):
+                    self.hit(node, f"names the grader in a string ({node.value[:60]!r})", "grader")
+                    break
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in ("__builtins__", "__import__", "__loader__", "__spec__"):
@@ -642,25 +652,18 @@ def scan_submission(
                                 findings.append(
                                     Finding(
                                         "reference",
-                                        index,
-                                        node.lineno,
                                         f"imports the reference implementation `{origin}` in an "
                                         "answer cell; write your own code instead",
-                                        _region_tests(index, positions),
+                                        index,
+                                        node.lineno,
                                     )
                                 )
                 if is_student_code:
-                    scanner = _Scanner(taint)
-                    scanner.visit(node)
-                    for line, message in scanner.hits:
-                        findings.append(Finding("tamper", index, line, message, tests_after(index)))
+                    findings += _scan(node, taint, index, tests_after(index))
                 continue
             origins = taint.origin_of(node)
             if is_student_code:
-                scanner = _Scanner(taint)
-                scanner.visit(node)
-                for line, message in scanner.hits:
-                    findings.append(Finding("tamper", index, line, message, tests_after(index)))
+                findings += _scan(node, taint, index, tests_after(index))
                 sanctioned = ast.dump(node) in fallbacks
                 bad = sorted(o for o in origins if not _allowed(o, allow))
                 if bad and not sanctioned:
@@ -675,11 +678,11 @@ def scan_submission(
                         findings.append(
                             Finding(
                                 "reference",
-                                index,
-                                node.lineno,
                                 f"`{exercise_names[0]}` uses the reference implementation "
                                 f"({shown}) instead of your own code",
-                                affected,
+                                index,
+                                node.lineno,
+                                exercise=exercise_names[0],
                             )
                         )
                 if sanctioned:
@@ -705,16 +708,37 @@ def scan_submission(
     return findings
 
 
-def _region_tests(index: int, positions: Iterable[tuple[int, str]]) -> list[str]:
-    """The test cells between ``index`` and the next answer region (the exercise's tests)."""
-    after = [(pos, g) for pos, g in positions if pos > index]
-    if not after:
-        return []
-    first = after[0][0]
-    out = [after[0][1]]
-    for pos, g in after[1:]:
-        if pos == first + len(out):
-            out.append(g)
-        else:
-            break
-    return out
+def _scan(node: ast.stmt, taint: _Taint, index: int, after: list[str]) -> list[Finding]:
+    """Habit and grader findings of one statement of student code."""
+    scanner = _Scanner(taint)
+    scanner.visit(node)
+    return [
+        Finding("grader", message, index, line, tuple(after))
+        if kind == "grader"
+        else Finding("habit", message, index, line)
+        for line, message, kind in scanner.hits
+    ]
+
+
+def exercise_tests(source_nb: nbformat.NotebookNode) -> dict[str, set[str]]:
+    """Exercise name (a name the answer cells bind) -> grade_ids of the tests that follow it."""
+    return _exercise_tests(source_nb)
+
+
+def verdict_init(
+    source_nb: nbformat.NotebookNode, allow_from: nbformat.NotebookNode | None = None
+) -> dict[str, Any]:
+    """What the verdict process needs of the instructor's notebook: the ``init`` command.
+
+    ``setup`` (imports and helpers of the course's cells), ``student_names``, ``exercises``
+    (name -> grade_ids of its tests) and ``allow`` (course_lib objects the solution's answers
+    use, which the run-time watch does not count as the reference), ``handed_out`` (the
+    notebook's text).
+    """
+    return {
+        "setup": collect_setup(source_nb),
+        "student_names": sorted(student_names(source_nb)),
+        "exercises": {k: sorted(v) for k, v in _exercise_tests(source_nb).items()},
+        "allow": sorted(_solution_allowlist(allow_from if allow_from is not None else source_nb)),
+        "handed_out": "\n".join(c.source for c in source_nb.cells),
+    }

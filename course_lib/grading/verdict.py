@@ -36,9 +36,11 @@ import time
 import traceback
 from typing import Any
 
-import numpy as np
-
+from course_lib.grading import refwatch
+from course_lib.grading.findings import runtime_output
+from course_lib.grading.proxies import ProxyFactory
 from course_lib.grading.rpc import (
+    READ_ONLY_OPS,
     Endpoint,
     ProtocolError,
     RemoteError,
@@ -47,8 +49,6 @@ from course_lib.grading.rpc import (
 
 __all__ = ["CellTimeout", "VerdictSession", "main"]
 
-#: Attributes of a remote object that proxies forward although they are "dunder" names.
-FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
 #: Characters of test output kept before the rest is dropped.
 MAX_OUTPUT_CHARS = 200_000
 #: Seconds to wait for a kernel to come back after an interrupt.
@@ -57,178 +57,6 @@ INTERRUPT_GRACE = 20.0
 
 class CellTimeout(BaseException):
     """The test cell ran out of time."""
-
-
-# ------------------------------------------------------------------------------------------
-# proxies of the kernel's objects
-
-_PROXY_MODULE = "course_grader_remote"
-
-
-class _RemoteBase:
-    __slots__ = ("_cg_ep", "_cg_h", "_cg_meta")
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__") and name not in FORWARDED_DUNDERS:
-            raise AttributeError(name)
-        if name in ("__name__", "__qualname__"):
-            meta = object.__getattribute__(self, "_cg_meta")
-            if meta.get(name.strip("_")):
-                return meta[name.strip("_")]
-        ep = object.__getattribute__(self, "_cg_ep")
-        handle = object.__getattribute__(self, "_cg_h")
-        value = ep.request("getattr", handle, name)
-        _track(ep, handle, name, value)
-        return value
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _RemoteBase.__slots__:
-            object.__setattr__(self, name, value)
-            return
-        self._cg_ep.request("setattr", self._cg_h, name, value)
-
-    def __delattr__(self, name: str) -> None:
-        self._cg_ep.request("delattr", self._cg_h, name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._cg_ep.request("call", self._cg_h, *args, **kwargs)
-
-    def __repr__(self) -> str:
-        try:
-            return str(self._cg_ep.request("repr", self._cg_h))
-        except Exception:
-            return f"<{type(self).__name__} object in the student's kernel>"
-
-    def __str__(self) -> str:
-        return str(self._cg_ep.request("str", self._cg_h))
-
-    def __len__(self) -> int:
-        return int(self._cg_ep.request("len", self._cg_h))
-
-    def __bool__(self) -> bool:
-        return bool(self._cg_ep.request("bool", self._cg_h))
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._cg_ep.request("getitem", self._cg_h, key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._cg_ep.request("setitem", self._cg_h, key, value)
-
-    def __iter__(self) -> Any:
-        return iter(self._cg_ep.request("iter", self._cg_h))
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        array = np.asarray(self._cg_ep.request("array", self._cg_h))
-        return array.astype(dtype) if dtype is not None else array
-
-    def __copy__(self) -> Any:
-        return self._cg_ep.request("deepcopy", self._cg_h)
-
-    def __deepcopy__(self, memo: Any) -> Any:
-        return self._cg_ep.request("deepcopy", self._cg_h)
-
-
-_RemoteBase.__module__ = _PROXY_MODULE
-
-
-class _RemoteMeta(type):
-    """Metaclass of the local mirrors of the student's classes."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._cg_class_ep.request("call", cls._cg_class_h, *args, **kwargs)
-
-    def __getattr__(cls, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__") and name not in FORWARDED_DUNDERS:
-            raise AttributeError(name)
-        if name.startswith("_cg_"):
-            raise AttributeError(name)
-        return cls._cg_class_ep.request("getattr", cls._cg_class_h, name)
-
-    def __setattr__(cls, name: str, value: Any) -> None:
-        if name.startswith("_cg_") or name.startswith("__"):
-            type.__setattr__(cls, name, value)
-            return
-        cls._cg_class_ep.request("setattr", cls._cg_class_h, name, value)
-
-    def __repr__(cls) -> str:
-        return f"<class '{cls.__module__}.{cls.__qualname__}'>"
-
-
-_RemoteMeta.__module__ = _PROXY_MODULE
-
-
-def _track(ep: Endpoint, handle: int, name: str, value: Any) -> None:
-    if isinstance(value, np.ndarray):
-        ep.track((handle, name), value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, np.ndarray) and isinstance(key, (str, int)):
-                ep.track((handle, name, key), item)
-
-
-def _mirror_class(ep: Endpoint, meta: dict[str, Any], cache: dict[int, type]) -> type:
-    handle = int(meta["h"])
-    if handle in cache:
-        return cache[handle]
-    bases = tuple(_mirror_class(ep, b, cache) for b in meta.get("bases") or [])
-    name = str(meta.get("name") or "RemoteClass")
-    namespace = {
-        "__module__": str(meta.get("module") or "__main__"),
-        "__qualname__": str(meta.get("qualname") or name),
-        "__slots__": (),
-        "_cg_class_ep": ep,
-        "_cg_class_h": handle,
-    }
-    real = _library_class(namespace["__module__"], namespace["__qualname__"])
-    if real is not None:
-        # an instance of a course_lib class (a Sequential the student's function built):
-        # ``isinstance(proxy, Sequential)`` holds through ``__class__``, while ``type(proxy)``
-        # stays the mirror (so check_own_implementation still sees where it comes from)
-        namespace["__class__"] = property(lambda self, _real=real: _real)
-    try:
-        cls = _RemoteMeta(name, bases or (_RemoteBase,), namespace)
-    except TypeError:  # an MRO the mirror cannot reproduce
-        cls = _RemoteMeta(name, (_RemoteBase,), namespace)
-    cache[handle] = cls
-    return cls
-
-
-def _library_class(module: str, qualname: str) -> type | None:
-    """The verdict's own class ``module.qualname`` when it is an imported course_lib class."""
-    if not (module == "course_lib" or module.startswith("course_lib.")):
-        return None
-    obj: Any = sys.modules.get(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None) if obj is not None else None
-    return obj if isinstance(obj, type) else None
-
-
-class _ProxyFactory:
-    def __init__(self) -> None:
-        self.classes: dict[int, type] = {}
-        self.kinds: dict[tuple[str, str, str], type] = {}
-
-    def __call__(self, ep: Endpoint, handle: int, meta: dict[str, Any]) -> Any:
-        kind = meta.get("kind")
-        if kind == "class":
-            return _mirror_class(ep, meta, self.classes)
-        if kind == "instance" and meta.get("cls"):
-            cls = _mirror_class(ep, meta["cls"], self.classes)
-        else:  # functions, modules: a class that carries the object's module and name
-            key = (str(kind), str(meta.get("module")), str(meta.get("qualname")))
-            cls = self.kinds.get(key)
-            if cls is None:
-                cls = type(
-                    "function" if kind == "function" else str(kind),
-                    (_RemoteBase,),
-                    {"__slots__": (), "__module__": str(meta.get("module") or "__main__")},
-                )
-                self.kinds[key] = cls
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "_cg_ep", ep)
-        object.__setattr__(obj, "_cg_h", handle)
-        object.__setattr__(obj, "_cg_meta", meta)
-        return obj
 
 
 # ------------------------------------------------------------------------------------------
@@ -303,23 +131,11 @@ def _preimport() -> None:
             importlib.import_module(name)
 
 
-def _install_batched_checks() -> None:
-    """Gradient checks of the student's objects in one round trip (see ``batched``)."""
-    from course_lib.grading.batched import install
-
-    def request(obj: Any, spec: dict[str, Any]) -> Any:
-        ep = object.__getattribute__(obj, "_cg_ep")
-        handle = object.__getattribute__(obj, "_cg_h")
-        return ep.request("gradcheck", handle, spec)
-
-    install(lambda obj: isinstance(obj, _RemoteBase), request)
-
-
 class VerdictSession:
     """State of the verdict process for one notebook (survives kernel restarts)."""
 
     def __init__(self) -> None:
-        self.factory = _ProxyFactory()
+        self.factory = ProxyFactory()
         self.ns = _TestNamespace(self._resolve_remote)
         self.ns["__name__"] = "__main__"
         self.student_names: set[str] = set()
@@ -336,10 +152,32 @@ class VerdictSession:
         self.endpoint: Endpoint | None = None
         self._events: list[list[str]] = []
         self._budget = [MAX_OUTPUT_CHARS]
+        self.exercises: dict[str, list[str]] = {}
+        self.allow: list[str] = []
+        self.cells: list[str] = []
+        self.handed_out = ""
+        self._tables: dict[str, dict[str, Any]] = {}
+        self._report: dict[str, Any] | None = None
 
     # -- setup
-    def init(self, setup: list[str], student_names: list[str]) -> dict[str, Any]:
+    def init(
+        self,
+        setup: list[str],
+        student_names: list[str],
+        exercises: dict[str, list[str]] | None = None,
+        allow: list[str] | None = None,
+        cells: list[str] | None = None,
+        handed_out: str = "",
+    ) -> dict[str, Any]:
+        """``exercises``: name -> grade_ids of its tests; ``allow``: course_lib objects the
+        solution uses; ``cells``: the submitted notebook's cell sources (to name the cell a
+        runtime finding comes from); ``handed_out``: the text of the instructor's notebook
+        (docstrings given to students do not mark a copy of the reference)."""
+        self.handed_out = handed_out
         self.student_names = set(student_names)
+        self.exercises = {str(k): list(v) for k, v in (exercises or {}).items()}
+        self.allow = list(allow or [])
+        self.cells = list(cells or [])
         errors = []
         for source in setup:
             try:
@@ -361,7 +199,7 @@ class VerdictSession:
             with contextlib.suppress(Exception):
                 self.endpoint.sock.close()
         self.endpoint = None
-        self.factory = _ProxyFactory()
+        self.factory = ProxyFactory()
         info = dict(connection_info)
         if isinstance(info.get("key"), str):
             info["key"] = info["key"].encode()
@@ -379,8 +217,68 @@ class VerdictSession:
         except NameError:
             raise KeyError(name) from None
 
+    # -- the reference watch
+    def _watch_for(self, grade_id: str | None) -> dict[str, Any]:
+        """Fingerprints of the reference code of the exercises ``grade_id`` tests."""
+        names = sorted(n for n, tests in self.exercises.items() if grade_id in tests)
+        key = ",".join(names)
+        if key not in self._tables:
+            try:
+                self._tables[key] = refwatch.watch_table(names, self.allow, self.handed_out)
+            except Exception as exc:  # a broken registry must not stop grading: say so
+                print(f"reference watch unavailable: {exc}", file=sys.stderr)
+                self._tables[key] = {}
+        return self._tables[key]
+
+    def _locate(self, hit: dict[str, Any]) -> tuple[int | None, int | None]:
+        """The submitted cell (index) and line a kernel frame belongs to."""
+        source = str(hit.get("source") or "").strip()
+        line = int(hit.get("line") or 0) or None
+        if not source:
+            return None, line
+        for index, cell in enumerate(self.cells):
+            if cell.strip() == source:
+                return index, line
+        from course_lib.grading.static import to_python
+
+        for index, cell in enumerate(self.cells):
+            if to_python(cell).strip() == source:
+                return index, line
+        return None, line
+
+    def _finding_outputs(self, report: dict[str, Any] | None) -> list[dict[str, Any]]:
+        outputs = []
+        seen = set()
+        for hit in (report or {}).get("hits") or []:
+            key = (hit.get("exercise"), hit.get("label"))
+            if key in seen:
+                continue
+            seen.add(key)
+            cell, line = self._locate(hit)
+            how = "a copy of " if hit.get("copy") else ""
+            where = f" (cell {cell + 1}, line {line})" if cell is not None else ""
+            message = (
+                f"your `{hit.get('exercise')}` ran {how}the reference implementation "
+                f"`{hit.get('label')}`{where}: this exercise scores 0. Write your own code "
+                "(the stuck-student line belongs after the exercise's tests)."
+            )
+            outputs.append(
+                runtime_output(
+                    "reference", message, exercise=hit.get("exercise"), cell=cell, line=line
+                )
+            )
+        for note in (report or {}).get("notes") or []:
+            cell, line = self._locate(note)
+            where = f" (cell {cell + 1}, line {line})" if cell is not None else ""
+            message = (
+                f"your code {note.get('message')}{where}: an attempt to reach the grader; "
+                "the notebook is flagged for your instructor's review."
+            )
+            outputs.append(runtime_output("grader", message, exercise=None, cell=cell, line=line))
+        return outputs
+
     # -- running one test cell
-    def _start_serving(self, deadline: float) -> str:
+    def _start_serving(self, deadline: float, watch: dict[str, Any] | None = None) -> str:
         fresh = self.endpoint is None or self.endpoint.closed
         if fresh:
             # a new connection, under a new token: a connection left over from an earlier,
@@ -389,18 +287,15 @@ class VerdictSession:
             self._drain_listener()
         code = (
             "__import__('course_lib.grading.agent', fromlist=['serve'])"
-            f".serve({self.sock_path!r}, {self.conn_token!r})"
+            f".serve({self.sock_path!r}, {self.conn_token!r}, {watch or {}!r})"
         )
         msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
         if fresh:
             conn = self._accept(deadline)
             # proxies and mirror classes belong to one connection: handles restart with it
-            self.factory = _ProxyFactory()
+            self.factory = ProxyFactory()
             self.endpoint = Endpoint(
-                conn,
-                self.factory,
-                on_stream=self._on_stream,
-                restricted=True,
+                conn, self.factory, ops=READ_ONLY_OPS, on_stream=self._on_stream
             )
         return msg_id
 
@@ -466,7 +361,7 @@ class VerdictSession:
                 ep.sock.close()
                 self.endpoint = None
             else:
-                ep.request("done")
+                self._report = ep.request("done")
         except (ProtocolError, RemoteTimeout, OSError):
             self.endpoint = None
         deadline = time.monotonic() + INTERRUPT_GRACE
@@ -479,8 +374,9 @@ class VerdictSession:
                 return True
         return False
 
-    def run(self, source: str, timeout: float) -> dict[str, Any]:
+    def run(self, source: str, timeout: float, grade_id: str | None = None) -> dict[str, Any]:
         self._events = []
+        self._report = None
         self._budget = [MAX_OUTPUT_CHARS]
         outputs: list[dict[str, Any]] = []
         error: dict[str, Any] | None = None
@@ -499,7 +395,7 @@ class VerdictSession:
             last_expr = ast.Expression(tree.body.pop().value)
         old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
         try:
-            msg_id = self._start_serving(deadline)
+            msg_id = self._start_serving(deadline, self._watch_for(grade_id))
             assert self.endpoint is not None
             self.endpoint.deadline = deadline
             signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.monotonic()) + 1.0)
@@ -531,9 +427,10 @@ class VerdictSession:
             kernel_ok = self._finish_serving(msg_id, timed_out)
         for name, text in self._events:
             outputs.append({"output_type": "stream", "name": name, "text": text})
+        findings = self._finding_outputs(self._report)
         if error is not None:
             outputs.append(error)
-        elif result is not None:
+        elif result is not None and not findings:
             try:
                 text = repr(result)[:10000]
             except Exception:
@@ -546,6 +443,7 @@ class VerdictSession:
                     "data": {"text/plain": text},
                 }
             )
+        outputs += findings
         return {"outputs": outputs, "kernel_ok": kernel_ok}
 
 
@@ -602,7 +500,6 @@ def main() -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
     _preimport()
-    _install_batched_checks()
     session = VerdictSession()
 
     def answer(obj: dict[str, Any]) -> None:
@@ -618,12 +515,23 @@ def main() -> int:
         kind = cmd.get("cmd")
         try:
             if kind == "init":
-                answer(session.init(cmd.get("setup", []), cmd.get("student_names", [])))
+                answer(
+                    session.init(
+                        cmd.get("setup", []),
+                        cmd.get("student_names", []),
+                        cmd.get("exercises"),
+                        cmd.get("allow"),
+                        cmd.get("cells"),
+                        cmd.get("handed_out", ""),
+                    )
+                )
             elif kind == "kernel":
                 session.connect_kernel(cmd["connection_info"], cmd.get("pid"))
                 answer({"ok": True})
             elif kind == "run":
-                answer(session.run(cmd["source"], float(cmd.get("timeout", 60))))
+                answer(
+                    session.run(cmd["source"], float(cmd.get("timeout", 60)), cmd.get("grade_id"))
+                )
             elif kind == "quit":
                 answer({"ok": True})
                 break
