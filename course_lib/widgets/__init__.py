@@ -3,6 +3,8 @@
 - :class:`DigitPad`: draw a digit and watch a network classify it live
   (needs the ``course`` extra: ipywidgets 8 and anywidget).
 - :func:`preprocess_drawing`: a drawing → a 28×28 MNIST-like image (plain NumPy).
+- :func:`my_network`: the student's own saved network built from their own layers (the
+  finale of chapter 6; see :mod:`course_lib.widgets.finale`).
 - :func:`predict_digit`: preprocess (course_lib's or your own function) and classify with any
   object that has ``predict(x)``.
 """
@@ -18,6 +20,7 @@ from course_lib.widgets.classify import (
     PreprocessingError,
     predict_digit,
 )
+from course_lib.widgets.finale import SAVED_NETWORKS, my_network, pretrained_with_layers
 from course_lib.widgets.preprocess import (
     BOX_SIZE,
     FIELD_SIZE,
@@ -43,6 +46,7 @@ __all__ = [
     "DigitPrediction",
     "EmptyDrawingError",
     "ModelAdapter",
+    "SAVED_NETWORKS",
     "Predictor",
     "PreprocessingError",
     "center_by_mass",
@@ -50,8 +54,10 @@ __all__ = [
     "crop_to_ink",
     "fit_into_box",
     "ink_bounding_box",
+    "my_network",
     "predict_digit",
     "preprocess_drawing",
+    "pretrained_with_layers",
     "resize_antialiased",
     "to_ink",
 ]
