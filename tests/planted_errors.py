@@ -21,6 +21,13 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             ("ch01_differentiation-numerical_diff-tests",),
         ),
         P(
+            "difference_errors-central-is-forward",
+            "ch01_differentiation-difference_errors",
+            "central = [abs(numerical_diff(f, x, h) - dfdx) for h in hs]",
+            "central = [abs((f(x + h) - f(x)) / h - dfdx) for h in hs]",
+            ("ch01_differentiation-difference_errors-tests",),
+        ),
+        P(
             "numerical_gradient-sign-error",
             "ch01_differentiation-numerical_gradient",
             "grad[idx] = (fxh1 - fxh2) / (2 * h)",
@@ -36,6 +43,13 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             "x = x - lr * grad_f(x)",
             "x = x - 2 * lr * grad_f(x)",
             ("ch01_differentiation-gradient_descent-tests",),
+        ),
+        P(
+            "least_squares_gradient-sum-not-mean",
+            "ch01_differentiation-least_squares_gradient",
+            "return x.T @ residuals / x.shape[0]",
+            "return x.T @ residuals",
+            ("ch01_differentiation-least_squares_gradient-tests",),
         ),
         P(
             "softmax-sum-over-wrong-axis",

@@ -30,11 +30,31 @@ from notebook_support import run_quick as _run
 from notebook_support import solution_path as _path
 from notebook_support import student_version_with_fallbacks as _student_version_with_fallbacks
 
-#: assignment -> exercises (solution cells), total points, figures, whether the setup cell is
-#: locked; docs/chapters_1_3.md and docs/chapters_4_5.md list them.
+#: assignment -> exercises (code solution cells), total points, figures, whether the setup cell
+#: is locked, and (``written``) the manually graded written answers (markdown solution cells with
+#: points, whose model answer and rubric the release replaces); docs/chapters_1_3.md and
+#: docs/chapters_4_5.md list them.
 NOTEBOOKS = {
-    "ch01_differentiation": {"exercises": 5, "points": 11, "figures": 8, "locked_setup": False},
-    "ch02_backpropagation": {"exercises": 6, "points": 14, "figures": 5, "locked_setup": False},
+    "ch01_differentiation": {
+        "exercises": 7,
+        "points": 16,
+        "figures": 9,
+        "locked_setup": False,
+        "written": {
+            "ch01_differentiation-predict-best-h": 2,
+            "ch01_differentiation-why-central": 2,
+        },
+    },
+    "ch02_backpropagation": {
+        "exercises": 6,
+        "points": 14,
+        "figures": 5,
+        "locked_setup": False,
+        "written": {
+            "ch02_backpropagation-q1-gradient-meaning": 2,
+            "ch02_backpropagation-q2-kink": 2,
+        },
+    },
     "ch03_training_techniques": {"exercises": 9, "points": 19, "figures": 8, "locked_setup": False},
     "ch04_convolutional_networks": {
         "exercises": 5,
@@ -78,8 +98,16 @@ def test_source_notebook_is_valid_nbgrader_source(name: str) -> None:
                 f"hidden tests outside a test cell: {_label(cell)}"
             )
 
-    solutions = [c for c in nb.cells if _nbgrader(c).get("solution")]
-    tests = [c for c in nb.cells if _nbgrader(c).get("grade")]
+    written = [c for c in nb.cells if c.cell_type == "markdown" and _nbgrader(c).get("solution")]
+    assert {_nbgrader(c)["grade_id"]: _nbgrader(c)["points"] for c in written} == NOTEBOOKS[
+        name
+    ].get("written", {}), "written answers (markdown answer cells) and their points"
+    for cell in written:  # manually graded: a model answer and a rubric, replaced by the release
+        meta = _nbgrader(cell)
+        assert meta["grade"] and not meta["locked"] and meta["points"] > 0, meta["grade_id"]
+        assert "**Model answer.**" in cell.source and "**Rubric" in cell.source, meta["grade_id"]
+    solutions = [c for c in nb.cells if c.cell_type == "code" and _nbgrader(c).get("solution")]
+    tests = [c for c in nb.cells if c.cell_type == "code" and _nbgrader(c).get("grade")]
     assert len(solutions) == NOTEBOOKS[name]["exercises"]
     for cell in solutions:
         meta = _nbgrader(cell)
@@ -99,7 +127,7 @@ def test_source_notebook_is_valid_nbgrader_source(name: str) -> None:
 
     # every exercise's last test cell is followed by a commented-out "Stuck?" fallback cell
     for i, cell in enumerate(nb.cells):
-        if _nbgrader(cell).get("grade") and not _nbgrader(nb.cells[i + 1]).get("grade"):
+        if cell in tests and not _nbgrader(nb.cells[i + 1]).get("grade"):
             follower = nb.cells[i + 1]
             assert _is_fallback(follower) and not _nbgrader(follower), (
                 f"no fallback cell after {_nbgrader(cell)['grade_id']}"
