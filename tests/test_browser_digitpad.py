@@ -9,6 +9,12 @@ asserts the predicted digit the page shows. Screenshots and the measured
 browser-side latency (end of stroke -> updated prediction; reported, not
 asserted) go to ``test-artifacts/``.
 
+The finale of chapter 6 (``test_finale_with_the_solution_notebooks_own_code``) runs a
+DigitPad whose network is built from the *solution notebooks'* own layers (Convolution and
+Pooling of chapter 4, Affine and Relu of chapter 2, loaded through ``course_lib.mine`` from a
+workspace made of the solution notebooks, with the pretrained weights) and whose preprocessing
+is chapter 6's own ``preprocess_digit``; it draws a 7 and a 4 and reads the predictions.
+
 Needs: Debian ``chromium`` (``apt-get install -y chromium``) and the Python
 package ``playwright`` (no browser download: Playwright drives /usr/bin/chromium).
 """
@@ -76,11 +82,36 @@ NOTEBOOK_CELLS = [
 ]
 
 
-def _write_notebook(path: Path) -> None:
+#: the finale: the solution notebooks' own layers and preprocessing, through course_lib.mine
+FINALE_CELLS = [
+    "import sys\nprint('KERNEL-PREFIX=' + sys.prefix)",
+    """import json
+
+import course_lib.mine
+import course_lib.widgets as cw
+
+preprocess_digit = course_lib.mine.load("preprocess_digit")  # chapter 6's own
+net, about = cw.my_network()  # chapters 2 and 4's own layers
+kinds = ["Convolution", "Pooling", "Affine", "Relu", "preprocess_digit"]
+report = {
+    "origins": {k: course_lib.mine.origin(k).student for k in kinds},
+    "network": about,
+    "layer_modules": sorted({type(layer).__module__ for layer in net.layers.values()}),
+    "layer_files": sorted({type(layer).forward.__code__.co_filename for layer in net.layers.values()}),
+    "preprocess_file": preprocess_digit.__code__.co_filename,
+}
+print("FINALE=" + json.dumps(report))""",
+    "pad = cw.DigitPad(net, preprocess=preprocess_digit, stroke_width=22)\npad",
+]
+#: chapters whose solution notebooks make the finale's workspace
+FINALE_CHAPTERS = ("ch02_backpropagation", "ch04_convolutional_networks", "ch06_draw_a_digit")
+
+
+def _write_notebook(path: Path, cells: list[str] = NOTEBOOK_CELLS) -> None:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src) for src in NOTEBOOK_CELLS]
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
@@ -97,6 +128,13 @@ class JupyterServer:
         self.root = base / "notebooks"
         self.root.mkdir()
         _write_notebook(self.root / "draw.ipynb")
+        _write_notebook(self.root / "finale.ipynb", FINALE_CELLS)
+        # a student's workspace made of the solution notebooks (course-lib lab's layout)
+        self.workspace = base / "workspace"
+        for chapter in FINALE_CHAPTERS:
+            (self.workspace / chapter).mkdir(parents=True)
+            name = f"{chapter}.ipynb"
+            shutil.copy(ROOT / "solutions" / chapter / name, self.workspace / chapter / name)
         dirs = {
             name: base / name.lower()
             for name in (
@@ -144,8 +182,11 @@ class JupyterServer:
             "JUPYTER_PLATFORM_DIRS": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": str(ROOT),
+            "COURSE_LIB_WORKSPACE": str(self.workspace),
+            "COURSE_QUICK": "1",
         }
-        self.env.pop("JUPYTER_PATH", None)
+        for var in ("JUPYTER_PATH", "NBGRADER_EXECUTION", "COURSE_LIB_MINE"):
+            self.env.pop(var, None)
         self.log_path = base / "jupyter.log"
         self.process: subprocess.Popen | None = None
 
@@ -348,4 +389,57 @@ def test_draw_digits_and_read_the_prediction(server, browser_context, frontend):
     finally:
         (ARTIFACTS / f"digitpad-{frontend}.json").write_text(json.dumps(report, indent=2))
         print(f"\n{frontend}: end of stroke -> prediction shown (ms): {report['latency_ms']}")
+        page.close()
+
+
+@pytest.mark.timeout(900)
+def test_finale_with_the_solution_notebooks_own_code(server, browser_context):
+    """Draw into a network and a pipeline that are all the solution notebooks' own code."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    report: dict = {"frontend": "jupyterlab", "shown": {}}
+    try:
+        page.goto(f"{server.url}/lab/tree/finale.ipynb?token={server.token}", timeout=90_000)
+        _run_all_cells(page)
+        out = page.locator(".jp-OutputArea-output", has_text="FINALE=").first
+        out.wait_for(timeout=600_000)  # loads three notebooks' setup, answers and checks
+        text = out.inner_text()
+        finale = json.loads(text[text.index("FINALE=") + len("FINALE=") :].strip().splitlines()[0])
+        report["finale"] = finale
+        assert all(finale["origins"].values()), f"not all from the solution notebooks: {finale}"
+        assert finale["layer_modules"] == ["__main__"], finale
+        chapters = {Path(f.split(" [cell")[0]).parent.name for f in finale["layer_files"]}
+        assert chapters == {"ch02_backpropagation", "ch04_convolutional_networks"}, finale
+        assert str(server.workspace / "ch06_draw_a_digit") in finale["preprocess_file"], finale
+
+        root = page.locator(".digitpad[data-ready='1']").first
+        root.wait_for(timeout=90_000)
+        canvas = page.locator(".digitpad-canvas").first
+        canvas.scroll_into_view_if_needed()
+        prediction = page.locator(".digitpad-prediction").first
+        message = page.locator(".digitpad-message").first
+        for digit, strokes in ((7, SEVEN), (4, FOUR)):
+            _draw(page, canvas, strokes)
+            _wait_for_final_result(page, root, timeout_ms=60_000)
+            shown = prediction.inner_text().strip()
+            report["shown"][str(digit)] = shown
+            page.screenshot(path=str(ARTIFACTS / f"digitpad-finale-{digit}.png"))
+            assert shown == str(digit), (
+                f"drew a {digit}, the finale shows {shown!r} ({message.inner_text()!r})"
+            )
+            page.locator(".digitpad-widget").first.get_by_role("button", name="Clear").click()
+            page.wait_for_function(
+                "(el) => el.dataset.prediction === ''", arg=root.element_handle(), timeout=30_000
+            )
+        report["console_errors"] = errors[:20]
+        assert not [e for e in errors if "digitpad" in e.lower() or "anywidget" in e.lower()]
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "digitpad-finale-failure.png"))
+        report["server_log"] = server.log()
+        report["console_errors"] = errors[:50]
+        raise
+    finally:
+        (ARTIFACTS / "digitpad-finale.json").write_text(json.dumps(report, indent=2))
         page.close()
