@@ -250,5 +250,12 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             "top = int(np.clip(np.round(field // 2 + cy), 0, field - h))",
             ("ch06-center-by-mass-tests",),
         ),
+        P(
+            "preprocess_digit-divides-by-the-sum",
+            "ch06-preprocess-digit",
+            "return (placed / placed.max()).astype(np.float32)",
+            "return (placed / placed.sum()).astype(np.float32)",
+            ("ch06-preprocess-digit-tests",),
+        ),
     ),
 }

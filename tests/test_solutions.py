@@ -1,4 +1,4 @@
-"""The source notebooks of chapters 1-5: valid nbgrader sources that run clean in quick mode.
+"""The source notebooks of chapters 1-6: valid nbgrader sources that run clean in quick mode.
 
 * The structural test is fast and needs no data: nbgrader metadata, markers, points, a fallback
   cell after every exercise, outputs cleared.
@@ -11,7 +11,7 @@
   "Stuck?" fallback cell and runs it: every graded test cell must fail (the tests can fail, and
   the fallbacks earn no points), while every other cell of the chapter must still run.
 
-Chapter 6 (the drawing widget) is run by the grading and widget tests.
+Chapter 6's widgets are tested in a real browser by tests/test_browser_digitpad.py.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ NOTEBOOKS = {
         "locked_setup": True,
     },
     "ch05_deep_networks": {"exercises": 9, "points": 16, "figures": 7, "locked_setup": True},
+    "ch06_draw_a_digit": {"exercises": 5, "points": 9, "figures": 4, "locked_setup": True},
 }
 #: The chapters' first-cell switch (TEAM.md): quick by default, the full run's measured time
 #: (``# fmt: skip`` keeps ruff format from splitting the line).
