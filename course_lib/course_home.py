@@ -108,7 +108,7 @@ class Check:
 
 def label_of(chapter: str, grade_id: str) -> str:
     """``ch02_backpropagation-relu-backward-tests`` -> ``relu-backward``."""
-    label = grade_id.removeprefix(f"{chapter}-")
+    label = grade_id.removeprefix(f"{chapter}-").removeprefix(f"{chapter.split('_')[0]}-")
     return label.removesuffix("-tests") or grade_id
 
 

@@ -82,6 +82,12 @@ def jupyter_environment(
         paths.append(env["JUPYTER_CONFIG_PATH"])
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(paths)
     env["COURSE_LIB_ROOT"] = str(root)
+    # this environment's commands (course-lib, nbgrader, alembic for the gradebook) work in
+    # JupyterLab's terminals and for its extensions without activating anything
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(
+        [bindir, *[p for p in env.get("PATH", "").split(os.pathsep) if p]]
+    )
     return env
 
 
@@ -97,7 +103,7 @@ def lab_command(notebook_dir: Path, default_url: str, passthrough: list[str]) ->
         "jupyter",
         "lab",
         f"--ServerApp.root_dir={notebook_dir}",
-        f"--ServerApp.default_url={default_url}",
+        f"--LabApp.default_url={default_url}",
         *extra,
     ]
 
