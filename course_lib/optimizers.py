@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from course_lib import kernels
+
 # "np" too: the book's ch06/optimizer_compare_mnist.py gets numpy from `from common.optimizer import *`.
 __all__ = [
     "np",
@@ -157,11 +159,40 @@ class Adam(Optimizer):
         self.iter += 1
         t = self.iter
         lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        fast = kernels.fast()
         for key in params:
             g, m, v = grads[key], self.m[key], self.v[key]
+            p = params[key]
+            if fast is not None and _fits_kernel(p, g, m, v):
+                # one parallel pass instead of eight NumPy passes; the same float arithmetic
+                c = p.dtype.type
+                fast.adam(
+                    p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                    c(1 - self.beta1), c(1 - self.beta2), c(lr_t), c(1e-7),
+                )  # fmt: skip
+                continue
             m += (1 - self.beta1) * (g - m)
             v += (1 - self.beta2) * (g * g - v)
             params[key] -= lr_t * m / (np.sqrt(v) + 1e-7)
+
+
+#: Parameters smaller than this are updated by NumPy (a parallel kernel's start-up costs more).
+FAST_MIN_SIZE = 1 << 14
+
+
+def _fits_kernel(p: Any, g: Any, m: np.ndarray, v: np.ndarray) -> bool:
+    """Whether Adam's compiled kernel can update ``p`` in place (same dtype, contiguous arrays)."""
+    return (
+        isinstance(p, np.ndarray)
+        and isinstance(g, np.ndarray)
+        and p.size >= FAST_MIN_SIZE
+        and p.dtype in (np.float32, np.float64)
+        and p.dtype == g.dtype == m.dtype == v.dtype
+        and p.shape == g.shape
+        and p.flags.c_contiguous
+        and g.flags.c_contiguous
+        and p.flags.writeable
+    )
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

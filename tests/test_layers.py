@@ -1,4 +1,7 @@
-"""Every layer: analytic gradients against numerical ones (float64, max relative error < 1e-6)."""
+"""Every layer: analytic gradients against numerical ones (float64, max relative error < 1e-6).
+
+Each test runs twice: with the NumPy reference layers and with the compiled kernels.
+"""
 
 import numpy as np
 import pytest
@@ -18,6 +21,25 @@ from course_lib.layers import (
 )
 
 TOL = 1e-6
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def kernels_path(request, monkeypatch):
+    """Every test here runs on both paths: the NumPy reference and the compiled kernels.
+
+    Size thresholds are lowered so the tiny inputs of the gradient checks take the
+    compiled path too; tests/test_kernels.py compares the two paths' numbers.
+    """
+    from course_lib import kernels
+    from course_lib.layers import activations
+
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setattr(activations, "FAST_MIN_SIZE", 0)
+    before = kernels.active()
+    kernels.use_kernels(request.param)
+    yield request.param
+    kernels.use_kernels(before)
 
 
 def away_from_zero(rng, shape, margin=0.05):
@@ -236,3 +258,29 @@ def test_inputs_are_not_modified(rng):
         out = layer.forward(x)
         layer.backward(np.ones_like(out))
     np.testing.assert_array_equal(x, before)
+
+
+def test_inference_keeps_no_caches_and_backward_says_why(rng):
+    from course_lib.layers.base import MissingCacheError, inference
+
+    layers = [
+        Convolution(rng.standard_normal((3, 2, 3, 3)), np.zeros(3), 1, 1),
+        Relu(),
+        Pooling(2, 2),
+        Affine(rng.standard_normal((3 * 3 * 3, 4)), np.zeros(4)),
+        Sigmoid(),
+        Dropout(0.5, seed=0),
+    ]
+    x = rng.standard_normal((2, 2, 6, 6))
+    for layer in layers:  # a training pass keeps the caches
+        x = layer.forward(x)
+    for layer in reversed(layers):
+        x = layer.backward(np.ones_like(x))
+    x = rng.standard_normal((2, 2, 6, 6))
+    with inference():
+        for layer in layers:
+            x = layer.forward(x)
+    for layer in layers:  # and inference dropped them
+        assert all(getattr(layer, name) is None for name in layer.cache_names), layer
+    with pytest.raises(MissingCacheError, match=r"net\.loss"):
+        layers[0].backward(np.ones((2, 3, 6, 6)))

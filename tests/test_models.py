@@ -309,3 +309,52 @@ def test_layers_keyword_builds_deep_convnet_from_other_classes() -> None:
     g_ours, g_theirs = ours.gradient(x, t), theirs.gradient(x, t)  # same dropout masks
     for key in g_ours:
         np.testing.assert_allclose(g_theirs[key], g_ours[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["simple", "deep"])
+def test_predict_and_accuracy_keep_no_caches_but_loss_then_backward_works(name, rng):
+    """Inference keeps no per-layer caches; ``loss`` then backward still works, as in the book."""
+    if name == "simple":
+        conv = {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1}
+        net, shape = (
+            SimpleConvNet((1, 8, 8), conv, hidden_size=5, output_size=3, seed=1),
+            (4, 1, 8, 8),
+        )
+    else:
+        net, shape = (
+            DeepConvNet((1, 12, 12), *SMALL_DEEP, hidden_size=6, output_size=3, seed=2),
+            (3, 1, 12, 12),
+        )
+    x, t = rng.standard_normal(shape).astype(np.float32), rng.integers(0, 3, shape[0])
+
+    def cached():
+        return {
+            f"{key}.{name}"
+            for key, layer in net.layers.items()
+            for name in getattr(layer, "cache_names", ())
+            if getattr(layer, name) is not None
+        }
+
+    expected = net.gradient(x, t)  # a training step leaves its caches
+    assert cached()
+    net.predict(x)
+    assert cached() == set()
+    net.accuracy(x, t)
+    assert cached() == set()
+    twin = net.astype(np.float64)  # copies never carry caches either
+    assert all(
+        getattr(l, n, None) is None
+        for l in twin.layers.values()
+        for n in getattr(l, "cache_names", ())
+    )
+
+    net.loss(x, t)  # the book's way: loss, then backward through the layers
+    assert cached()
+    dout = net.last_layer.backward(1)
+    for layer in reversed(list(net.layers.values())):
+        dout = layer.backward(dout)
+    if name == "simple":  # no dropout: the same gradients as gradient()
+        for key, (layer_name, attr) in net._param_refs.items():
+            np.testing.assert_array_equal(
+                getattr(net.layers[layer_name], "d" + attr), expected[key]
+            )

@@ -16,6 +16,7 @@ class Affine(Layer):
     """
 
     param_names = ("W", "b")
+    cache_names = ("x", "original_x_shape")
 
     def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
         self.W = W
@@ -26,11 +27,12 @@ class Affine(Layer):
         self.db: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
-        return self.x @ self.W + self.b
+        flat = x.reshape(x.shape[0], -1)
+        self._cache(x=flat, original_x_shape=x.shape)
+        return flat @ self.W + self.b
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        self._require_cache(self.x)
         dx = dout @ self.W.T
         self.dW = self.x.T @ dout
         self.db = dout.sum(axis=0)

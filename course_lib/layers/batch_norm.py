@@ -19,6 +19,7 @@ class BatchNormalization(Layer):
     """
 
     param_names = ("gamma", "beta")
+    cache_names = ("xn", "std")
 
     def __init__(
         self,
@@ -68,17 +69,19 @@ class BatchNormalization(Layer):
             mu = x2.mean(axis=0)
             xc = x2 - mu
             var = np.mean(xc**2, axis=0)
-            self.std = np.sqrt(var + self.eps)
-            self.xn = xc / self.std
+            std = np.sqrt(var + self.eps)
+            xn = xc / std
+            self._cache(xn=xn, std=std)
             m = self.momentum
             self.running_mean = m * self.running_mean + (1 - m) * mu
             self.running_var = m * self.running_var + (1 - m) * var
-            xn = self.xn
         else:
+            self._cache(xn=None, std=None)
             xn = (x2 - self.running_mean) / np.sqrt(self.running_var + self.eps)
         return self._from_2d(self.gamma.reshape(-1) * xn + self.beta.reshape(-1))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        self._require_cache(self.xn)
         d2 = self._to_2d(dout)
         self.dbeta = d2.sum(axis=0).reshape(np.shape(self.beta))
         self.dgamma = (self.xn * d2).sum(axis=0).reshape(np.shape(self.gamma))

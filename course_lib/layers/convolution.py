@@ -23,6 +23,17 @@ This is the book's ``im2col`` convolution, arranged for speed:
 
 Shapes and results are those of the book's layer; ``course_lib.util.im2col``
 still lays patches out in the book's ``(C, FH, FW)`` order for teaching.
+
+With the compiled kernels (:mod:`course_lib.kernels`, the default when Numba is
+installed) the same algorithm runs with the element-wise steps in parallel
+kernels: the patch copy (zero padding included, so the padded image is never
+built), the bias add, and the input gradient as one product ``dcol = d @ W``
+followed by a parallel scatter (``col2im``) of ``dcol`` into the image, image by
+image. The matrix products are the same BLAS calls. The NumPy code below is the
+reference both are tested against.
+
+During inference (``Network.predict``) the layer keeps no patch matrices: each
+block's rows are dropped (or their buffer reused) once multiplied.
 """
 
 from __future__ import annotations
@@ -30,7 +41,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from course_lib.layers.base import Layer
+from course_lib import kernels
+from course_lib.layers.base import Layer, keeps_caches
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _pad_channels_last(img: np.ndarray, pad: int) -> np.ndarray:
@@ -63,6 +77,7 @@ class Convolution(Layer):
     """
 
     param_names = ("W", "b")
+    cache_names = ("cols",)
 
     #: Patch rows are built and multiplied for a block of images at a time, each block's
     #: rows (about this many bytes) still in the CPU cache when the product reads them.
@@ -83,43 +98,87 @@ class Convolution(Layer):
         self.pad = pad
         self.input_grad = input_grad
         self.x_shape: tuple[int, int, int, int] | None = None
-        self.cols: list[np.ndarray] = []  # per block: (n*OH*OW, FH*FW*C) patches, channels last
+        self.cols: list[np.ndarray] | None = None  # per block: (n*OH*OW, FH*FW*C) patches
         self.dW: np.ndarray | None = None
         self.db: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         FN, C, FH, FW = self.W.shape
-        N = x.shape[0]
-        img = _pad_channels_last(x.transpose(0, 2, 3, 1), self.pad)  # (N, Hp, Wp, C)
-        patches = _patches(img, FH, FW, self.stride)  # (N, OH, OW, FH, FW, C) view
-        OH, OW = patches.shape[1:3]
+        N, _, H, W = x.shape
         K = FH * FW * C
         dtype = np.result_type(x, self.W)
         col_W = self.W.transpose(2, 3, 1, 0).reshape(K, FN)
+        self.x_shape = x.shape
+        fast = kernels.fast() if dtype in _FAST_DTYPES else None
+        if fast is not None:
+            OH = (H + 2 * self.pad - FH) // self.stride + 1
+            OW = (W + 2 * self.pad - FW) // self.stride + 1
+            return self._forward_compiled(fast, x.transpose(0, 2, 3, 1), col_W, OH, OW, dtype)
 
+        img = _pad_channels_last(x.transpose(0, 2, 3, 1), self.pad)  # (N, Hp, Wp, C)
+        patches = _patches(img, FH, FW, self.stride)  # (N, OH, OW, FH, FW, C) view
+        OH, OW = patches.shape[1:3]
+
+        keep = keeps_caches()
         out = np.empty((N, OH, OW, FN), dtype=dtype)
         if C == 1:  # grey images: one patch matrix, bias included (see _grey_patches)
             col = self._grey_patches(patches, dtype)  # (N*OH*OW, K + 1)
             W_and_b = np.concatenate([col_W, self.b.reshape(1, FN)]).astype(dtype, copy=False)
             np.matmul(col, W_and_b, out=out.reshape(-1, FN))
-            self.cols = [col]
+            cols = [col]
         else:
             per_block = max(1, self.block_bytes // (OH * OW * K * dtype.itemsize))
-            self.cols = []
+            cols = []
             for start in range(0, N, per_block):
                 block = slice(start, start + per_block)
                 col = patches[block].reshape(-1, K)  # (n*OH*OW, K): the one copy
                 np.matmul(col, col_W, out=out[block].reshape(-1, FN))
-                self.cols.append(col)
+                if keep:  # inference drops each block's rows once multiplied
+                    cols.append(col)
             # The bias of one whole image as a row: NumPy adds long rows ~4x faster than
             # it broadcasts b over rows of only FN numbers (out += b).
             per_image = out.reshape(N, OH * OW * FN)
             per_image += np.tile(self.b, OH * OW)
 
-        self.x_shape = x.shape
+        self._cache(cols=cols)
+        return out.transpose(0, 3, 1, 2)
+
+    def _forward_compiled(
+        self, fast, img: np.ndarray, col_W: np.ndarray, OH: int, OW: int, dtype: np.dtype
+    ) -> np.ndarray:
+        """forward with the compiled kernels; img: (N, H, W, C) view of x, unpadded."""
+        FN, C, FH, FW = self.W.shape
+        N = img.shape[0]
+        K, s, p = FH * FW * C, self.stride, self.pad
+        img = img.astype(dtype, copy=False)
+        out = np.empty((N, OH, OW, FN), dtype=dtype)
+        keep = keeps_caches()
+        if C == 1:  # grey images: the transposed patch matrix with a row of ones, as above
+            colT = np.empty((K + 1, N * OH * OW), dtype=dtype)
+            fast.grey_patches(img[..., 0], FH, FW, s, p, OH, OW, colT)
+            colT[K] = 1
+            W_and_b = np.concatenate([col_W, self.b.reshape(1, FN)]).astype(dtype, copy=False)
+            np.matmul(colT.T, W_and_b, out=out.reshape(-1, FN))
+            self._cache(cols=[colT.T])
+            return out.transpose(0, 3, 1, 2)
+        col_W = col_W.astype(dtype, copy=False)
+        per_block = max(1, self.block_bytes // (OH * OW * K * dtype.itemsize))
+        cols: list[np.ndarray] = []
+        buffer = None
+        for start in range(0, N, per_block):
+            n = min(per_block, N - start)
+            if keep or buffer is None or len(buffer) != n * OH * OW:
+                buffer = np.empty((n * OH * OW, K), dtype=dtype)
+            fast.im2col(img[start : start + n], FH, FW, s, p, OH, OW, buffer)
+            np.matmul(buffer, col_W, out=out[start : start + n].reshape(-1, FN))
+            if keep:
+                cols.append(buffer)
+        fast.add_bias(out.reshape(-1, FN), self.b.astype(dtype, copy=False))
+        self._cache(cols=cols)
         return out.transpose(0, 3, 1, 2)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        self._require_cache(self.cols)
         FN, C, FH, FW = self.W.shape
         N, _, H, W = self.x_shape
         OH, OW = dout.shape[2:]
@@ -129,14 +188,23 @@ class Convolution(Layer):
         K = FH * FW * C
 
         dW = np.zeros((FN, self.cols[0].shape[1]), dtype=dtype)  # K columns, K + 1 for grey
-        dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=dtype) if self.input_grad else None
+        fast = kernels.fast() if dtype in _FAST_DTYPES else None
+        dimg = None
+        if self.input_grad and fast is not None:  # col2im skips the border: no padded image
+            dimg = np.empty((N, H, W, C), dtype=dtype)
+            col_W_T = self.W.transpose(0, 2, 3, 1).reshape(FN, K).astype(dtype, copy=False)
+        elif self.input_grad:
+            dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=dtype)
         W_by_offset = self.W.transpose(2, 3, 0, 1).copy()  # (FH, FW, FN, C), contiguous blocks
         start = 0
         for col in self.cols:  # the blocks of images of forward, small enough for the cache
             n = len(col) // (OH * OW)
             d_block = d[start * OH * OW : (start + n) * OH * OW]
             dW += d_block.T @ col
-            if dimg is not None:
+            if dimg is not None and fast is not None:
+                dcol = d_block @ col_W_T  # (n*OH*OW, K): every patch's gradient
+                fast.col2im(dcol, FH, FW, self.stride, p, OH, OW, dimg[start : start + n])
+            elif dimg is not None:
                 self._add_input_grad(dimg[start : start + n], d_block, W_by_offset)
             start += n
         if dW.shape[1] > K:  # grey images: the column of ones gave the bias gradient
@@ -147,6 +215,8 @@ class Convolution(Layer):
         self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
         if dimg is None:
             return None
+        if fast is not None:
+            return dimg.transpose(0, 3, 1, 2)
         return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)
 
     @staticmethod

@@ -17,6 +17,8 @@ class Dropout(Layer):
     Randomness comes from ``seed`` (an int or a ``np.random.Generator``).
     """
 
+    cache_names = ("mask",)
+
     def __init__(self, dropout_ratio: float = 0.5, seed: SeedLike = None) -> None:
         self.dropout_ratio = dropout_ratio
         self.rng = as_generator(seed)
@@ -24,9 +26,12 @@ class Dropout(Layer):
 
     def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
         if train_flg:
-            self.mask = self.rng.random(x.shape, dtype=np.float32) >= self.dropout_ratio
-            return x * self.mask
+            mask = self.rng.random(x.shape, dtype=np.float32) >= self.dropout_ratio
+            self._cache(mask=mask)
+            return x * mask
+        self._cache(mask=None)
         return x * (1.0 - self.dropout_ratio)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        self._require_cache(self.mask)
         return dout * self.mask

@@ -6,8 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from course_lib import kernels
 from course_lib.layers.base import Layer
 from course_lib.util import conv_output_size
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _channels_last(a: np.ndarray) -> np.ndarray:
@@ -31,7 +34,13 @@ class Pooling(Layer):
     offsets of the window: offset ``(i, j)`` sees the strided view
     ``x[:, :, i::stride, j::stride]`` (cut to OH x OW), and the maximum is taken
     one view at a time.
+
+    With the compiled kernels (:mod:`course_lib.kernels`, no padding) one parallel
+    pass finds each window's maximum and keeps the offset of its first occurrence
+    (one byte per output) instead of the input: ``arg`` replaces ``x`` and ``out``.
     """
+
+    cache_names = ("x", "out", "arg")
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
         self.pool_h = pool_h
@@ -41,6 +50,7 @@ class Pooling(Layer):
         self.x_shape: tuple[int, int, int, int] | None = None
         self.x: np.ndarray | None = None  # the (padded) input, kept to find the maxima again
         self.out: np.ndarray | None = None
+        self.arg: np.ndarray | None = None  # compiled path: offset of each window's maximum
 
     def _offsets(self, img: np.ndarray, out_h: int, out_w: int) -> Iterator[np.ndarray]:
         """For each window offset (i, j), the view (N, C, OH, OW) of ``img`` it reads."""
@@ -53,6 +63,21 @@ class Pooling(Layer):
         N, C, H, W = x.shape
         out_h = conv_output_size(H, self.pool_h, self.stride, self.pad)
         out_w = conv_output_size(W, self.pool_w, self.stride, self.pad)
+        fast = kernels.fast()
+        if (
+            fast is not None
+            and not self.pad
+            and x.dtype in _FAST_DTYPES
+            and self.pool_h * self.pool_w <= 127  # offsets fit in int8
+        ):
+            out = np.empty((N, out_h, out_w, C), dtype=x.dtype)
+            arg = np.empty((N, out_h, out_w, C), dtype=np.int8)
+            fast.maxpool_forward(
+                x.transpose(0, 2, 3, 1), self.pool_h, self.pool_w, self.stride, out, arg
+            )
+            self.x_shape = (N, C, H, W)
+            self._cache(arg=arg, x=None, out=None)
+            return out.transpose(0, 3, 1, 2)
         x = _channels_last(x)
         if self.pad:
             p = self.pad
@@ -67,20 +92,27 @@ class Pooling(Layer):
             np.maximum(out, view, out=out)
 
         self.x_shape = (N, C, H, W)
-        self.x = x
-        self.out = out
+        self._cache(x=x, out=out, arg=None)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         N, C, H, W = self.x_shape
+        s = self.stride
+        tiles = not self.pad and s == self.pool_h == self.pool_w and H % s == 0 and W % s == 0
+        if self.arg is not None:  # the compiled forward ran
+            fast = kernels.compiled()
+            dx = np.empty((N, H, W, C), dtype=dout.dtype)
+            fast.maxpool_backward(
+                dout.transpose(0, 2, 3, 1), self.arg, self.pool_h, self.pool_w, s, tiles, dx
+            )
+            return dx.transpose(0, 3, 1, 2)
+        self._require_cache(self.x)
         out_h, out_w = self.out.shape[2:]
         p = self.pad
         dout = _channels_last(dout)
         _, _, Hp, Wp = self.x.shape
         # Windows that tile the image exactly (the usual 2 x 2, stride 2): every pixel
         # lies in one window, so each is written once and dx needs no zeros first.
-        s = self.stride
-        tiles = not p and s == self.pool_h == self.pool_w and H % s == 0 and W % s == 0
         dx = (np.empty if tiles else np.zeros)((N, Hp, Wp, C), dtype=dout.dtype)
         dx = dx.transpose(0, 3, 1, 2)
 

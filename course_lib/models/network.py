@@ -20,6 +20,7 @@ import numpy as np
 from course_lib._random import SeedLike, as_generator
 from course_lib.gradcheck import _freeze_randomness, numerical_gradient
 from course_lib.layers import SoftmaxWithLoss
+from course_lib.layers.base import inference, recording
 
 __all__ = ["Network", "ParamsFileError", "Sequential"]
 
@@ -96,18 +97,26 @@ class Network:
         """Scores before the softmax. x: (N, ...) -> (N, output_size).
 
         ``train_flg`` switches dropout and batch normalisation to training mode.
+        Inference keeps no caches in ``course_lib``'s layers (a convolution's patch
+        matrices are most of a forward pass's memory); called from :meth:`loss`, which
+        records them, ``predict`` keeps what ``backward`` needs, as in the book.
         """
-        for layer in self.layers.values():
-            if _forward_takes_train_flg(layer):
-                x = layer.forward(x, train_flg)
-            else:
-                x = layer.forward(x)
+        with inference(unless_recording=True):
+            for layer in self.layers.values():
+                if _forward_takes_train_flg(layer):
+                    x = layer.forward(x, train_flg)
+                else:
+                    x = layer.forward(x)
         return x
 
     def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool = False) -> float:
-        """Mean cross-entropy of the batch plus the weight-decay term ``λ/2 Σ ||W||²``."""
-        y = self.predict(x, train_flg)
-        return self.last_layer.forward(y, t) + self._weight_decay()
+        """Mean cross-entropy of the batch plus the weight-decay term ``λ/2 Σ ||W||²``.
+
+        The layers keep their caches, so ``backward`` can follow (see :meth:`gradient`).
+        """
+        with recording():
+            y = self.predict(x, train_flg)
+            return self.last_layer.forward(y, t) + self._weight_decay()
 
     def _weight_decay(self) -> float:
         if not self.weight_decay_lambda:
@@ -186,8 +195,18 @@ class Network:
 
     # ------------------------------------------------------------------ dtype and copies
     def astype(self, dtype: Any) -> Network:
-        """A copy of the network with parameters (and running statistics) in ``dtype``."""
-        twin = copy.deepcopy(self)
+        """A copy of the network with parameters (and running statistics) in ``dtype``.
+
+        The layers' caches of the last forward pass are not copied (they are None in the copy).
+        """
+        # deepcopy's memo maps an object to its copy: mapping each cache to None leaves it out
+        memo: dict[int, Any] = {}
+        for layer in self.layers.values():
+            for name in getattr(layer, "cache_names", ()):
+                value = getattr(layer, name, None)
+                if isinstance(value, np.ndarray | list):
+                    memo[id(value)] = None
+        twin = copy.deepcopy(self, memo)
         twin.dtype = np.dtype(dtype)
         for key in twin.params:
             twin.params[key] = twin.params[key].astype(dtype)

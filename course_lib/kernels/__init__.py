@@ -1,0 +1,118 @@
+"""Which implementation the layers run: the readable NumPy code or compiled Numba kernels.
+
+The NumPy code in :mod:`course_lib.layers` is the reference: it is what the
+chapters explain. Where NumPy cannot use both cores or needs several passes over
+memory (ReLU, max pooling, the convolution's patch copy and input-gradient
+scatter, the bias add, Adam), the layers can hand the work to small parallel
+Numba kernels (:mod:`course_lib.kernels._numba`) that give the same numbers up to
+float32 rounding. One switch chooses:
+
+* the environment variable ``COURSE_LIB_KERNELS`` = ``numpy`` | ``numba`` | ``auto``
+  (default ``auto``: Numba when it can be imported, else NumPy), read once;
+* :func:`use_kernels` (``course_lib.use_kernels("numpy")``) at run time.
+
+Numba is imported only when a layer first takes the fast path (it costs about
+0.5 s), so ``import course_lib`` stays quick. Compiled kernels are cached on
+disk (``cache=True``); see :func:`cache_dir` for where.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["BACKENDS", "active", "cache_dir", "compiled", "fast", "use_kernels"]
+
+BACKENDS = ("numpy", "numba")
+_ENV = "COURSE_LIB_KERNELS"
+
+_choice: str | None = None  # "numpy" or "numba" once decided
+_module: ModuleType | None = None
+
+
+def _numba_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+def _decide(name: str) -> str:
+    name = name.strip().lower() or "auto"
+    if name == "auto":
+        return "numba" if _numba_available() else "numpy"
+    if name not in BACKENDS:
+        raise ValueError(f"{_ENV}={name!r}: choose numpy, numba or auto")
+    if name == "numba" and not _numba_available():
+        raise ImportError(f"{_ENV}=numba, but numba is not installed (pip install numba)")
+    return name
+
+
+def use_kernels(name: str) -> str:
+    """Choose the layers' implementation: ``"numpy"`` (reference), ``"numba"`` or ``"auto"``.
+
+    Returns the implementation now in use. Takes effect at the next ``forward``.
+    """
+    global _choice
+    _choice = _decide(name)
+    return _choice
+
+
+def active() -> str:
+    """The implementation in use: ``"numpy"`` or ``"numba"``."""
+    global _choice
+    if _choice is None:
+        _choice = _decide(os.environ.get(_ENV, "auto"))
+    return _choice
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are cached, made writable before Numba is imported.
+
+    ``NUMBA_CACHE_DIR`` when set; else ``$XDG_CACHE_HOME/course_lib/numba``
+    (``~/.cache/course_lib/numba``) when that can be created and written; else a
+    folder in the system's temporary directory. Numba's own default (next to the
+    package's source) fails when the package is installed read-only, so the
+    variable is always set before Numba loads.
+    """
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for candidate in (
+        Path(base) / "course_lib" / "numba",
+        Path(tempfile.gettempdir())
+        / f"course_lib-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}",
+    ):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            probe = candidate / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError:
+            continue
+        os.environ["NUMBA_CACHE_DIR"] = str(candidate)
+        return candidate
+    raise OSError("no writable folder for Numba's cache: set NUMBA_CACHE_DIR")
+
+
+def fast() -> ModuleType | None:
+    """The compiled kernels module when the Numba path is active, else None (NumPy path)."""
+    if active() != "numba":
+        return None
+    return compiled()
+
+
+def compiled() -> ModuleType:
+    """The compiled kernels module whatever the switch (for a backward whose forward used it)."""
+    global _module
+    if _module is None:
+        cache_dir()
+        from course_lib import threads
+
+        threads.prepare_numba()
+        from course_lib.kernels import _numba
+
+        _module = _numba
+    return _module
