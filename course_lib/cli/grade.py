@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["add_parser", "parse_size"]
+from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
+
+__all__ = ["add_parser", "parse_size", "run"]
 
 
 def parse_size(text: str) -> int:
@@ -79,22 +84,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="'local': a Dask LocalCluster with --jobs workers",
     )
-    p.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell (default 120)")
+    limits = Limits()
     p.add_argument(
-        "--notebook-timeout", type=float, default=900.0, help="seconds per notebook (default 900)"
+        "--cell-timeout",
+        type=int,
+        default=None,
+        help=f"seconds per cell (default: the course's, else {limits.cell_timeout})",
+    )
+    p.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=None,
+        help=f"seconds per notebook (default: the course's, else {limits.notebook_timeout:g})",
     )
     p.add_argument(
         "--memory",
         type=parse_size,
-        default=parse_size("4G"),
-        help="memory limit of a student's kernel (default 4G)",
+        default=None,
+        help=f"memory limit of a student's kernel (default: the course's, else "
+        f"{limits.memory // 1024**3}G)",
     )
     p.add_argument(
         "--full", action="store_true", help="run notebooks in full mode (default: COURSE_QUICK=1)"
     )
     p.add_argument(
+        "-s",
+        "--student",
+        action="append",
+        default=None,
+        help="grade only this student (repeatable; with -a, one assignment): a regrade that "
+        "leaves the other students' grades as they are",
+    )
+    p.add_argument(
         "--kernel-user",
-        default="nobody",
+        default=DEFAULT_KERNEL_USER,
         help="account kernels run as when grading as root ('' to keep root)",
     )
     p.add_argument("--no-feedback", action="store_true", help="skip feedback HTML")
@@ -106,19 +129,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: Exit codes of ``course-lib grade`` (docs/grading.md).
+EXIT_OK, EXIT_NOT_GRADED, EXIT_USAGE, EXIT_FEEDBACK = 0, 1, 2, 3
+
+
 def run(args: argparse.Namespace) -> int:
+    """Grade; exit 0 when every submission was graded and its feedback written, 1 when some
+    submission could not be graded normally, 2 on a usage error, 3 when only feedback failed."""
     from course_lib.grading.batch import GradeOptions, grade_batch
-    from course_lib.grading.release import ReleaseError, find_course_root
+    from course_lib.grading.course import ReleaseError, load_course
 
     if not args.submissions.is_dir():
         print(f"course-lib grade: {args.submissions} is not a folder of submissions")
-        return 2
+        return EXIT_USAGE
     try:
-        root = find_course_root(args.course_root)
+        course = load_course(args.course_root)
     except ReleaseError as exc:
         print(f"course-lib grade: {exc}")
-        return 2
-    output = args.output or (root / "graders" / "grading")
+        return EXIT_USAGE
+    unknown = sorted(set(args.assignment or ()) - set(course.available_assignments()))
+    if unknown:
+        print(f"course-lib grade: unknown assignment(s) {', '.join(unknown)}")
+        return EXIT_USAGE
+    missing = sorted(s for s in args.student or () if not (args.submissions / s).is_dir())
+    if missing:
+        print(f"course-lib grade: no submissions of {', '.join(missing)} in {args.submissions}")
+        return EXIT_USAGE
+    output = args.output or (course.root / "graders" / "grading")
     options = GradeOptions(
         cell_timeout=args.cell_timeout,
         notebook_timeout=args.notebook_timeout,
@@ -129,22 +166,27 @@ def run(args: argparse.Namespace) -> int:
         jobs=max(1, args.jobs),
         dask=args.dask_scheduler or args.dask,
         feedback=not args.no_feedback,
+        students=args.student,
     )
-    result = grade_batch(
-        args.submissions,
-        output,
-        course_root=root,
-        assignments=args.assignment,
-        db_url=args.db,
-        options=options,
-    )
-    failed = sum(
-        1
-        for entries in result.students.values()
-        for e in entries.values()
-        if e["status"] != "graded"
-    )
+    with quiet_libraries():
+        result = grade_batch(
+            args.submissions,
+            output,
+            course=course,
+            assignments=args.assignment,
+            db_url=args.db,
+            options=options,
+        )
     print(f"results in {output} (gradebook, autograded/, feedback/, grades.csv, summary.json)")
-    if failed:
-        print(f"{failed} submission(s) could not be graded normally: see the summary above")
-    return 0
+    if result.failed:
+        return EXIT_NOT_GRADED
+    return EXIT_FEEDBACK if result.feedback_problems else EXIT_OK
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """No library warnings on the instructor's terminal (SQLAlchemy's about nbgrader's
+    sessions, deprecations): what matters is in the summary."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

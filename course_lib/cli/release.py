@@ -11,15 +11,8 @@ import argparse
 import sys
 import time
 
-from course_lib.grading.release import (
-    CONFIG_RELATIVE_PATH,
-    ReleaseError,
-    find_course_root,
-    gradebook_url,
-    load_course_config,
-    release,
-    update_gradebook,
-)
+from course_lib.grading.course import CONFIG_RELATIVE_PATH, ReleaseError, load_course
+from course_lib.grading.release import release, update_gradebook
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     start = time.perf_counter()
     try:
-        root = find_course_root(args.course_root or None)
-        result = release(root, assignments=args.assignment, check=args.check)
+        course = load_course(args.course_root or None)
+        result = release(course, assignments=args.assignment, check=args.check)
     except ReleaseError as exc:
         print(f"course-lib release: {exc}", file=sys.stderr)
         return 2
@@ -110,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.update_gradebook:
         try:
-            names = update_gradebook(load_course_config(root), result.assignments)
+            names = update_gradebook(course, result.assignments)
         except ReleaseError as exc:
             print(f"course-lib release: gradebook update failed: {exc}", file=sys.stderr)
             return 2
-        print(f"recorded {', '.join(names) or 'nothing'} in the gradebook {gradebook_url(config)}")
+        print(f"recorded {', '.join(names) or 'nothing'} in the gradebook {config.db_url}")
     return 0

@@ -39,11 +39,15 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Float, Integer, List, Unicode
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
+from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
 from course_lib.grading.static import collect_setup, student_names
 
-__all__ = ["IsolatedExecute", "LimitedKernelManager"]
+#: The defaults of every limit (the one place they are set: :class:`Limits`).
+_LIMITS = Limits()
+
+__all__ = ["IsolatedExecute", "LimitedKernelManager", "kernel_command"]
 
 
 class LimitedKernelManager(AsyncKernelManager):
@@ -52,15 +56,14 @@ class LimitedKernelManager(AsyncKernelManager):
     launcher_args = List(Unicode(), default_value=[]).tag(config=True)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        cmd = super().format_kernel_cmd(extra_arguments)
-        return [
-            sys.executable,
-            "-m",
-            "course_lib.grading.launcher",
-            *self.launcher_args,
-            "--",
-            *cmd,
-        ]
+        return kernel_command(super().format_kernel_cmd(extra_arguments), self.launcher_args)
+
+
+def kernel_command(cmd: list[str], launcher_args: list[str]) -> list[str]:
+    """How a student's kernel ``cmd`` is started: through :mod:`course_lib.grading.launcher`
+    with ``launcher_args`` (limits, user, working directory; see
+    :meth:`IsolatedExecute.launcher_args`). The one place the kernel command is built."""
+    return [sys.executable, "-m", "course_lib.grading.launcher", *launcher_args, "--", *cmd]
 
 
 _CAN_RUN: dict[str, bool] = {}
@@ -106,20 +109,24 @@ def _error(ename: str, evalue: str) -> NotebookNode:
 class IsolatedExecute(Execute):
     """See the module docstring."""
 
-    memory_limit = Integer(4 * 1024**3, help="Kernel address-space limit in bytes.").tag(
+    memory_limit = Integer(_LIMITS.memory, help="Kernel address-space limit in bytes.").tag(
         config=True
     )
     cpu_limit = Integer(0, help="Kernel CPU-seconds limit (0: notebook_timeout + 60).").tag(
         config=True
     )
-    file_size_limit = Integer(512 * 1024**2, help="Largest file the kernel may write.").tag(
+    file_size_limit = Integer(_LIMITS.file_size, help="Largest file the kernel may write.").tag(
         config=True
     )
-    kernel_user = Unicode("nobody", help="Account the kernel runs as when grading as root.").tag(
+    kernel_user = Unicode(
+        DEFAULT_KERNEL_USER, help="Account the kernel runs as when grading as root."
+    ).tag(config=True)
+    notebook_timeout = Float(_LIMITS.notebook_timeout, help="Seconds for the whole notebook.").tag(
         config=True
     )
-    notebook_timeout = Float(900.0, help="Seconds for the whole notebook.").tag(config=True)
-    max_output_chars = Integer(100_000, help="Output characters kept per cell.").tag(config=True)
+    max_output_chars = Integer(
+        _LIMITS.max_output_chars, help="Output characters kept per cell."
+    ).tag(config=True)
     interrupt_output_chars = Integer(
         20_000_000, help="A cell printing more than this many characters is interrupted."
     ).tag(config=True)
@@ -133,6 +140,10 @@ class IsolatedExecute(Execute):
         "", help="Absolute path of the assignment's source folder (for the verdict's setup)."
     ).tag(config=True)
     scratch_directory = Unicode("", help="Scratch space for kernel homes.").tag(config=True)
+
+    @default("timeout")
+    def _timeout_default(self) -> int:
+        return _LIMITS.cell_timeout
 
     def __init__(self, **kw: Any) -> None:
         kw.setdefault("kernel_manager_class", LimitedKernelManager)
@@ -161,6 +172,11 @@ class IsolatedExecute(Execute):
 
     def create_kernel_manager(self) -> Any:
         km = super().create_kernel_manager()
+        km.launcher_args = self.launcher_args()
+        return km
+
+    def launcher_args(self) -> list[str]:
+        """The launcher's options from this preprocessor's limits."""
         args = [
             f"--memory={self.memory_limit}",
             f"--cpu={self.cpu_limit or int(self.notebook_timeout) + 60}",
@@ -176,8 +192,7 @@ class IsolatedExecute(Execute):
                 )
         if self.scratch_directory:
             args.append(f"--workdir={self.scratch_directory}")
-        km.launcher_args = args
-        return km
+        return args
 
     async def async_start_new_kernel_client(self) -> Any:
         kc = await super().async_start_new_kernel_client()

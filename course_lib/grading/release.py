@@ -27,6 +27,17 @@ from typing import Any
 
 import nbformat
 
+from course_lib.grading.course import (
+    CONFIG_RELATIVE_PATH,
+    CourseConfig,
+    ReleaseError,
+    find_course_root,
+    has_notebook,
+    ignored_name,
+    load_course_config,
+    nbgrader_environment,
+)
+
 __all__ = [
     "CONFIG_RELATIVE_PATH",
     "CourseConfig",
@@ -40,17 +51,11 @@ __all__ = [
     "normalize_notebook",
     "nbgrader_command",
     "nbgrader_environment",
+    "notebook_bytes",
     "normalize_tree",
     "release",
     "update_gradebook",
 ]
-
-#: Where the nbgrader configuration lives, relative to the course root.
-CONFIG_RELATIVE_PATH = Path("graders") / "nbgrader_config.py"
-
-#: Names never released nor compared: editor and interpreter litter.
-IGNORED_NAMES = frozenset({".ipynb_checkpoints", "__pycache__", ".DS_Store", ".pytest_cache"})
-IGNORED_SUFFIXES = (".pyc", ".pyo")
 
 #: Notebook-level metadata kept in a released notebook (everything else is volatile or personal).
 KEPT_NOTEBOOK_METADATA = ("kernelspec", "language_info", "title")
@@ -66,46 +71,6 @@ VOLATILE_CELL_METADATA = (
     "heading_collapsed",
     "hidden",
 )
-
-
-class ReleaseError(RuntimeError):
-    """The release could not be produced (bad configuration, nbgrader failed, ...)."""
-
-
-@dataclass(frozen=True)
-class CourseConfig:
-    """What the release needs to know from ``graders/nbgrader_config.py``."""
-
-    root: Path
-    config_path: Path
-    source_directory: str
-    release_directory: str
-    assignments: tuple[str, ...]
-
-    @property
-    def source_path(self) -> Path:
-        return self.root / self.source_directory
-
-    @property
-    def release_path(self) -> Path:
-        return self.root / self.release_directory
-
-    def available_assignments(self) -> list[str]:
-        """Registered assignments whose source notebook exists, in registration order."""
-        return [a for a in self.assignments if _has_notebook(self.source_path / a)]
-
-    def unregistered_sources(self) -> list[str]:
-        """Folders of ``solutions/`` holding notebooks but missing from the registry."""
-        if not self.source_path.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in self.source_path.iterdir()
-            if p.is_dir()
-            and not _ignored(p.name)
-            and p.name not in self.assignments
-            and _has_notebook(p)
-        )
 
 
 @dataclass
@@ -131,63 +96,6 @@ class ReleaseResult:
     skipped: list[str]
     diff: TreeDiff
     written: bool
-
-
-def find_course_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: cwd) holding the nbgrader config.
-
-    Raises ``ReleaseError`` when there is none.
-    """
-    here = Path(start if start is not None else os.getcwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_RELATIVE_PATH).is_file():
-            return candidate
-    raise ReleaseError(
-        f"no {CONFIG_RELATIVE_PATH} found in {here} or any parent directory; "
-        "run this command inside the course repository or pass --course-root"
-    )
-
-
-def load_course_config(root: str | os.PathLike[str]) -> CourseConfig:
-    """Read ``<root>/graders/nbgrader_config.py`` the way nbgrader does (traitlets)."""
-    from traitlets.config.loader import PyFileConfigLoader
-
-    root = Path(root).resolve()
-    config_path = root / CONFIG_RELATIVE_PATH
-    if not config_path.is_file():
-        raise ReleaseError(f"{config_path} does not exist: {root} is not a course root")
-    try:
-        cfg = PyFileConfigLoader(config_path.name, path=str(config_path.parent)).load_config()
-    except Exception as exc:
-        raise ReleaseError(f"could not load {config_path}: {exc}") from exc
-
-    coursedir = cfg.get("CourseDirectory", {})
-    source = str(coursedir.get("source_directory", "source"))
-    release_dir = str(coursedir.get("release_directory", "release"))
-    configured_root = coursedir.get("root")
-    if configured_root and Path(configured_root).resolve() != root:
-        raise ReleaseError(
-            f"{config_path} sets CourseDirectory.root = {configured_root!r}, "
-            f"but the course root is {root}"
-        )
-    assignments = cfg.get("CourseLib", {}).get("assignments", [])
-    if not isinstance(assignments, list | tuple) or not all(
-        isinstance(a, str) and a for a in assignments
-    ):
-        raise ReleaseError(
-            f"{config_path}: c.CourseLib.assignments must be a list of assignment ids, "
-            f"got {assignments!r}"
-        )
-    for name in (source, release_dir):
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise ReleaseError(f"{config_path}: {name!r} must be a folder inside the course root")
-    return CourseConfig(
-        root=root,
-        config_path=config_path,
-        source_directory=source,
-        release_directory=release_dir,
-        assignments=tuple(assignments),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,16 +179,6 @@ def nbgrader_command(config: CourseConfig, *args: str) -> list[str]:
     return [sys.executable, "-m", "nbgrader", *args, f"--NbGrader.config_file={config_stem}"]
 
 
-def nbgrader_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for an nbgrader subprocess: ``base`` (default ``os.environ``) with this
-    interpreter's scripts folder first on PATH (nbgrader's gradebook runs the ``alembic``
-    executable it finds there)."""
-    env = dict(os.environ if base is None else base)
-    scripts = str(Path(sys.executable).parent)
-    env["PATH"] = scripts + os.pathsep + env.get("PATH", "") if env.get("PATH") else scripts
-    return env
-
-
 def generate_assignments(
     config: CourseConfig,
     assignments: Sequence[str],
@@ -306,7 +204,7 @@ def generate_assignments(
             shutil.copytree(
                 config.source_path / assignment,
                 sources / assignment,
-                ignore=lambda _d, names: [n for n in names if _ignored(n)],
+                ignore=lambda _d, names: [n for n in names if ignored_name(n)],
             )
         url = db_url or "sqlite:///" + str(Path(tmp) / "gradebook.db")
         # "*" matches exactly the copied assignments: one nbgrader start-up for all of them.
@@ -351,19 +249,10 @@ def update_gradebook(config: CourseConfig, assignments: Sequence[str] | None = N
     ``chapters/`` is only ever written by :func:`release`.
     """
     names = _select(config, assignments)
-    url = gradebook_url(config)
+    url = config.db_url
     with tempfile.TemporaryDirectory(prefix="course-lib-gradebook-") as tmp:
         generate_assignments(config, names, tmp, db_url=url)
     return names
-
-
-def gradebook_url(config: CourseConfig) -> str:
-    """The gradebook URL the configuration resolves to in the current environment."""
-    from traitlets.config.loader import PyFileConfigLoader
-
-    loader = PyFileConfigLoader(config.config_path.name, path=str(config.config_path.parent))
-    url = loader.load_config().get("CourseDirectory", {}).get("db_url")
-    return str(url) if url else "sqlite:///" + str(config.root / "gradebook.db")
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +288,7 @@ def compare_trees(
 
 
 def release(
-    root: str | os.PathLike[str] | None = None,
+    root: CourseConfig | str | os.PathLike[str] | None = None,
     *,
     assignments: Sequence[str] | None = None,
     check: bool = False,
@@ -411,7 +300,10 @@ def release(
     readers never see a half-written chapter; a full release also removes folders of
     assignments that are no longer released.
     """
-    config = load_course_config(root if root is not None else find_course_root())
+    if isinstance(root, CourseConfig):
+        config = root
+    else:
+        config = load_course_config(root if root is not None else find_course_root())
     unregistered = config.unregistered_sources()
     if unregistered:
         raise ReleaseError(
@@ -444,7 +336,7 @@ def _select(config: CourseConfig, assignments: Sequence[str] | None) -> list[str
             raise ReleaseError(
                 f"unknown assignment {name!r}; registered: {', '.join(config.assignments)}"
             )
-        if not _has_notebook(config.source_path / name):
+        if not has_notebook(config.source_path / name):
             raise ReleaseError(
                 f"assignment {name!r} has no notebook in {config.source_directory}/{name}/ yet"
             )
@@ -510,13 +402,5 @@ def _short_diff(have: bytes, want: bytes, rel: str, limit: int = 12) -> list[str
     return lines
 
 
-def _has_notebook(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.glob("*.ipynb"))
-
-
-def _ignored(name: str) -> bool:
-    return name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES)
-
-
 def _ignored_path(rel: Path) -> bool:
-    return any(_ignored(part) for part in rel.parts)
+    return any(ignored_name(part) for part in rel.parts)

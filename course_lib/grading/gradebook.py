@@ -1,0 +1,243 @@
+"""The one writer of the batch's gradebook and of what is derived from it.
+
+Only the batch's main process calls these functions, one at a time: the grading tasks work on
+private copies of :func:`prepare`'s template and hand their grades back as data, which
+:func:`merge` writes (SQLite stays intact; PostgreSQL sees short transactions). The URL of the
+gradebook is normalised once, in :func:`course_lib.grading.course.normalize_db_url`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from course_lib.grading.course import CourseConfig, nbgrader_environment
+from course_lib.grading.tasks import TaskResult
+
+__all__ = [
+    "export_csv",
+    "feedback",
+    "feedback_config",
+    "max_score",
+    "merge",
+    "prepare",
+    "write_autograded",
+]
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """nbgrader in this process with ``env`` (PATH for alembic) in ``os.environ``."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _generate(course: CourseConfig, root: Path, db_url: str, assignments: Sequence[str]) -> None:
+    """``nbgrader generate_assignment`` (its Python API) for ``assignments`` into ``root``."""
+    from nbgrader.apps import NbGraderAPI
+
+    api = NbGraderAPI(config=course.nbgrader_config(root, db_url))
+    for assignment in assignments:
+        outcome = api.generate_assignment(assignment, force=True, create=True)
+        if not outcome.get("success"):
+            raise RuntimeError(
+                f"nbgrader generate_assignment {assignment} failed:\n"
+                f"{(outcome.get('log') or '')[-3000:]}\n{(outcome.get('error') or '')[-6000:]}"
+            )
+
+
+def prepare(
+    course: CourseConfig, output: Path, db_url: str, assignments: Sequence[str], work: Path
+) -> Path:
+    """Record ``assignments`` in the gradebook ``db_url`` and in a template SQLite gradebook
+    (returned) that every grading task copies; the student versions go to
+    ``output/release/<assignment>/`` (placeholders for submissions that cannot be graded)."""
+    template = work / "template.db"
+    template.unlink(missing_ok=True)
+    scratch = work / "template-course"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    sqlite = Path(db_url.removeprefix("sqlite:///")) if db_url.startswith("sqlite:///") else None
+    with _environment(nbgrader_environment()):
+        _generate(course, scratch, f"sqlite:///{template}", assignments)
+        for assignment in assignments:
+            release = output / "release" / assignment
+            shutil.rmtree(release, ignore_errors=True)
+            shutil.copytree(scratch / "release" / assignment, release)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if sqlite is not None and not sqlite.exists():
+            shutil.copyfile(template, sqlite)  # a fresh gradebook: the template is it
+        else:
+            _generate(course, output, db_url, assignments)
+    return template
+
+
+def merge(course: CourseConfig, db_url: str, result: TaskResult, timestamp: str | None) -> None:
+    """Write one task's grades and comments into the gradebook. A grade the task did not
+    produce (missing or unreadable notebook, failed task) is 0; manual grades are kept."""
+    from nbgrader.api import Gradebook
+    from sqlalchemy.exc import SAWarning
+
+    with Gradebook(db_url, course.course_id) as gb, warnings.catch_warnings():
+        # nbgrader's update_or_create_submission trips SQLAlchemy's autoflush warnings
+        warnings.simplefilter("ignore", SAWarning)
+        gb.update_or_create_student(result.student)
+        kwargs = {"timestamp": timestamp} if timestamp else {}
+        submission = gb.update_or_create_submission(result.assignment, result.student, **kwargs)
+        for notebook in submission.notebooks:
+            entry = result.notebooks.get(notebook.name)
+            flagged = False
+            for grade in notebook.grades:
+                info = entry.grades.get(grade.name) if entry else None
+                grade.auto_score = 0.0 if info is None else info.auto_score
+                manual = grade.manual_score is not None
+                grade.needs_manual_grade = manual or bool(info and info.needs_manual_grade)
+                flagged = flagged or bool(info and info.flagged)
+            for comment in notebook.comments:
+                if entry and comment.name in entry.comments:
+                    comment.auto_comment = entry.comments[comment.name]
+            notebook.flagged = flagged
+            if entry and entry.late_penalty is not None:
+                notebook.late_submission_penalty = entry.late_penalty
+        gb.db.commit()
+
+
+def max_score(course: CourseConfig, db_url: str, assignment: str) -> float:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url, course.course_id) as gb:
+        return float(gb.find_assignment(assignment).max_score)
+
+
+def write_autograded(output: Path, result: TaskResult) -> None:
+    """The autograded notebooks; for one that could not be graded, the student version with a
+    note saying why (so that its feedback explains the 0)."""
+    folder = output / "autograded" / result.student / result.assignment
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    release = output / "release" / result.assignment
+    for path in sorted(release.glob("*.ipynb")):
+        entry = result.notebooks.get(path.stem)
+        if entry is not None and entry.autograded:
+            (folder / path.name).write_text(entry.autograded, encoding="utf-8")
+            continue
+        nb = nbformat.read(str(path), as_version=4)
+        problems = "\n".join(f"- {p}" for p in result.problems) or "- (no details)"
+        note = "**This notebook could not be graded; it scores 0.**\n\n" + problems
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(note))
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = []
+        nbformat.write(nb, str(folder / path.name))
+
+
+def export_csv(course: CourseConfig, db_url: str, path: Path) -> None:
+    """nbgrader's CSV export of the whole gradebook."""
+    from nbgrader.api import Gradebook
+    from nbgrader.plugins import CsvExportPlugin
+
+    plugin = CsvExportPlugin()
+    plugin.to = str(path)
+    with Gradebook(db_url, course.course_id) as gb:
+        plugin.export(gb)
+
+
+# ----------------------------------------------------------------------------------------------
+# feedback
+
+
+def feedback_config(course: CourseConfig, output: Path, db_url: str) -> Any:
+    """nbgrader's configuration for feedback: grades, then the copy without hidden tests
+    (:class:`course_lib.grading.notebook.FeedbackView`), then the page's CSS."""
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import GetGrades
+
+    from course_lib.grading.notebook import FeedbackView
+
+    c = course.nbgrader_config(output, db_url)
+    c.GenerateFeedback.preprocessors = [GetGrades, FeedbackView, CSSHTMLHeaderPreprocessor]
+    return c
+
+
+def _feedback_chunk(
+    course: CourseConfig, output: Path, db_url: str, assignment: str, exclude: list[str]
+) -> str:
+    """Feedback of every student of ``assignment`` but ``exclude``; nbgrader's log when it
+    failed (library warnings are not shown: the outcome is checked per student)."""
+    from nbgrader.apps import NbGraderAPI
+
+    c = feedback_config(course, output, db_url)
+    c.CourseDirectory.student_id_exclude = ",".join(exclude)
+    with _environment(nbgrader_environment()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = NbGraderAPI(config=c).generate_feedback(assignment, force=True)
+    if outcome.get("success"):
+        return ""
+    return ((outcome.get("log") or "") + (outcome.get("error") or ""))[-6000:]
+
+
+def _feedback_process(args: tuple, log_path: str) -> None:
+    """:func:`_feedback_chunk` in a child process, its output in ``log_path``."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    print(_feedback_chunk(*args), flush=True)
+
+
+def feedback(
+    course: CourseConfig,
+    output: Path,
+    db_url: str,
+    assignment: str,
+    students: list[str],
+    jobs: int,
+    context: Any = None,
+) -> list[str]:
+    """Feedback HTML for ``students`` of ``assignment``, over ``jobs`` processes (created from
+    ``context``, a multiprocessing context; default: in this process). Returns one problem
+    per student whose feedback was not written."""
+    chunks = [c for c in (students[i :: max(1, jobs)] for i in range(max(1, jobs))) if c]
+    for student in students:
+        shutil.rmtree(output / "feedback" / student / assignment, ignore_errors=True)
+
+    everyone = [p.name for p in (output / "autograded").iterdir() if p.is_dir()]
+
+    def exclude(chunk: list[str]) -> list[str]:  # other chunks, and students not regraded now
+        return [s for s in everyone if s not in chunk]
+
+    logs = []
+    if context is None:
+        for chunk in chunks:
+            logs.append(_feedback_chunk(course, output, db_url, assignment, exclude(chunk)))
+    else:
+        procs, paths = [], []
+        for i, chunk in enumerate(chunks):
+            paths.append(output / ".grader" / "logs" / f"feedback--{assignment}--{i}.log")
+            args = ((course, output, db_url, assignment, exclude(chunk)), str(paths[-1]))
+            procs.append(context.Process(target=_feedback_process, args=args))
+            procs[-1].start()
+        for proc, path in zip(procs, paths, strict=True):
+            proc.join(3600)
+            logs.append(path.read_text(errors="replace").strip() if path.exists() else "")
+    release = sorted(p.name for p in (output / "release" / assignment).glob("*.ipynb"))
+    missing = []
+    for student in students:
+        folder = output / "feedback" / student / assignment
+        absent = [n for n in release if not (folder / n.replace(".ipynb", ".html")).is_file()]
+        if absent:
+            missing.append(f"{student}: no feedback for {', '.join(absent)}")
+    if missing:
+        missing += [f"nbgrader generate_feedback said: {log}" for log in logs if log]
+    return missing

@@ -1,0 +1,193 @@
+"""What the grader knows about a notebook: its cells' nbgrader roles, reading a submitted file,
+how a submission differs from its source, and the feedback copy without hidden tests.
+
+Cell roles come from ``nbgrader.utils`` (``is_grade``, ``is_solution``, ``is_locked``), so they
+mean exactly what they mean to nbgrader.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+from nbgrader import utils as nbutils
+from nbgrader.preprocessors import ClearHiddenTests
+
+__all__ = [
+    "FeedbackView",
+    "MAX_FILE_BYTES",
+    "grade_id",
+    "is_answer",
+    "is_test",
+    "nbgrader_meta",
+    "pick_submitted",
+    "read_notebook",
+    "report_changes",
+]
+
+#: Largest submitted file the grader reads.
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+
+def nbgrader_meta(cell: Any) -> dict[str, Any]:
+    """A copy of the cell's nbgrader metadata (empty when it has none)."""
+    return dict(cell.get("metadata", {}).get("nbgrader", {}) or {})
+
+
+def grade_id(cell: Any) -> str | None:
+    return nbgrader_meta(cell).get("grade_id")
+
+
+def is_test(cell: Any) -> bool:
+    """An autograder test cell: graded, not an answer."""
+    return bool(nbutils.is_grade(cell) and not nbutils.is_solution(cell))
+
+
+def is_answer(cell: Any) -> bool:
+    """A code cell the student writes their answer in."""
+    return cell.cell_type == "code" and bool(nbutils.is_solution(cell))
+
+
+def read_notebook(path: Path) -> tuple[NotebookNode | None, str | None, bool]:
+    """(the notebook as nbformat v4, the problem that prevents reading it, whether it was
+    upgraded from an older nbformat)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot read {path.name}: {exc}", False
+    if not raw.strip():
+        return None, f"{path.name} is empty", False
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path.name} is not a valid notebook file (not JSON: {exc})", False
+    if not isinstance(data, dict) or "nbformat" not in data:
+        return None, f"{path.name} is JSON but not a Jupyter notebook", False
+    try:
+        version = int(data.get("nbformat", 0))
+        nb = nbformat.reads(json.dumps(data), as_version=4)
+    except Exception as exc:
+        return None, f"{path.name} is not a readable notebook: {exc}", False
+    return nb, None, version < 4
+
+
+def pick_submitted(
+    folder: Path, expected: str, source: NotebookNode, problems: list[str]
+) -> NotebookNode | None:
+    """The submission of notebook ``expected`` in ``folder`` (maybe under another file name:
+    the candidate sharing most cell ids with ``source``), or None; ``problems`` gets a note."""
+    exact = folder / f"{expected}.ipynb"
+    if exact.is_file() and not exact.is_symlink():
+        chosen = exact
+    else:
+        candidates = sorted(p for p in folder.glob("*.ipynb") if p.is_file() and not p.is_symlink())
+        ids = {grade_id(c) for c in source.cells} - {None}
+
+        def overlap(path: Path) -> int:
+            nb = read_notebook(path)[0]
+            return -1 if nb is None else len(ids & {grade_id(c) for c in nb.cells})
+
+        scores = {path: overlap(path) for path in candidates}
+        chosen = max(candidates, key=scores.__getitem__, default=None)
+        if chosen is None or scores[chosen] <= 0:
+            found = f" (found {', '.join(p.name for p in candidates)})" if candidates else ""
+            problems.append(f"no notebook {expected}.ipynb submitted{found}")
+            return None
+        problems.append(f"notebook submitted as {chosen.name!r}; graded as {expected}.ipynb")
+    if chosen.stat().st_size > MAX_FILE_BYTES:
+        problems.append(f"{chosen.name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+        return None
+    nb, problem, upgraded = read_notebook(chosen)
+    if problem:
+        problems.append(problem)
+        return None
+    if upgraded:
+        problems.append(f"{chosen.name} was saved in an old notebook format (upgraded to v4)")
+    return nb
+
+
+def _visible_code(source: str) -> str:
+    """A test cell's source without its hidden tests, as code (formatting and comments do not
+    count: a reformatted cell is not an edited one), or whitespace-normalised text."""
+    cell = nbformat.v4.new_code_cell(source)
+    ClearHiddenTests(enforce_metadata=False)._remove_hidden_test_region(cell)
+    try:
+        return ast.dump(ast.parse(cell.source))
+    except (SyntaxError, ValueError, RuntimeError):
+        return " ".join(cell.source.split())
+
+
+def report_changes(nb: NotebookNode, source: NotebookNode, problems: list[str]) -> NotebookNode:
+    """Note in ``problems`` how the submission's nbgrader cells differ from the source, and give
+    every cell back the role the source gives it (nbgrader restores locked cells itself)."""
+    src_cells = {grade_id(c): c for c in source.cells if grade_id(c)}
+    seen: dict[str, int] = {}
+    for cell in nb.cells:
+        gid = grade_id(cell)
+        if not gid:
+            continue
+        seen[gid] = seen.get(gid, 0) + 1
+        src = src_cells.get(gid)
+        if src is None:
+            problems.append(f"cell id {gid!r} is not part of the assignment (ignored)")
+            continue
+        meta, smeta = nbgrader_meta(cell), nbgrader_meta(src)
+        if is_test(src):
+            if meta.get("points") != smeta.get("points"):
+                problems.append(f"test cell {gid}: points changed (restored)")
+            if _visible_code(cell.source) != _visible_code(src.source):
+                problems.append(f"test cell {gid} was edited (nbgrader restored the original)")
+        roles = ("grade", "solution", "locked", "points", "task")
+        cell.metadata["nbgrader"] = {**meta, **{k: smeta[k] for k in roles if k in smeta}}
+    for gid, count in seen.items():
+        if count > 1:
+            problems.append(f"cell {gid} appears {count} times (only the first counts)")
+    for gid, src in src_cells.items():
+        if gid in seen:
+            continue
+        if is_test(src):
+            problems.append(f"test cell {gid} was deleted (nbgrader put it back)")
+        elif nbutils.is_solution(src) and not nbutils.is_grade(src):
+            problems.append(f"answer cell {gid} was deleted")
+    return nb
+
+
+class FeedbackView(ClearHiddenTests):
+    """The feedback copy of an autograded notebook: hidden tests are removed from every test
+    cell's source, and traceback lines quoting them (IPython shows the failing cell's code
+    when tests ran in the student's kernel) are dropped. Each test cell keeps its name,
+    points and failure message (``ename: evalue``, the student's own traceback)."""
+
+    def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
+        if not is_test(cell):
+            return cell, resources
+        hidden = _hidden_lines(cell.source)
+        cell, resources = super().preprocess_cell(cell, resources, index)
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and hidden:
+                output["traceback"] = [
+                    line for line in output.get("traceback", []) if not _quotes(line, hidden)
+                ]
+        return cell, resources
+
+
+def _hidden_lines(source: str) -> set[str]:
+    lines, inside = set(), False
+    for line in source.splitlines():
+        if "BEGIN HIDDEN TESTS" in line:
+            inside = True
+        elif "END HIDDEN TESTS" in line:
+            inside = False
+        elif inside and len(line.strip()) > 3:
+            lines.add(line.strip())
+    return lines
+
+
+def _quotes(traceback_entry: str, hidden: set[str]) -> bool:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", traceback_entry)
+    return any(line in text for line in hidden)
