@@ -92,7 +92,7 @@ def jupyter_environment(
 
 
 def lab_command(notebook_dir: Path, default_url: str, passthrough: list[str]) -> list[str]:
-    """``python -m jupyter lab`` serving ``notebook_dir``, opening ``default_url`` first."""
+    """``python -m jupyterlab`` serving ``notebook_dir``, opening ``default_url`` first."""
     extra = list(passthrough)
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
         print("running as root (e.g. in a container): passing --allow-root to JupyterLab")
@@ -100,8 +100,7 @@ def lab_command(notebook_dir: Path, default_url: str, passthrough: list[str]) ->
     return [
         sys.executable,
         "-m",
-        "jupyter",
-        "lab",
+        "jupyterlab",
         f"--ServerApp.root_dir={notebook_dir}",
         f"--LabApp.default_url={default_url}",
         *extra,
