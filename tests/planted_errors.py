@@ -102,6 +102,20 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             "for layer in list(self.layers.values()):",
             ("ch02_backpropagation-two_layer_net-tests",),
         ),
+        P(
+            "initial_loss_check-log10",
+            "ch02_backpropagation-initial_loss_check",
+            "expected = float(np.log(n_classes))",
+            "expected = float(np.log10(n_classes))",
+            ("ch02_backpropagation-initial_loss_check-tests",),
+        ),
+        P(
+            "gradient_check-keeps-only-the-last-parameter",
+            "ch02_backpropagation-gradient_check",
+            "worst = max(worst, float(error.max()))",
+            "worst = float(error.max())",
+            ("ch02_backpropagation-gradient_check-tests",),
+        ),
     ),
     "ch03_training_techniques": (
         P(

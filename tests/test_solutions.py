@@ -46,13 +46,14 @@ NOTEBOOKS = {
         },
     },
     "ch02_backpropagation": {
-        "exercises": 6,
-        "points": 14,
+        "exercises": 8,
+        "points": 19,
         "figures": 5,
         "locked_setup": False,
         "written": {
             "ch02_backpropagation-q1-gradient-meaning": 2,
             "ch02_backpropagation-q2-kink": 2,
+            "ch02_backpropagation-q3-initial-loss": 2,
         },
     },
     "ch03_training_techniques": {"exercises": 9, "points": 19, "figures": 8, "locked_setup": False},
