@@ -47,7 +47,36 @@ from course_lib.grading.static import collect_setup, student_names
 #: The defaults of every limit (the one place they are set: :class:`Limits`).
 _LIMITS = Limits()
 
-__all__ = ["IsolatedExecute", "LimitedKernelManager", "kernel_command"]
+__all__ = [
+    "IsolatedExecute",
+    "LimitedKernelManager",
+    "isolated_autograde_preprocessors",
+    "kernel_command",
+]
+
+
+def isolated_autograde_preprocessors() -> list[type]:
+    """``Autograde.autograde_preprocessors`` with :class:`IsolatedExecute` in place of
+    ``Execute``: the one list that ``course-lib grade`` and plain ``nbgrader autograde`` (through
+    ``graders/nbgrader_config.py``, so also the formgrader's Autograde button) both use."""
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (
+        AssignLatePenalties,
+        CheckCellMetadata,
+        IgnorePattern,
+        LimitOutput,
+        SaveAutoGrades,
+    )
+
+    return [
+        IsolatedExecute,
+        IgnorePattern,
+        ClearMetadataPreprocessor,
+        LimitOutput,
+        SaveAutoGrades,
+        AssignLatePenalties,
+        CheckCellMetadata,
+    ]
 
 
 class LimitedKernelManager(AsyncKernelManager):
