@@ -61,7 +61,7 @@ def test_without_a_saved_network_the_pretrained_weights_with_a_notice(workspace,
     assert "pretrained mnist-cnn" in about
     (line,) = notices(capsys)
     assert "no network of yours found" in line
-    assert str(workspace / "ch04_convolutional_networks" / "my_simple_convnet.npz") in line
+    assert str(workspace / "ch04_convolutional_networks" / "simple_convnet.npz") in line
     x = images()
     np.testing.assert_allclose(
         net.predict(x), course_lib.pretrained.load("mnist-cnn").predict(x), rtol=1e-5, atol=1e-5
@@ -70,7 +70,7 @@ def test_without_a_saved_network_the_pretrained_weights_with_a_notice(workspace,
 
 def test_the_chapter_4_network_saved_by_the_student(workspace, capsys):
     saved = SimpleConvNet(seed=3)
-    saved.save_params(workspace / "ch04_convolutional_networks" / "my_simple_convnet.npz")
+    saved.save_params(workspace / "ch04_convolutional_networks" / "simple_convnet.npz")
     net, about = my_network(workspace)
     assert about.startswith("your SimpleConvNet from ")
     assert notices(capsys) == []
@@ -79,17 +79,17 @@ def test_the_chapter_4_network_saved_by_the_student(workspace, capsys):
 
 def test_chapter_5_comes_first(workspace):
     SimpleConvNet(seed=3).save_params(
-        workspace / "ch04_convolutional_networks" / "my_simple_convnet.npz"
+        workspace / "ch04_convolutional_networks" / "simple_convnet.npz"
     )
     deep = DeepConvNet(seed=4)
-    deep.save_params(workspace / "ch05_deep_networks" / "my_deep_convnet.npz")
+    deep.save_params(workspace / "ch05_deep_networks" / "deep_convnet_mine.npz")
     net, about = my_network(workspace)
     assert about.startswith("your DeepConvNet from ")
     np.testing.assert_allclose(net.predict(images()), deep.predict(images()), rtol=1e-6)
 
 
 def test_a_file_that_does_not_fit_is_reported_and_skipped(workspace, capsys):
-    path = workspace / "ch05_deep_networks" / "my_deep_convnet.npz"
+    path = workspace / "ch05_deep_networks" / "deep_convnet_mine.npz"
     SimpleConvNet(seed=3).save_params(path)  # the wrong model's parameters
     net, about = my_network(workspace)
     assert "pretrained mnist-cnn" in about

@@ -5,14 +5,12 @@ and ``Pooling`` of chapter 4, ``Affine``, ``Relu`` and ``SoftmaxWithLoss`` of ch
 ``Dropout`` of chapter 3), each falling back to the reference with a notice. The weights come
 from the network the student trained and saved, looked for in this order:
 
-==========================  ===========================================  ================
-chapter (workspace folder)  file, written there by the chapter            model
-==========================  ===========================================  ================
-``ch05_deep_networks``      ``my_deep_convnet.npz``                       ``DeepConvNet()``
-``ch04_convolutional_...``  ``my_simple_convnet.npz``                     ``SimpleConvNet()``
-==========================  ===========================================  ================
+- ``<workspace>/ch05_deep_networks/deep_convnet_mine.npz``: a ``DeepConvNet()``, which chapter 5
+  saves after its full-mode training;
+- ``<workspace>/ch04_convolutional_networks/simple_convnet.npz``: a ``SimpleConvNet()``, which
+  chapter 4 saves after its full-mode training.
 
-(``net.save_params(<file>)`` in the chapter's folder; the models with their default sizes.)
+(``net.save_params(<file>)`` next to the chapter's notebook; both models with their default sizes.)
 When neither file is there (or it does not fit), the course's pretrained ``mnist-cnn`` weights
 are put into the same architecture built from the student's layers, with a notice saying so.
 """
@@ -45,8 +43,8 @@ _CONV_KINDS = ("Convolution", "Pooling", "Affine", "Relu", "SoftmaxWithLoss")
 
 #: where the finale looks for the student's own trained network, best first
 SAVED_NETWORKS: tuple[SavedNetwork, ...] = (
-    SavedNetwork("ch05_deep_networks", "my_deep_convnet.npz", "DeepConvNet", (*_CONV_KINDS, "Dropout")),
-    SavedNetwork("ch04_convolutional_networks", "my_simple_convnet.npz", "SimpleConvNet", _CONV_KINDS),
+    SavedNetwork("ch05_deep_networks", "deep_convnet_mine.npz", "DeepConvNet", (*_CONV_KINDS, "Dropout")),
+    SavedNetwork("ch04_convolutional_networks", "simple_convnet.npz", "SimpleConvNet", _CONV_KINDS),
 )  # fmt: skip
 
 
