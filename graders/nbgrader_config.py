@@ -66,6 +66,16 @@ c.Execute.timeout = int(os.environ.get("COURSE_LIB_CELL_TIMEOUT", "300"))
 # sandboxing, late-submission policy, ...). Add its configuration below this line only.
 # ============================================================================================
 
+# Autograding exactly as `course-lib grade` does, also for plain `nbgrader autograde` and the
+# formgrader's Autograde button: test cells run in the verdict process, the kernel starts with
+# resource limits inside a bubblewrap sandbox where bwrap can run (no network, no view of this
+# course directory, the gradebook or other submissions; see docs/grading.md). Set
+# COURSE_LIB_SANDBOX=bwrap to refuse grading without the sandbox, =off to grade without it.
+from course_lib.grading.execute import isolated_autograde_preprocessors  # noqa: E402
+
+c.Autograde.autograde_preprocessors = isolated_autograde_preprocessors()
+c.OverwriteCells.add_missing_cells = True
+
 # SQLAlchemy 2.1 maps a bare postgresql:// URL to psycopg 3; with only psycopg2 installed (the
 # `test` extra's psycopg2-binary) use that driver, so COURSE_LIB_GRADEBOOK_URL=postgresql://...
 # works for plain nbgrader commands as it does for `course-lib grade`.

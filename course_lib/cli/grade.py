@@ -120,6 +120,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_KERNEL_USER,
         help="account kernels run as when grading as root ('' to keep root)",
     )
+    p.add_argument(
+        "--sandbox",
+        choices=("auto", "bwrap", "off"),
+        default=os.environ.get("COURSE_LIB_SANDBOX", "auto"),
+        help="kernels in a bubblewrap sandbox: where bwrap can run (auto, the default; else "
+        "limits only, said once), always (bwrap: refuse to grade without), never (off)",
+    )
     p.add_argument("--no-feedback", action="store_true", help="skip feedback HTML")
     p.add_argument(
         "--no-isolation",
@@ -155,6 +162,15 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"course-lib grade: no submissions of {', '.join(missing)} in {args.submissions}")
         return EXIT_USAGE
+    from course_lib.grading.sandbox import probe
+
+    # the kernels' launcher reads it (IsolatedExecute.sandbox), in every worker process
+    os.environ["COURSE_LIB_SANDBOX"] = args.sandbox
+    if args.sandbox != "off" and not probe().available:
+        if args.sandbox == "bwrap":
+            print(f"course-lib grade: {probe().describe()}")
+            return EXIT_USAGE
+        print(f"note: {probe().describe()}")
     output = args.output or (course.root / "graders" / "grading")
     options = GradeOptions(
         cell_timeout=args.cell_timeout,

@@ -27,8 +27,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -41,8 +43,10 @@ from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
+from course_lib.grading.agent import BOOT
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
-from course_lib.grading.static import collect_setup, student_names
+from course_lib.grading.sandbox import probe, sandboxed_command
+from course_lib.grading.static import verdict_init
 
 #: The defaults of every limit (the one place they are set: :class:`Limits`).
 _LIMITS = Limits()
@@ -83,9 +87,29 @@ class LimitedKernelManager(AsyncKernelManager):
     """Starts the kernel through :mod:`course_lib.grading.launcher` (limits, user)."""
 
     launcher_args = List(Unicode(), default_value=[]).tag(config=True)
+    #: run the kernel in a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`)
+    sandboxed = Bool(False).tag(config=True)
+    #: folders the sandboxed kernel may write besides its working directory (the sockets)
+    sandbox_writable = List(Unicode(), default_value=[]).tag(config=True)
+    #: the kernel's working directory (the notebook's folder)
+    sandbox_cwd = Unicode("").tag(config=True)
+    #: folders never visible to the kernel even below a system folder (the course directory)
+    sandbox_hidden = List(Unicode(), default_value=[]).tag(config=True)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        return kernel_command(super().format_kernel_cmd(extra_arguments), self.launcher_args)
+        cmd = kernel_command(super().format_kernel_cmd(extra_arguments), self.launcher_args)
+        if not self.sandboxed:
+            return cmd
+        wrapped = sandboxed_command(
+            cmd,
+            cwd=self.sandbox_cwd or os.getcwd(),
+            writable=self.sandbox_writable,
+            read_only=[self.connection_file],
+            hidden=self.sandbox_hidden,
+        )
+        if wrapped is None:  # bwrap stopped working since the probe
+            raise RuntimeError(probe().describe())
+        return wrapped
 
 
 def kernel_command(cmd: list[str], launcher_args: list[str]) -> list[str]:
@@ -169,6 +193,11 @@ class IsolatedExecute(Execute):
         "", help="Absolute path of the assignment's source folder (for the verdict's setup)."
     ).tag(config=True)
     scratch_directory = Unicode("", help="Scratch space for kernel homes.").tag(config=True)
+    sandbox = Unicode(
+        os.environ.get("COURSE_LIB_SANDBOX", "auto"),
+        help="'auto': run kernels in a bubblewrap sandbox where bwrap can run, else with limits "
+        "only (reported); 'bwrap': require the sandbox; 'off': limits only.",
+    ).tag(config=True)
 
     @default("timeout")
     def _timeout_default(self) -> int:
@@ -190,19 +219,60 @@ class IsolatedExecute(Execute):
         self.timings: list[tuple[int, bool, float]] = []
         self._exit_cells: set[int] = set()
         self.kernel_manager_class = LimitedKernelManager
+        self._sandbox_dir = self._prepare_sandbox()
         if self.isolate_tests:
             self._start_verdict(nb, resources)
         try:
             return super().preprocess(nb, resources, km)
         finally:
             self._stop_verdict()
+            if self._sandbox_dir is not None:
+                shutil.rmtree(self._sandbox_dir, ignore_errors=True)
             if resources is not None:
                 resources.setdefault("course_lib", {})["execution_events"] = list(self._events)
 
     def create_kernel_manager(self) -> Any:
         km = super().create_kernel_manager()
         km.launcher_args = self.launcher_args()
+        if self._sandbox_dir is not None:
+            # no network in the sandbox: the kernel's ZeroMQ sockets are files in a shared folder
+            km.transport = "ipc"
+            km.ip = os.path.join(self._sandbox_dir, "kernel")
+            km.sandboxed = True
+            km.sandbox_writable = [self._sandbox_dir]
+            km.sandbox_cwd = self._kernel_cwd() or os.getcwd()
+            km.sandbox_hidden = self._course_folders()
         return km
+
+    def _course_folders(self) -> list[str]:
+        """The course directory and the source notebooks' folder (with the hidden tests), also
+        when ``course-lib grade`` gives nbgrader a private copy of the course as its root."""
+        from nbgrader.coursedir import CourseDirectory
+
+        folders = [CourseDirectory(config=self.config).root]
+        source = self._source_folder(self.resources)
+        if source:  # <course>/solutions/<assignment>: hide solutions/ and the course itself
+            solutions = os.path.dirname(os.path.abspath(source))
+            folders += [solutions, os.path.dirname(solutions)]
+        return folders
+
+    def _prepare_sandbox(self) -> str | None:
+        """The folder of the sockets shared with a sandboxed kernel, or None without sandbox."""
+        if self.sandbox not in ("auto", "bwrap", "off"):
+            raise ValueError(
+                f"IsolatedExecute.sandbox must be auto, bwrap or off: {self.sandbox!r}"
+            )
+        if self.sandbox == "off":
+            return None
+        status = probe()
+        if not status.available:
+            if self.sandbox == "bwrap":
+                raise RuntimeError(status.describe())
+            self._events.append(status.describe())
+            return None
+        # in the system's temporary folder, not the (deep) scratch folder: Unix socket paths,
+        # the verdict's included, are limited to 107 bytes
+        return tempfile.mkdtemp(prefix="cg-")
 
     def launcher_args(self) -> list[str]:
         """The launcher's options from this preprocessor's limits."""
@@ -212,7 +282,7 @@ class IsolatedExecute(Execute):
             f"--fsize={self.file_size_limit}",
             "--nproc=4096",
         ]
-        if self.kernel_user and os.geteuid() == 0:
+        if self.kernel_user and os.geteuid() == 0 and self._sandbox_dir is None:
             if _user_can_run_python(self.kernel_user):
                 args.append(f"--user={self.kernel_user}")
             else:
@@ -233,10 +303,14 @@ class IsolatedExecute(Execute):
     # ------------------------------------------------------------------ verdict process
     def _start_verdict(self, nb: NotebookNode, resources: Any) -> None:
         source_nb = self._source_notebook(resources)
-        setup = collect_setup(source_nb if source_nb is not None else nb)
-        names = sorted(student_names(source_nb if source_nb is not None else nb))
+        init = verdict_init(source_nb if source_nb is not None else nb)
+        init["cells"] = [c.source if c.cell_type == "code" else "" for c in nb.cells]
+        # the kernel's first line, before any student cell: the reference watch (refwatch)
+        self.extra_arguments = [*self.extra_arguments, f"--IPKernelApp.exec_lines={BOOT}"]
         env = dict(os.environ)
         env.setdefault("MPLBACKEND", "Agg")
+        if self._sandbox_dir is not None:  # the verdict's socket, reachable from the sandbox
+            env["TMPDIR"] = self._sandbox_dir
         self._verdict = subprocess.Popen(
             [sys.executable, "-I", "-m", "course_lib.grading.verdict"],
             stdin=subprocess.PIPE,
@@ -249,17 +323,31 @@ class IsolatedExecute(Execute):
         ready = self._verdict_read(timeout=120)
         if not ready.get("ready"):
             raise RuntimeError(f"the verdict process did not start: {ready}")
-        answer = self._verdict_call({"cmd": "init", "setup": setup, "student_names": names})
+        answer = self._verdict_call({"cmd": "init", **init})
         for err in answer.get("errors", []):
             self.log.warning("verdict setup: %s", err)
 
+    def _source_folder(self, resources: Any) -> str:
+        """The assignment's source folder: ``source_directory`` (``course-lib grade`` sets it), or
+        under plain ``nbgrader autograde`` the course's own (``CourseDirectory``)."""
+        if self.source_directory:
+            return self.source_directory
+        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment")
+        if not assignment:
+            return ""
+        from nbgrader.coursedir import CourseDirectory
+
+        coursedir = CourseDirectory(config=self.config)
+        return os.path.join(coursedir.root, coursedir.source_directory, assignment)
+
     def _source_notebook(self, resources: Any) -> NotebookNode | None:
-        if not self.source_directory or not resources:
+        folder = self._source_folder(resources)
+        if not folder or not resources:
             return None
         notebook = (resources.get("nbgrader") or {}).get("notebook")
         if not notebook:
             return None
-        path = os.path.join(self.source_directory, f"{notebook}.ipynb")
+        path = os.path.join(folder, f"{notebook}.ipynb")
         if not os.path.exists(path):
             return None
         return nbformat.read(path, as_version=4)
@@ -434,7 +522,13 @@ class IsolatedExecute(Execute):
         answer = await loop.run_in_executor(
             None,
             lambda: self._verdict_call(
-                {"cmd": "run", "source": cell.source, "timeout": timeout}, timeout=timeout + 60
+                {
+                    "cmd": "run",
+                    "source": cell.source,
+                    "timeout": timeout,
+                    "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id"),
+                },
+                timeout=timeout + 60,
             ),
         )
         if "outputs" in answer:

@@ -72,12 +72,16 @@ class SandboxPlan:
 
     ``read_only``: folders and files bound read-only at the same path;
     ``writable``: folders bound read-write at the same path (created if missing);
-    ``hidden_files``: files replaced by an empty file (inside a read-only folder).
+    ``hidden_files``: files replaced by an empty file (inside a read-only folder);
+    ``hidden``: folders replaced by an empty read-only folder, for a course that lives under a
+    read-only system folder (``/opt/course``); what ``read_only`` or ``writable`` lists below
+    them is bound again on top.
     """
 
     read_only: tuple[str, ...]
     writable: tuple[str, ...]
     hidden_files: tuple[str, ...] = field(default_factory=tuple)
+    hidden: tuple[str, ...] = field(default_factory=tuple)
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,7 +159,10 @@ def _data_paths() -> list[str]:
 
 
 def system_plan(
-    *, writable: Iterable[str | os.PathLike[str]], read_only: Iterable[str | os.PathLike[str]] = ()
+    *,
+    writable: Iterable[str | os.PathLike[str]],
+    read_only: Iterable[str | os.PathLike[str]] = (),
+    hidden: Iterable[str | os.PathLike[str]] = (),
 ) -> SandboxPlan:
     """The allow-list for one kernel: the system, Python, course_lib, datasets, plus the given
     ``read_only`` files (the connection file) and ``writable`` folders (the notebook's folder,
@@ -166,8 +173,14 @@ def system_plan(
             ro.append(os.path.abspath(path))
     ro += [os.path.abspath(os.fspath(p)) for p in read_only if os.path.exists(p)]
     rw = [os.path.abspath(os.fspath(p)) for p in writable]
-    hidden = [f for f in HIDDEN_SYSTEM_FILES if os.path.isfile(f)]
-    return SandboxPlan(read_only=_dedupe(ro), writable=_dedupe(rw), hidden_files=tuple(hidden))
+    hidden_files = [f for f in HIDDEN_SYSTEM_FILES if os.path.isfile(f)]
+    hidden_dirs = [os.path.abspath(os.fspath(p)) for p in hidden if os.path.isdir(p)]
+    return SandboxPlan(
+        read_only=_dedupe(ro),
+        writable=_dedupe(rw),
+        hidden_files=tuple(hidden_files),
+        hidden=_dedupe([h for h in hidden_dirs if h != os.sep]),
+    )
 
 
 def _dedupe(paths: Sequence[str]) -> tuple[str, ...]:
@@ -187,8 +200,11 @@ def bwrap_command(bwrap: str, plan: SandboxPlan, command: Sequence[str], cwd: st
     # first the in-memory folders, so that binds below them (a connection file or a notebook
     # folder under /tmp) are not covered by them
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
-    for path in plan.read_only:
-        if os.path.islink(path) and os.path.dirname(path) == "/":
+    mounts = [(path, "ro") for path in plan.read_only] + [(path, "hide") for path in plan.hidden]
+    for path, kind in sorted(mounts, key=lambda m: (m[0].count(os.sep), m[1] == "ro", m[0])):
+        if kind == "hide":
+            args += ["--tmpfs", path]
+        elif os.path.islink(path) and os.path.dirname(path) == "/":
             args += ["--symlink", os.readlink(path), path]  # merged /usr: /bin -> usr/bin
         else:
             args += ["--ro-bind", path, path]
@@ -197,7 +213,8 @@ def bwrap_command(bwrap: str, plan: SandboxPlan, command: Sequence[str], cwd: st
     for path in plan.writable:
         os.makedirs(path, exist_ok=True)
         args += ["--bind", path, path]
-    args += ["--remount-ro", "/"]  # writes outside the writable folders fail (EROFS)
+    for path in ["/", *plan.hidden]:  # writes outside the writable folders fail (EROFS)
+        args += ["--remount-ro", path]
     args += [
         "--setenv",
         "HOME",
@@ -238,11 +255,16 @@ def bwrap_command(bwrap: str, plan: SandboxPlan, command: Sequence[str], cwd: st
 
 
 def sandboxed_command(
-    command: Sequence[str], *, cwd: str, writable: Iterable[str], read_only: Iterable[str] = ()
+    command: Sequence[str],
+    *,
+    cwd: str,
+    writable: Iterable[str],
+    read_only: Iterable[str] = (),
+    hidden: Iterable[str] = (),
 ) -> list[str] | None:
     """``command`` wrapped in bwrap, or ``None`` when bwrap cannot run here (see :func:`probe`)."""
     status = probe()
     if not status.available or status.bwrap is None:
         return None
-    plan = system_plan(writable=[cwd, *writable], read_only=read_only)
+    plan = system_plan(writable=[cwd, *writable], read_only=read_only, hidden=hidden)
     return bwrap_command(status.bwrap, plan, command, cwd)

@@ -1,0 +1,314 @@
+"""The bubblewrap sandbox of student kernels (course_lib.grading.sandbox), with the real ``bwrap``.
+
+A submission that opens a TCP connection to 127.0.0.1, reads another submission, reads the
+gradebook, reads a source notebook with hidden tests, or writes into the course directory: each
+attempt fails inside the sandbox, the grade is what the code earns, and nothing on disk changes.
+Checked three ways: a process run directly in the sandbox, ``course-lib grade``, and plain
+``nbgrader autograde`` with the course's ``graders/nbgrader_config.py``. (Through the grader the
+gradebook is left out: opening it is an attempt to reach the grader, which the verdict flags for
+review whether or not the sandbox stops it; tests/test_grade_fairness.py covers that.) Where bwrap cannot run,
+the grader says so once and grades with resource limits only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+from grading_support import SYNTHETIC_ID, CourseDir, synthetic_notebook
+
+from course_lib.grading import sandbox
+
+STATUS = sandbox.probe()
+LIBRARY = Path(sandbox.__file__).resolve().parent
+needs_bwrap = pytest.mark.skipif(not STATUS.available, reason=STATUS.describe())
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that records every connection it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    server = Listener()
+    yield server
+    server.close()
+
+
+def attack_code(port: int, targets: dict[str, Path], write_to: list[Path]) -> str:
+    """Python source that tries every forbidden action and prints one line per attempt:
+    ``<name>: BLOCKED <error>`` or ``<name>: ALLOWED``."""
+    return (
+        "import socket as _s\n"
+        "def _try(name, action):\n"
+        "    try:\n"
+        "        action()\n"
+        "        print(f'{name}: ALLOWED')\n"
+        "    except Exception as e:\n"
+        "        print(f'{name}: BLOCKED {type(e).__name__}')\n"
+        f"_try('tcp', lambda: _s.create_connection(('127.0.0.1', {port}), timeout=3).close())\n"
+        + "".join(
+            f"_try('read-{name}', lambda: open({str(path)!r}, 'rb').read())\n"
+            for name, path in targets.items()
+        )
+        + "".join(
+            f"_try('write-{i}', lambda: open({str(path)!r}, 'w').write('x'))\n"
+            for i, path in enumerate(write_to)
+        )
+    )
+
+
+def attempts(text: str) -> dict[str, str]:
+    return {
+        line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.startswith(("tcp:", "read-", "write-"))
+    }
+
+
+def snapshot(*folders: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in folders
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the sandbox itself
+
+
+def test_plan_binds_parents_before_children_and_hides_a_course_below_a_system_folder():
+    plan = sandbox.SandboxPlan(
+        read_only=("/opt", "/opt/course/.venv"),
+        writable=("/tmp/cwd",),
+        hidden=("/opt/course",),
+    )
+    args = sandbox.bwrap_command("bwrap", plan, ["true"], "/tmp/cwd")
+    order = [
+        args.index("/opt"),
+        args.index("--tmpfs", args.index("/opt")) + 1,  # /opt/course emptied after /opt
+        args.index("/opt/course/.venv"),  # the venv inside it bound again on top
+    ]
+    assert args[order[1]] == "/opt/course"
+    assert order == sorted(order)
+    assert args[args.index("--remount-ro", args.index("/tmp/cwd")) + 1] == "/"
+    assert "--unshare-all" in args and "--die-with-parent" in args
+
+
+def test_probe_says_why_when_bwrap_is_missing(monkeypatch):
+    sandbox.probe.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    try:
+        status = sandbox.probe()
+    finally:
+        sandbox.probe.cache_clear()
+    assert not status.available
+    assert "bwrap not found" in status.reason
+    assert "resource limits" in status.describe()
+
+
+@needs_bwrap
+def test_a_sandboxed_process_reaches_nothing_outside(tmp_path, listener):
+    course = tmp_path / "course"
+    (course / "solutions").mkdir(parents=True)
+    secret = course / "solutions" / "hidden_tests.ipynb"
+    secret.write_text("### BEGIN HIDDEN TESTS")
+    (course / "graders").mkdir()
+    (course / "graders" / "gradebook.db").write_bytes(b"SQLite format 3")
+    other = tmp_path / "submissions" / "bob" / "hw.ipynb"
+    other.parent.mkdir(parents=True)
+    other.write_text("bob's work")
+    cwd = tmp_path / "alice"
+    cwd.mkdir()
+    code = attack_code(
+        listener.port,
+        {
+            "source": secret,
+            "other": other,
+            "home": Path.home() / ".bashrc",
+            "db": course / "graders" / "gradebook.db",
+        },
+        [course / "planted.txt", LIBRARY / "planted.txt"],
+    )
+    code += "open('mine.txt', 'w').write('ok'); print('cwd: writable')\n"
+    # /tmp is the sandbox's own: a write there succeeds and leaves nothing on the disk
+    code += f"open({str(tmp_path / 'private.txt')!r}, 'w').write('x'); print('tmp: private')\n"
+    before = snapshot(course, other.parent)
+    cmd = sandbox.sandboxed_command(
+        [sys.executable, "-c", code], cwd=str(cwd), writable=[], hidden=[str(course)]
+    )
+    assert cmd is not None
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    seen = attempts(run.stdout)
+    assert set(seen) == {"tcp", "read-source", "read-other", "read-home", "read-db"} | {
+        "write-0",
+        "write-1",
+    }
+    assert all(v.startswith("BLOCKED") for v in seen.values()), seen
+    assert "cwd: writable" in run.stdout
+    assert (cwd / "mine.txt").read_text() == "ok"
+    assert listener.accepted == 0
+    assert snapshot(course, other.parent) == before
+    assert "tmp: private" in run.stdout and not (tmp_path / "private.txt").exists()
+    assert not (course / "planted.txt").exists() and not (LIBRARY / "planted.txt").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# through the grader
+
+
+def attacker_notebook(solution: nbformat.NotebookNode, code: str) -> nbformat.NotebookNode:
+    """The solution with one extra cell (added by the student) that runs ``code``."""
+    nb = nbformat.from_dict(json.loads(json.dumps(solution)))
+    nb.cells.insert(2, nbformat.v4.new_code_cell(code))
+    return nb
+
+
+def submission_text(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+
+
+@pytest.fixture
+def synthetic_course(tmp_path):
+    course = CourseDir.create(tmp_path / "course", notebooks={SYNTHETIC_ID: synthetic_notebook()})
+    return course
+
+
+@needs_bwrap
+@pytest.mark.grading
+def test_course_lib_grade_confines_the_kernel(synthetic_course, tmp_path, listener):
+    course = synthetic_course
+    source = course.root / "solutions" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
+    subs = tmp_path / "submitted"
+    out = tmp_path / "out"
+    victim = subs / "bob" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(source.read_bytes())
+    code = attack_code(
+        listener.port,
+        {"other": victim, "source": source},
+        [course.root / "planted.txt", subs / "planted.txt", out / "planted.txt"],
+    )
+    solution = nbformat.read(str(source), as_version=4)
+    mine = subs / "alice" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
+    mine.parent.mkdir(parents=True)
+    nbformat.write(attacker_notebook(solution, code), str(mine))
+    before = snapshot(course.root, subs)
+    run = subprocess.run(
+        [sys.executable, "-m", "course_lib.cli", "grade", str(subs), "-o", str(out)]
+        + ["--course-root", str(course.root), "-j", "1", "--no-feedback"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COURSE_LIB_SANDBOX": "bwrap"},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    graded = summary["students"]["alice"][SYNTHETIC_ID]
+    assert graded["score"] == graded["max_score"] == 3.0, graded
+    autograded = nbformat.read(
+        str(out / "autograded" / "alice" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"), as_version=4
+    )
+    seen = attempts(submission_text(autograded))
+    assert len(seen) == 6, seen
+    assert all(v.startswith("BLOCKED") for v in seen.values()), seen
+    assert listener.accepted == 0
+    assert snapshot(course.root, subs) == before
+
+
+@needs_bwrap
+@pytest.mark.grading
+def test_plain_nbgrader_autograde_is_sandboxed_too(synthetic_course, listener):
+    """`nbgrader autograde` with the course's config: the same isolation as `course-lib grade`."""
+    course = synthetic_course
+    course.generate_assignment(SYNTHETIC_ID)
+    source = course.root / "solutions" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
+    code = attack_code(
+        listener.port,
+        {"source": source},
+        [course.root / "planted.txt", course.graders / "planted.txt"],
+    )
+    solution = nbformat.read(str(source), as_version=4)
+    mine = course.graders / "submitted" / "alice" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
+    mine.parent.mkdir(parents=True)
+    nbformat.write(attacker_notebook(solution, code), str(mine))
+    before = snapshot(course.root / "solutions", course.graders / "submitted")
+    course.autograde(SYNTHETIC_ID, env={"COURSE_LIB_SANDBOX": "bwrap"})
+    autograded = nbformat.read(
+        str(course.graders / "autograded" / "alice" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"),
+        as_version=4,
+    )
+    seen = attempts(submission_text(autograded))
+    assert len(seen) == 4, seen
+    assert all(v.startswith("BLOCKED") for v in seen.values()), seen
+    assert listener.accepted == 0
+    assert not (course.root / "planted.txt").exists()
+    assert snapshot(course.root / "solutions", course.graders / "submitted") == before
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.db_url) as gb:
+        assert gb.find_submission(SYNTHETIC_ID, "alice").score == 3.0
+
+
+@pytest.mark.grading
+def test_without_bwrap_the_grader_says_so_once_and_grades(synthetic_course, tmp_path):
+    course = synthetic_course
+    source = course.root / "solutions" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
+    subs = tmp_path / "submitted"
+    for student in ("alice", "bob"):
+        folder = subs / student / SYNTHETIC_ID
+        folder.mkdir(parents=True)
+        (folder / source.name).write_bytes(source.read_bytes())
+    bin_dir = tmp_path / "bin"  # a PATH without bwrap
+    bin_dir.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "course_lib.cli", "grade", str(subs), "-o", str(tmp_path / "out")]
+        + ["--course-root", str(course.root), "-j", "1", "--no-feedback"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PATH": str(bin_dir), "COURSE_LIB_SANDBOX": "auto"},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("bubblewrap sandbox unavailable") == 1, run.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    for student in ("alice", "bob"):
+        assert summary["students"][student][SYNTHETIC_ID]["score"] == 3.0
