@@ -206,6 +206,17 @@ def submission_text(nb: nbformat.NotebookNode) -> str:
     )
 
 
+def grade_cli(
+    subs: Path, out: Path, course: CourseDir, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`course-lib grade` as an instructor types it, one job, no feedback."""
+    cmd = [sys.executable, "-m", "course_lib.cli", "grade", str(subs), "-o", str(out)]
+    cmd += ["--course-root", str(course.root), "-j", "1", "--no-feedback"]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **env}
+    )
+
+
 @pytest.fixture
 def synthetic_course(tmp_path):
     course = CourseDir.create(tmp_path / "course", notebooks={SYNTHETIC_ID: synthetic_notebook()})
@@ -232,14 +243,7 @@ def test_course_lib_grade_confines_the_kernel(synthetic_course, tmp_path, listen
     mine.parent.mkdir(parents=True)
     nbformat.write(attacker_notebook(solution, code), str(mine))
     before = snapshot(course.root, subs)
-    run = subprocess.run(
-        [sys.executable, "-m", "course_lib.cli", "grade", str(subs), "-o", str(out)]
-        + ["--course-root", str(course.root), "-j", "1", "--no-feedback"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COURSE_LIB_SANDBOX": "bwrap"},
-    )
+    run = grade_cli(subs, out, course, {"COURSE_LIB_SANDBOX": "bwrap"})
     assert run.returncode == 0, run.stdout + run.stderr
     summary = json.loads((out / "summary.json").read_text())
     graded = summary["students"]["alice"][SYNTHETIC_ID]
@@ -299,13 +303,8 @@ def test_without_bwrap_the_grader_says_so_once_and_grades(synthetic_course, tmp_
         (folder / source.name).write_bytes(source.read_bytes())
     bin_dir = tmp_path / "bin"  # a PATH without bwrap
     bin_dir.mkdir()
-    run = subprocess.run(
-        [sys.executable, "-m", "course_lib.cli", "grade", str(subs), "-o", str(tmp_path / "out")]
-        + ["--course-root", str(course.root), "-j", "1", "--no-feedback"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PATH": str(bin_dir), "COURSE_LIB_SANDBOX": "auto"},
+    run = grade_cli(
+        subs, tmp_path / "out", course, {"PATH": str(bin_dir), "COURSE_LIB_SANDBOX": "auto"}
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count("bubblewrap sandbox unavailable") == 1, run.stdout
