@@ -34,7 +34,7 @@ import site
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["SandboxPlan", "SandboxStatus", "bwrap_command", "probe", "system_plan"]
@@ -148,14 +148,10 @@ def _course_lib_paths() -> list[str]:
 
 
 def _data_paths() -> list[str]:
-    """The datasets a chapter may load: ``$COURSE_LIB_DATA`` and the per-user dataset cache."""
+    """The datasets a chapter may load: ``$COURSE_LIB_DATA``, else the per-user dataset cache."""
     from course_lib.datasets.paths import get_data_dir
 
-    paths = [str(get_data_dir())]
-    numba_cache = os.environ.get("NUMBA_CACHE_DIR")
-    if numba_cache:
-        paths.append(numba_cache)
-    return paths
+    return [str(get_data_dir())]
 
 
 def system_plan(
@@ -189,7 +185,13 @@ def _dedupe(paths: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(set(paths), key=lambda p: (p.count(os.sep), p)))
 
 
-def bwrap_command(bwrap: str, plan: SandboxPlan, command: Sequence[str], cwd: str) -> list[str]:
+def bwrap_command(
+    bwrap: str,
+    plan: SandboxPlan,
+    command: Sequence[str],
+    cwd: str,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
     """The argument vector that runs ``command`` in ``cwd`` inside the sandbox of ``plan``.
 
     The kernel gets an empty home; ``COURSE_LIB_DATA`` is set to the grader's dataset folder
@@ -234,6 +236,7 @@ def bwrap_command(bwrap: str, plan: SandboxPlan, command: Sequence[str], cwd: st
         "--setenv",
         ENV_VAR,
         str(get_data_dir()),
+        *[arg for name, value in (env or {}).items() for arg in ("--setenv", name, value)],
         "--setenv",
         "USER",
         "nobody",
@@ -261,10 +264,35 @@ def sandboxed_command(
     writable: Iterable[str],
     read_only: Iterable[str] = (),
     hidden: Iterable[str] = (),
+    scratch: str | None = None,
 ) -> list[str] | None:
-    """``command`` wrapped in bwrap, or ``None`` when bwrap cannot run here (see :func:`probe`)."""
+    """``command`` wrapped in bwrap, or ``None`` when bwrap cannot run here (see :func:`probe`).
+
+    ``scratch``: a writable folder of this kernel's (among ``writable``) that receives a copy of
+    the grader's compiled-kernel cache (:func:`seed_numba_cache`)."""
     status = probe()
     if not status.available or status.bwrap is None:
         return None
     plan = system_plan(writable=[cwd, *writable], read_only=read_only, hidden=hidden)
-    return bwrap_command(status.bwrap, plan, command, cwd)
+    env = seed_numba_cache(scratch) if scratch else {}
+    return bwrap_command(status.bwrap, plan, command, cwd, env)
+
+
+def seed_numba_cache(scratch: str) -> dict[str, str]:
+    """Copy the grader's cache of compiled kernels (:func:`course_lib.kernels.cache_dir`, a few
+    MB) into ``scratch/numba`` and return the environment that points the kernel at it.
+
+    Numba only uses a cache folder it can write to; the grader's own must stay out of the
+    kernel's reach (a poisoned cache would run in the next kernel), so each kernel gets a copy:
+    the course's kernels load compiled instead of compiling again in every graded notebook."""
+    from course_lib.kernels import cache_dir
+
+    try:
+        source = cache_dir()
+    except OSError:
+        return {}
+    target = os.path.join(scratch, "numba")
+    if source.is_dir() and not os.path.exists(target):
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns(".probe-*"))
+    os.makedirs(target, exist_ok=True)
+    return {"NUMBA_CACHE_DIR": target}
