@@ -7,9 +7,13 @@ final name with :func:`os.replace`; on any error (including Ctrl-C) the
 temporary file is deleted. So the data directory never holds a half-written
 file under a name the loader reads.
 
-If a connection drops mid-file, the download resumes with an HTTP ``Range``
-request (up to :data:`MAX_RESUMES` times per mirror); a server that ignores
-``Range`` sends the whole file again and the download starts over.
+The transfer itself (requests, timeouts, the tqdm progress bar) is pooch's
+``HTTPDownloader``. Kept here, because pooch does not do them (see docs/datasets.md): the
+mirrors tried in turn with one error listing every attempt, the SHA-256 of the
+*uncompressed* bytes (mirrors serve ``.gz`` or plain files whose compressed bytes differ),
+the temporary file beside the target, and the resume: if a connection drops mid-file, the
+download continues with an HTTP ``Range`` request (up to :data:`MAX_RESUMES` times per
+mirror); a server that ignores ``Range`` sends the whole file again and it starts over.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import urllib.request
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tqdm.auto import tqdm
 
@@ -83,17 +87,8 @@ class _LocalWriteError(Exception):
     """Writing the temporary file failed (disk full, permissions): no mirror can help."""
 
 
-def _content_length(response: http.client.HTTPResponse) -> int | None:
-    value = response.headers.get("Content-Length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _range_start(response: http.client.HTTPResponse) -> int | None:
+def _range_start(value: str) -> int | None:
     # "Content-Range: bytes 1000-4999/5000"
-    value = response.headers.get("Content-Range", "")
     unit, _, rest = value.partition(" ")
     if unit.strip().lower() != "bytes":
         return None
@@ -102,90 +97,150 @@ def _range_start(response: http.client.HTTPResponse) -> int | None:
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
+    """One line saying how a mirror failed (requests' and urllib's errors alike)."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP error {exc.response.status_code} {exc.response.reason}"
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP error {exc.code} {exc.reason}"
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"timed out after {timeout:g} s while connecting"
+    if isinstance(exc, (requests.ReadTimeout, TimeoutError)) or "Read timed out" in str(exc):
+        return f"timed out: no data for {timeout:g} s"
+    if isinstance(exc, requests.ConnectionError):
+        reason = exc.args[0] if exc.args else exc
+        return f"connection failed: {getattr(reason, 'reason', reason)}"
     if isinstance(exc, urllib.error.URLError):
         reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            return f"timed out after {timeout:g} s while connecting"
         if isinstance(reason, BaseException):
             return f"{type(reason).__name__}: {reason}"
         return f"URLError: {reason}"
-    if isinstance(exc, TimeoutError):
-        return f"timed out: no data for {timeout:g} s"
     if isinstance(exc, (_MirrorFailed, DatasetError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
 def _fetch(url: str, out: BinaryIO, *, timeout: float, progress: bool, desc: str) -> None:
-    """Write the body at ``url`` to ``out``, resuming with ``Range`` when the connection drops.
+    """Write the body at ``url`` to ``out`` with pooch's HTTP downloader (requests, tqdm
+    progress bar), resuming with an HTTP ``Range`` request when the connection drops.
 
-    The progress bar appears once a server answers (not for refused connections).
+    pooch does the transfer; what it does not do is kept here: the resume (a response hook
+    sees the status before pooch writes the body, so a server that ignores ``Range`` makes the
+    download start over), and ``file://`` mirrors (a local copy, e.g. a USB stick).
     """
-    bar: tqdm | None = None
-    received = 0
+    if url.startswith("file:"):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                while chunk := response.read(_CHUNK):
+                    _write(out, chunk)
+        except OSError as exc:
+            raise _MirrorFailed(_describe(exc, timeout)) from exc
+        return
+
+    import pooch
+    import requests
+
+    # total=1 until pooch sets the real size: pooch tests the bar's truth value, which tqdm
+    # refuses to give for a bar without a total
+    bar = tqdm(
+        desc=desc, total=1, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress
+    )
     resumes = 0
     try:
         while True:
+            received = out.tell()
             headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
             if received:
                 headers["Range"] = f"bytes={received}-"
-            request = urllib.request.Request(url, headers=headers)
-            total: int | None = None
+            attempt = _Attempt(out, bar, received)
+            downloader = pooch.HTTPDownloader(
+                progressbar=bar if progress else False,
+                chunk_size=_CHUNK,
+                timeout=timeout,
+                headers=headers,
+                hooks={"response": attempt.on_response},
+            )
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    if bar is None:
-                        bar = tqdm(
-                            desc=desc,
-                            unit="B",
-                            unit_scale=True,
-                            unit_divisor=1024,
-                            disable=not progress,
-                        )
-                    length = _content_length(response)
-                    status = getattr(response, "status", None)
-                    if received and status == 206 and _range_start(response) == received:
-                        total = received + length if length is not None else None
-                    else:  # a fresh start (or a server that ignored Range: start over)
-                        if received:
-                            out.seek(0)
-                            out.truncate()
-                            received = 0
-                            bar.reset()
-                        total = length
-                    bar.total = total
-                    bar.refresh()
-                    # read1: return what has arrived (progress, and partial data kept on
-                    # a timeout so that the resume continues after it).
-                    read = getattr(response, "read1", response.read)
-                    while chunk := read(_CHUNK):
-                        try:
-                            out.write(chunk)
-                        except OSError as exc:
-                            raise _LocalWriteError(str(exc)) from exc
-                        received += len(chunk)
-                        bar.update(len(chunk))
-                    if total is not None and received < total:
-                        raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
-                    return
-            except urllib.error.URLError:
-                raise  # HTTP errors, refused connections: not worth resuming
+                downloader(url, _Writer(out), None)
+                total = attempt.total
+                if total is not None and out.tell() < total:
+                    raise _MirrorFailed(f"connection closed after {out.tell()} of {total} bytes")
+                return
+            except requests.HTTPError:
+                raise  # 404 and friends: not worth resuming
             except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.ConnectionError,
                 _MirrorFailed,
-                http.client.IncompleteRead,
-                ConnectionError,
-                TimeoutError,
             ) as exc:
-                if received == 0 or resumes >= MAX_RESUMES:
+                got, total = out.tell(), attempt.total
+                refused = not attempt.answered  # no response at all (refused, unreachable)
+                if isinstance(exc, requests.ConnectionError) and "Read timed out" in str(exc):
                     message = _describe(exc, timeout)
+                elif isinstance(exc, _MirrorFailed) or refused:
+                    message = _describe(exc, timeout)
+                else:
+                    message = f"connection closed after {got} of {total or '?'} bytes"
+                if refused or got == 0 or resumes >= MAX_RESUMES:
                     if resumes:
                         message += f" (after {resumes} resumed attempt(s))"
                     raise _MirrorFailed(message) from exc
                 resumes += 1
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
+
+
+class _Attempt:
+    """One request of a download; its response hook runs before pooch writes the body."""
+
+    def __init__(self, out: BinaryIO, bar: tqdm, received: int) -> None:
+        self.out, self.bar, self.received = out, bar, received
+        self.answered = False
+        self.total: int | None = None  #: bytes the whole file has, when the server says
+
+    def on_response(self, response: Any, *args: object, **kwargs: object) -> None:
+        """Continue after ``received`` (206 from there), or start over (anything else)."""
+        self.answered = True
+        # a body cut short ends the stream with the bytes that did arrive (urllib3 would
+        # otherwise raise and drop its last partial chunk): the resume continues exactly there
+        raw = getattr(response, "raw", None)
+        if raw is not None and hasattr(raw, "enforce_content_length"):
+            raw.enforce_content_length = False
+        length = response.headers.get("Content-Length")
+        body = int(length) if length and length.isdigit() else None
+        resumed = bool(
+            self.received
+            and response.status_code == 206
+            and _range_start(response.headers.get("Content-Range", "")) == self.received
+        )
+        if self.received and not resumed and response.ok:
+            self.out.seek(0)
+            self.out.truncate()
+            self.bar.reset()
+        start = self.received if resumed else 0
+        self.total = None if body is None else start + body
+
+
+class _Writer:
+    """The file pooch writes to: write errors become :class:`_LocalWriteError` (no mirror
+    can help with a full disk), everything else goes to the real file."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def write(self, chunk: bytes) -> int:
+        return _write(self._out, chunk)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def _write(out: BinaryIO, chunk: bytes) -> int:
+    try:
+        return out.write(chunk)
+    except OSError as exc:
+        raise _LocalWriteError(str(exc)) from exc
 
 
 def _move_aside(paths: Sequence[Path], target: Path) -> None:
