@@ -43,18 +43,24 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-IMPLS = ("course_lib", "book", "torch")
+IMPLS = ("course_lib", "course_lib_numpy", "book", "torch")
+#: Run by default; ``course_lib_numpy`` (the NumPy reference path) on request (``--impls``).
+DEFAULT_IMPLS = ("course_lib", "book", "torch")
 MODELS = ("TwoLayerNet", "SimpleConvNet", "DeepConvNet")
 IMPL_LABELS = {
-    "course_lib": "course_lib (NumPy, float32)",
+    "course_lib": "course_lib (float32)",
+    "course_lib_numpy": "course_lib NumPy path (float32)",
     "book": "book-style NumPy (float64)",
     "torch": "PyTorch CPU (float32)",
 }
 
-#: Targets from the issue, as ratios of median step times from one run.
+#: Targets, as ratios of step times from one run: wall time with several threads, and
+#: (``max_vs_torch_cpu``) CPU time with ``--threads 1 --clock cpu``. With several rounds the
+#: ratio checked is the smallest of the rounds' ratios (each round times course_lib and
+#: PyTorch back to back, so a burst of load from other processes hits both).
 TARGETS = {
-    "SimpleConvNet": {"max_vs_torch": 1.0, "min_speedup_vs_book": 4.0},
-    "DeepConvNet": {"max_vs_torch": 1.5, "min_speedup_vs_book": 4.0},
+    "SimpleConvNet": {"max_vs_torch": 0.9, "max_vs_torch_cpu": 0.8, "min_speedup_vs_book": 4.0},
+    "DeepConvNet": {"max_vs_torch": 1.3, "max_vs_torch_cpu": 1.2, "min_speedup_vs_book": 4.0},
 }
 
 THREAD_ENV = (
@@ -139,7 +145,7 @@ def make_runner(impl: str, model: str, threads: int, seed: int):
         import book_baseline
 
         return NumpyRunner(book_baseline.MODELS[model](seed=seed), book_baseline.Adam(), np.float64)
-    if impl == "course_lib":
+    if impl in ("course_lib", "course_lib_numpy"):
         from course_lib import models, optimizers
 
         if model == "TwoLayerNet":
@@ -207,7 +213,10 @@ def run_step_job(job: dict) -> dict:
     ]
     rss_before = _rss_mb()
     peak_was_reset = _reset_peak_rss()
-    for i in range(job["warmup"]):
+    t0 = time.perf_counter()
+    runner.step(*batches[0])  # includes importing Numba and loading (or compiling) kernels
+    first_step = time.perf_counter() - t0
+    for i in range(1, job["warmup"]):
         runner.step(*batches[i % n_batches])
     times = []
     for i in range(job["repeat"]):
@@ -219,11 +228,17 @@ def run_step_job(job: dict) -> dict:
         "impl": impl,
         "model": model,
         "step_times_s": times,
+        "first_step_wall_s": first_step,
         "rss_before_steps_mb": rss_before,
         "peak_rss_steps_mb": _peak_rss_mb(),
         "peak_is_of_steps_only": peak_was_reset,
         "data": source,
     }
+    if impl.startswith("course_lib"):
+        from course_lib import kernels, threads
+
+        result["kernels"] = kernels.active()
+        result["thread_pools"] = threads.thread_info()
     if impl != "torch":
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
@@ -304,6 +319,14 @@ def worker_env(threads: int, coretype: str) -> dict[str, str]:
 
     env = blas_environment(os.environ, threads, coretype)
     env.update({k: str(threads) for k in THREAD_ENV})
+    env["COURSE_LIB_THREADS"] = str(threads)
+    return env
+
+
+def impl_env(env: dict[str, str], impl: str) -> dict[str, str]:
+    """The worker environment for one implementation (the NumPy path is chosen by variable)."""
+    if impl == "course_lib_numpy":
+        return {**env, "COURSE_LIB_KERNELS": "numpy"}
     return env
 
 
@@ -381,6 +404,17 @@ def machine_info(threads: int) -> dict:
     return info
 
 
+def round_ratios(runs: dict[tuple[str, str], list[dict]], model: str, impl: str) -> list[float]:
+    """Per round, the median step of ``impl`` over the median step of torch (same round)."""
+    ours, theirs = runs.get((model, impl), []), runs.get((model, "torch"), [])
+    ratios = []
+    for a, b in zip(ours, theirs):
+        if "error" in a or "error" in b:
+            continue
+        ratios.append(statistics.median(a["step_times_s"]) / statistics.median(b["step_times_s"]))
+    return ratios
+
+
 def _summarise(step_results: list[dict]) -> dict:
     """Merge the rounds of one (impl, model) pair."""
     errors = [r["error"] for r in step_results if "error" in r]
@@ -399,7 +433,12 @@ def _summarise(step_results: list[dict]) -> dict:
         "peak_is_of_steps_only": all(r["peak_is_of_steps_only"] for r in ok),
         "data": ok[0]["data"],
         "openblas_core": ok[0].get("openblas_core"),
+        "first_step_wall_s": [r.get("first_step_wall_s") for r in ok],
+        "round_medians_ms": [1e3 * statistics.median(r["step_times_s"]) for r in ok],
     }
+    if "kernels" in ok[0]:
+        out["kernels"] = ok[0]["kernels"]
+        out["thread_pools"] = ok[0]["thread_pools"]
     out["step_rss_growth_mb"] = out["peak_rss_mb"] - out["rss_before_steps_mb"]
     if "step_alloc_peak_mb" in ok[0]:
         out["step_alloc_peak_mb"] = max(r["step_alloc_peak_mb"] for r in ok)
@@ -410,23 +449,44 @@ def _summarise(step_results: list[dict]) -> dict:
     return out
 
 
-def compute_ratios(results: dict) -> dict:
+def compute_ratios(
+    results: dict,
+    rounds: dict[str, dict[str, list[float]]] | None = None,
+    *,
+    cpu_one_thread: bool = False,
+) -> dict:
+    """Ratios of median step times; with ``rounds`` (model -> impl -> per-round ratios to
+    torch) also their minimum, which is then what the targets are checked against."""
     ratios: dict[str, dict] = {}
     for model, per_impl in results.items():
         ours = per_impl.get("course_lib", {}).get("step_median_ms")
         r: dict[str, Any] = {}
         torch_ms = per_impl.get("torch", {}).get("step_median_ms")
         book_ms = per_impl.get("book", {}).get("step_median_ms")
+        numpy_ms = per_impl.get("course_lib_numpy", {}).get("step_median_ms")
         if ours and torch_ms:
             r["course_lib_vs_torch"] = ours / torch_ms
+        if numpy_ms and torch_ms:
+            r["course_lib_numpy_vs_torch"] = numpy_ms / torch_ms
         if ours and book_ms:
             r["speedup_vs_book"] = book_ms / ours
         if book_ms and torch_ms:
             r["book_vs_torch"] = book_ms / torch_ms
-        target = TARGETS.get(model, {})
+        for impl, per_round in ((rounds or {}).get(model) or {}).items():
+            if per_round:
+                r[f"{impl}_vs_torch_rounds"] = per_round
+                r[f"{impl}_vs_torch_min"] = min(per_round)
+        checked = r.get("course_lib_vs_torch_min", r.get("course_lib_vs_torch"))
+        target = dict(TARGETS.get(model, {}))
+        limit = (
+            target.pop("max_vs_torch_cpu", None) if cpu_one_thread else target.get("max_vs_torch")
+        )
+        target.pop("max_vs_torch_cpu", None)
+        if limit is not None:
+            target["max_vs_torch"] = limit
         met = {}
-        if "max_vs_torch" in target and "course_lib_vs_torch" in r:
-            met["vs_torch"] = r["course_lib_vs_torch"] <= target["max_vs_torch"]
+        if "max_vs_torch" in target and checked is not None:
+            met["vs_torch"] = checked <= target["max_vs_torch"]
         if "min_speedup_vs_book" in target and "speedup_vs_book" in r:
             met["vs_book"] = r["speedup_vs_book"] >= target["min_speedup_vs_book"]
         r["targets"] = target
@@ -443,7 +503,12 @@ def plot(report: dict, path: Path) -> None:
 
     models = [m for m in MODELS if m in report["results"]]
     impls = [i for i in IMPLS if any(i in report["results"][m] for m in models)]
-    colors = {"course_lib": "#1f77b4", "book": "#999999", "torch": "#ee4c2c"}
+    colors = {
+        "course_lib": "#1f77b4",
+        "course_lib_numpy": "#9ecae1",
+        "book": "#999999",
+        "torch": "#ee4c2c",
+    }
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / max(1, len(impls))
     for panel, (key, scale, ylabel) in enumerate(
@@ -508,6 +573,8 @@ def format_report(report: dict) -> str:
     cores = {r.get("openblas_core") for per in report["results"].values() for r in per.values()}
     lines.append(f"OpenBLAS kernels used: {', '.join(sorted(str(c) for c in cores))}")
     lines.append(f"Data: {report['data']}")
+    m_end = m.get("loadavg_end")
+    lines.append(f"Load average at start / end: {m.get('loadavg_start')} / {m_end}")
     lines.append("")
     hdr = f"{'model':<14}{'implementation':<30}{'step ms (median)':>17}{'IQR ms':>16}"
     hdr += f"{'peak RSS MB':>13}{'+step MB':>10}"
@@ -534,14 +601,27 @@ def format_report(report: dict) -> str:
         "step alloc: tracemalloc peak of one NumPy step (its temporaries)"
     )
     lines.append("")
-    lines.append("Ratios (median step time, this run):")
+    lines.append("Ratios (median step time, this run; min: smallest ratio of one round):")
     for model, r in report["ratios"].items():
         parts = []
         if "course_lib_vs_torch" in r:
             t = r["targets"].get("max_vs_torch")
             ok = r["targets_met"].get("vs_torch")
             tgt = f" (target <= {t:.1f}x: {'met' if ok else 'MISSED'})" if t else ""
-            parts.append(f"course_lib / torch = {r['course_lib_vs_torch']:.2f}x{tgt}")
+            rounds = r.get("course_lib_vs_torch_rounds")
+            by_round = (
+                f", min {r['course_lib_vs_torch_min']:.2f}x of rounds "
+                + " ".join(f"{x:.2f}" for x in rounds)
+                if rounds
+                else ""
+            )
+            parts.append(f"course_lib / torch = {r['course_lib_vs_torch']:.2f}x{by_round}{tgt}")
+        if "course_lib_numpy_vs_torch" in r:
+            low = r.get("course_lib_numpy_vs_torch_min")
+            parts.append(
+                f"NumPy path / torch = {r['course_lib_numpy_vs_torch']:.2f}x"
+                + (f" (min {low:.2f}x)" if low else "")
+            )
         if "speedup_vs_book" in r:
             t = r["targets"].get("min_speedup_vs_book")
             ok = r["targets_met"].get("vs_book")
@@ -550,6 +630,17 @@ def format_report(report: dict) -> str:
         if "book_vs_torch" in r:
             parts.append(f"book / torch = {r['book_vs_torch']:.1f}x")
         lines.append(f"  {model:<14}" + "; ".join(parts) if parts else f"  {model:<14}(incomplete)")
+    nbm = report.get("notebook_memory")
+    if nbm:
+        lines.append("")
+        if "error" in nbm:
+            lines.append(f"Notebook memory: failed: {nbm['error']}")
+        else:
+            lines.append(
+                f"Notebook memory: {nbm['chapter']} in quick mode peaks at "
+                f"{nbm['peak_rss_mb']:.0f} MB resident ({nbm['wall_s']:.0f} s, "
+                f"kernels {nbm['kernels']}, {len(nbm['errors'])} cell errors)"
+            )
     ng = report.get("numgrad")
     if ng:
         lines.append("")
@@ -581,11 +672,12 @@ def run_benchmarks(
     timeout: float = 1800.0,
     openblas_coretype: str = "inherit",
     clock: str = "wall",
+    notebook_memory: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the benchmark and write ``bench.json`` / ``bench.png``; return the report dict."""
     models = list(models or MODELS)
-    impls = list(impls or IMPLS)
+    impls = list(impls or DEFAULT_IMPLS)
     for m in models:
         if m not in MODELS:
             raise ValueError(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
@@ -645,7 +737,7 @@ def run_benchmarks(
                     "data_dir": str(data_dir) if data_dir else None,
                 }
                 log(f"[round {rnd + 1}/{rounds}] {model:<14} {impl:<11}")
-                res = run_worker(job, env, timeout)
+                res = run_worker(job, impl_env(env, impl), timeout)
                 if "error" in res:
                     log(f"    skipped: {res['error']}")
                 else:
@@ -663,7 +755,14 @@ def run_benchmarks(
         "config": config,
         "data": data_src,
         "results": results,
-        "ratios": compute_ratios(results),
+        "ratios": compute_ratios(
+            results,
+            {
+                m: {i: round_ratios(runs, m, i) for i in impls if i.startswith("course_lib")}
+                for m in models
+            },
+            cpu_one_thread=clock == "cpu" and threads == 1,
+        ),
     }
     if numgrad and "course_lib" in impls:
         job = {
@@ -677,6 +776,16 @@ def run_benchmarks(
         }
         log("numerical gradient vs backprop (TwoLayerNet, course_lib)")
         report["numgrad"] = run_worker(job, env, timeout)
+    if notebook_memory:
+        import notebook_memory as nbm
+
+        log(f"{notebook_memory}: peak resident memory of the quick-mode solution notebook")
+        try:
+            report["notebook_memory"] = nbm.measure(notebook_memory, data_dir=data_dir)
+            log("    " + nbm.format_result(report["notebook_memory"]))
+        except Exception as exc:  # reported in the JSON and printed; the timings still count
+            report["notebook_memory"] = {"error": f"{type(exc).__name__}: {exc}"}
+            log(f"    failed: {exc}")
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     out = Path(out_dir) if out_dir else HERE / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,10 @@
     python benchmarks/profile_layers.py SimpleConvNet [--threads 2] [--repeat 20] [--cpu-time]
     python benchmarks/profile_layers.py DeepConvNet --torch     # PyTorch's own op profile
 
-``--cpu-time`` measures the thread's CPU time instead of wall time: on a shared
-machine it is far less disturbed by other processes (use it with ``--threads 1``,
-since BLAS worker threads are not counted). Thread counts are applied through
+``--cpu-time`` measures the process's CPU time (every thread: BLAS's and Numba's
+workers too) instead of wall time: on a shared machine it is far less disturbed
+by other processes (use it with ``--threads 1``). ``--kernels numpy|numba``
+chooses the layers' implementation (default: as ``COURSE_LIB_KERNELS`` says). Thread counts are applied through
 the environment before NumPy is imported, as in the benchmark harness.
 """
 
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--cpu-time", action="store_true", help="thread CPU time instead of wall time")
+    ap.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time")
+    ap.add_argument("--kernels", choices=["numpy", "numba"], help="the layers' implementation")
     ap.add_argument("--torch", action="store_true", help="profile the PyTorch model instead")
     ap.add_argument(
         "--what-if-relu",
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[k] = str(args.threads)
+    if args.kernels:
+        os.environ["COURSE_LIB_KERNELS"] = args.kernels
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         net = getattr(models, args.model)(dtype=dtype, seed=0)
     x = x.astype(dtype)
     opt = optimizers.Adam()
-    clock = time.thread_time if args.cpu_time else time.perf_counter
+    clock = time.process_time if args.cpu_time else time.perf_counter
     samples: dict[str, list[float]] = {}
 
     def timed(name, fn, *a):
@@ -83,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [(k, 1e3 * float(np.median(v))) for k, v in samples.items()]
     total = sum(ms for _, ms in rows)
-    unit = "CPU ms (this thread)" if args.cpu_time else "wall ms"
-    print(f"{args.model} {args.dtype}, batch {args.batch}, {args.threads} threads, median {unit}:")
+    unit = "CPU ms (process)" if args.cpu_time else "wall ms"
+    from course_lib import kernels
+
+    print(
+        f"{args.model} {args.dtype}, batch {args.batch}, {args.threads} threads, "
+        f"kernels {kernels.active()}, median {unit}:"
+    )
     for k, ms in rows:
         print(f"  {k:<22}{ms:8.2f}  {100 * ms / total:5.1f}%  {'#' * round(40 * ms / total)}")
     print(f"  {'sum':<22}{total:8.2f}")

@@ -19,7 +19,9 @@ AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 MODELS = ("TwoLayerNet", "SimpleConvNet", "DeepConvNet")
-IMPLS = ("course_lib", "book", "torch")
+IMPLS = ("course_lib", "course_lib_numpy", "book", "torch")
+#: The solution notebook whose quick-mode peak memory a full run measures.
+NOTEBOOK_MEMORY_CHAPTER = "ch05_deep_networks"
 
 
 def find_benchmarks_dir() -> Path:
@@ -112,7 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=IMPLS,
         metavar="IMPL",
-        help=f"implementations (default: all of {', '.join(IMPLS)})",
+        help="implementations (default: course_lib book torch; course_lib_numpy is the "
+        "NumPy reference path of course_lib, COURSE_LIB_KERNELS=numpy)",
     )
     parser.add_argument(
         "--threads",
@@ -149,6 +152,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out", help="output folder for bench.json / bench.png (default benchmarks/results)"
+    )
+    parser.add_argument(
+        "--no-notebook-memory",
+        action="store_true",
+        help=f"skip running {NOTEBOOK_MEMORY_CHAPTER}'s solution in quick mode for its peak "
+        "resident memory (never run with --quick)",
     )
     parser.add_argument(
         "--data-dir",
@@ -201,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         openblas_coretype=args.openblas_coretype,
         clock=args.clock,
+        notebook_memory=None if args.quick or args.no_notebook_memory else NOTEBOOK_MEMORY_CHAPTER,
     )
     return 0
 

@@ -150,7 +150,7 @@ class Convolution(Layer):
         FN, C, FH, FW = self.W.shape
         N = img.shape[0]
         K, s, p = FH * FW * C, self.stride, self.pad
-        img = img.astype(dtype, copy=False)
+        img = np.ascontiguousarray(img, dtype=dtype)  # NHWC memory: copied only if not already
         out = np.empty((N, OH, OW, FN), dtype=dtype)
         keep = keeps_caches()
         if C == 1:  # grey images: the transposed patch matrix with a row of ones, as above

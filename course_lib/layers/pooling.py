@@ -72,9 +72,8 @@ class Pooling(Layer):
         ):
             out = np.empty((N, out_h, out_w, C), dtype=x.dtype)
             arg = np.empty((N, out_h, out_w, C), dtype=np.int8)
-            fast.maxpool_forward(
-                x.transpose(0, 2, 3, 1), self.pool_h, self.pool_w, self.stride, out, arg
-            )
+            img = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # copied only if not NHWC
+            fast.maxpool_forward(img, self.pool_h, self.pool_w, self.stride, out, arg)
             self.x_shape = (N, C, H, W)
             self._cache(arg=arg, x=None, out=None)
             return out.transpose(0, 3, 1, 2)
@@ -102,9 +101,8 @@ class Pooling(Layer):
         if self.arg is not None:  # the compiled forward ran
             fast = kernels.compiled()
             dx = np.empty((N, H, W, C), dtype=dout.dtype)
-            fast.maxpool_backward(
-                dout.transpose(0, 2, 3, 1), self.arg, self.pool_h, self.pool_w, s, tiles, dx
-            )
+            d = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))  # copied only if not NHWC
+            fast.maxpool_backward(d, self.arg, self.pool_h, self.pool_w, s, tiles, dx)
             return dx.transpose(0, 3, 1, 2)
         self._require_cache(self.x)
         out_h, out_w = self.out.shape[2:]
