@@ -214,7 +214,7 @@ def full_run_minutes(notebook: Path) -> str:
         text = notebook.read_text()
     except OSError:
         return ""
-    match = re.search(r"full run \(about ([^)]*?)\)", text)
+    match = re.search(r"full run \(about ([^)]*?\d[^)]*?)\)", text)  # a measured figure
     return match.group(1) if match else ""
 
 
@@ -325,6 +325,7 @@ def write_home_notebook(workspace: Path, chapters: Path) -> Path:
         "display_name": "Python 3",
         "language": "python",
     }
+    nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [nbformat.v4.new_markdown_cell(text) for text in home_markdown(workspace, chapters)]
     nb.cells.append(nbformat.v4.new_code_cell(REFRESH_CELL))
     path = workspace / "START_HERE.ipynb"

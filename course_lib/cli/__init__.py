@@ -77,6 +77,9 @@ def parse_args(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(f"course-lib {version()}")  # without importing every subcommand
+        return 0
     parser = build_parser()
     args = parse_args(sys.argv[1:] if argv is None else argv, parser)
     if not getattr(args, "func", None):

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         notebook_dir, default_url = root, "/lab"
     else:
         chapters = Path(args.chapters) if args.chapters else root / "chapters"
-        workspace = Path(args.workspace).resolve()
+        workspace = Path(args.workspace or root / DEFAULT_WORKSPACE).resolve()
         copied = prepare_workspace(chapters, workspace)
         print(f"course workspace: {workspace} ({len(copied)} new file(s) copied from {chapters})")
         write_home(workspace, chapters)
@@ -154,8 +154,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--workspace",
-        default=os.environ.get("COURSE_LIB_WORKSPACE", DEFAULT_WORKSPACE),
-        help="where your copies of the chapters live (default: ./workspace)",
+        default=os.environ.get("COURSE_LIB_WORKSPACE"),
+        help="where your copies of the chapters live (default: workspace/ in the course)",
     )
     p.add_argument("--chapters", help="the chapters/ folder to copy from (default: found)")
     p.add_argument(
