@@ -24,7 +24,8 @@ once what is wrong; at the end you draw digits for your own network to read.
 
 ## Quick start
 
-Linux or macOS (Windows: WSL) with Python 3.10+ as `python3`, in this folder:
+Clone or download this repository, then in its folder (Linux or macOS, on Windows WSL; Python
+3.10+ as `python3`):
 
 ```sh
 ./course.sh start    # set up (.venv) and open the course in JupyterLab
