@@ -160,6 +160,27 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             "x_shuffled, t_shuffled = x[perm], t",
             ("ch03_training_techniques-split_validation-tests",),
         ),
+        P(
+            "batch_norm-backward-misses-the-variance-path",
+            "ch03_training_techniques-batch_norm",
+            "dx = (dxn - dxn.mean(axis=0) - self.xn * np.mean(dxn * self.xn, axis=0)) / self.std",
+            "dx = (dxn - dxn.mean(axis=0)) / self.std",
+            ("ch03_training_techniques-batch_norm-backward-tests",),
+        ),
+        P(
+            "overfit_tiny_batch-stops-at-90-percent",
+            "ch03_training_techniques-overfit_tiny_batch",
+            "if network.accuracy(x, t) == 1.0:",
+            "if network.accuracy(x, t) >= 0.9:",
+            ("ch03_training_techniques-overfit_tiny_batch-tests",),
+        ),
+        P(
+            "lr_sweep-one-batch-generator-for-all-rates",
+            "ch03_training_techniques-lr_sweep",
+            "batches = np.random.default_rng(seed)  # the same mini-batches for every learning rate",
+            "batches = batches if k else np.random.default_rng(seed)",
+            ("ch03_training_techniques-lr_sweep-tests",),
+        ),
     ),
     "ch04_convolutional_networks": (
         P(
@@ -195,6 +216,13 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             "ch04-pooling",
             "dmax[np.arange(flat.size), self.arg_max] = flat",
             "dmax[np.arange(flat.size), self.arg_max] = -flat",
+            ("ch04-pooling-backward-tests",),
+        ),
+        P(
+            "pooling-backward-spreads-over-the-window",
+            "ch04-pooling",
+            "dmax[np.arange(flat.size), self.arg_max] = flat",
+            "dmax[:] = flat[:, None] / size",
             ("ch04-pooling-backward-tests",),
         ),
     ),
