@@ -1,4 +1,4 @@
-"""The static integrity checks on small notebooks (no kernel)."""
+"""The static pass on small notebooks (no kernel): habits reported, grader reaches costly."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_own_code_is_clean():
     )
 
 
-def test_subclassing_the_reference_is_flagged_for_that_exercise_only():
+def test_subclassing_the_reference_is_an_early_warning_for_that_exercise():
     found = scan_submission(
         source(),
         submit(
@@ -72,7 +72,9 @@ def test_subclassing_the_reference_is_flagged_for_that_exercise_only():
             "class Net:\n    def f(self):\n        return Relu()",
         ),
     )
-    assert kinds(found) == [("reference", ("relu-tests",))]
+    assert kinds(found) == [("reference", ())]  # the run-time watch decides, not this pass
+    assert found[0].exercise == "Relu" and found[0].cell == 1 and found[0].line == 1
+    assert not found[0].costs_points and "early warning" in found[0].summary_line()
 
 
 def test_uncommented_fallback_after_the_test_is_allowed():
@@ -87,37 +89,124 @@ def test_uncommented_fallback_after_the_test_is_allowed():
     assert found == []
 
 
-def test_monkeypatching_numpy_zeroes_every_later_test():
+def test_monkeypatching_numpy_in_the_kernel_is_reported_not_punished():
     found = scan_submission(
         source(), submit("np.allclose = lambda *a, **k: True\nclass Relu:\n    pass")
     )
-    assert kinds(found) == [("tamper", ("relu-tests", "net-tests"))]
-    assert "numpy.allclose" in found[0].message or "np.allclose" in found[0].message
+    assert kinds(found) == [("habit", ())]
+    assert "np.allclose" in found[0].message and found[0].line == 1
 
 
-def test_wrapper_around_a_reference_function_is_flagged():
+def test_wrapper_around_a_reference_function_is_warned():
     answer = (
         "import course_lib.functions\n\ndef helper(x):\n    return course_lib.functions.relu(x)\n\n"
         "class Relu:\n    def forward(self, x):\n        return helper(x)"
     )
     found = scan_submission(source(), submit(answer))
-    assert ("reference", ("relu-tests",)) in kinds(found)
+    assert ("reference", ()) in kinds(found)
 
 
-def test_exec_builtins_gc_are_tampering():
-    for code in (
-        "exec('x = 1')",
-        "import builtins",
-        "import gc",
-        "import ctypes",
-        "__import__('os')",
-        "import sys\nsys.modules['numpy'] = None",
-        "setattr(np, 'sum', len)",
-    ):
-        found = scan_submission(source(), submit(code + "\nclass Relu:\n    pass"))
-        assert found and all(f.kind == "tamper" for f in found), code
+HABITS = (
+    "exec('x = 1')",
+    "import builtins",
+    "import gc\ngc.collect()",
+    "import ctypes",
+    "__import__('os')",
+    "import sys\nsys.stdout.write('hi')",
+    "from types import SimpleNamespace",
+    "import inspect",
+    "import threading",
+    "!echo hello",
+    "%whos",
+    "%%time\nx = 1",
+    "setattr(np, 'sum', len)",
+    "import sys\nsys.modules['numpy'] = None",
+)
 
 
-def test_setattr_on_self_and_magics_are_fine():
-    answer = "%matplotlib inline\nclass Relu:\n    def __init__(self):\n        setattr(self, 'mask', None)"
+def test_everyday_habits_are_reported_with_their_line_and_cost_nothing():
+    for code in HABITS:
+        found = scan_submission(source(), submit("x = 0\n" + code + "\nclass Relu:\n    pass"))
+        assert found, code
+        assert all(f.kind == "habit" and not f.costs_points for f in found), (code, found)
+        assert all(f.cell == 1 and f.line in (2, 3) for f in found), (code, found)
+
+
+def test_setattr_on_own_objects_copy_and_magics_allowed_are_silent():
+    answer = (
+        "%matplotlib inline\nimport copy\nclass Relu:\n    def __init__(self):\n"
+        "        setattr(self, 'mask', None)\n        self.twin = copy.copy(self)"
+    )
     assert scan_submission(source(), submit(answer)) == []
+
+
+def test_reaching_for_the_grader_is_flagged_and_zeroes_the_tests_after_it():
+    for code in (
+        "import course_lib.grading.verdict",
+        "from course_lib.grading import worker",
+        "import course_lib.grading.checks as C\nC.check_close = lambda *a, **k: None",
+        "import importlib\nimportlib.import_module('course_lib.grading.agent')",
+        "open('../gradebook.db', 'rb')",
+    ):
+        found = [f for f in scan_submission(source(), submit(code + "\nclass Relu:\n    pass"))]
+        grader = [f for f in found if f.kind == "grader"]
+        assert grader, (code, found)
+        assert grader[0].tests == ("relu-tests", "net-tests"), (code, grader)
+        assert "flagged for review" in grader[0].summary_line()
+
+
+def test_the_checks_the_notebooks_import_are_not_the_grader():
+    code = "from course_lib.grading.checks import check_close\nclass Relu:\n    pass"
+    assert [f for f in scan_submission(source(), submit(code)) if f.kind == "grader"] == []
+
+
+def test_findings_reach_comments_feedback_and_grades():
+    from course_lib.grading.findings import (
+        Finding,
+        apply_findings,
+        runtime_findings,
+        runtime_output,
+    )
+    from course_lib.grading.tasks import CellGrade, NotebookResult
+
+    nb = submit("class Relu:\n    pass")
+    nb.cells[2].outputs = [
+        nbformat.from_dict(
+            runtime_output(
+                "reference",
+                "your `Relu` ran the reference implementation `course_lib.layers.Relu.forward`",
+                exercise="Relu",
+                cell=1,
+                line=2,
+            )
+        )
+    ]
+    found = runtime_findings(nb, {"Relu": {"relu-tests"}})
+    assert found == [
+        Finding(
+            "reference",
+            "your `Relu` ran the reference implementation `course_lib.layers.Relu.forward`",
+            1,
+            2,
+            ("relu-tests",),
+            "Relu",
+            "runtime",
+        )
+    ]
+    habit = Finding("habit", "uses the IPython shell", 3, 1)
+    entry = NotebookResult(
+        grades={"relu-tests": CellGrade(1.0, 1.0), "net-tests": CellGrade(1.0, 1.0)},
+        comments={"relu": None, "net": None},
+    )
+    apply_findings([*found, habit], entry, nb)
+    assert entry.grades["relu-tests"].auto_score == 0.0
+    assert entry.grades["net-tests"].auto_score == 1.0
+    assert not entry.grades["relu-tests"].flagged  # the reference costs points, no review
+    assert "course_lib.layers.Relu.forward" in entry.comments["relu"]
+    assert "shell" in entry.comments["relu"]  # cell 3 belongs to the Relu region
+    notes = [o for o in nb.cells[3].outputs if o.get("name") == "stderr"]
+    assert notes and "no points lost" in notes[0].text
+    grader = Finding("grader", "imports `course_lib.grading.worker`", 3, 1, ("net-tests",))
+    apply_findings([grader], entry, nb)
+    assert entry.grades["net-tests"].auto_score == 0.0 and entry.grades["net-tests"].flagged
+    assert grader.to_dict("nb")["costs_points"] and grader.to_dict("nb")["cell"] == 3

@@ -25,8 +25,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import nbformat
-
 __all__ = [
     "Finding",
     "apply_findings",
@@ -108,6 +106,8 @@ def runtime_output(
 ) -> dict[str, Any]:
     """The error output (nbformat) that makes a test score 0 for a runtime finding."""
     ename = ENAMES[kind]
+    if cell is not None:
+        message = f"cell {cell + 1}" + (f", line {line}" if line else "") + f": {message}"
     mark = (
         f"{_MARK} kind={kind} exercise={exercise or ''} "
         f"cell={-1 if cell is None else cell} line={line or 0}"
@@ -154,10 +154,11 @@ def runtime_findings(autograded: Any, exercise_tests: Mapping[str, Iterable[str]
                 tests = tuple(sorted(set(exercise_tests.get(exercise or "", ())) | {gid}))
             else:
                 tests = tuple(g for pos, g in positions if pos >= index)
+            message = re.sub(r"^cell \d+(, line \d+)?: ", "", str(output.get("evalue")))
             found.append(
                 Finding(
                     kind,
-                    str(output.get("evalue")),
+                    message,
                     cell if cell >= 0 else None,
                     line or None,
                     tests,
@@ -204,6 +205,8 @@ def apply_findings(findings: list[Finding], entry: Any, autograded: Any) -> None
     (:class:`course_lib.grading.tasks.NotebookResult`: ``grades``, grade_id -> a grade with
     ``auto_score`` and ``flagged``; ``comments``, comment name -> text).
     """
+    import nbformat  # not at the top: the verdict process imports this module (1.5 s)
+
     grades = entry.grades
     comments = entry.comments
     by_id = {_meta(c).get("grade_id"): c for c in autograded.cells if _meta(c).get("grade_id")}

@@ -433,7 +433,8 @@ def report() -> dict[str, Any]:
     if state is None:
         return {"hits": [], "notes": [], "watching": False}
     intact = not state.table or state.getprofile() is state.hook
-    if state.active and not intact:
+    noted = any("profile hook" in n["message"] for n in state.notes)
+    if state.active and not intact and not noted:
         state.notes.append(
             {
                 "kind": "grader",

@@ -117,12 +117,22 @@ def _append_stream(events: list[list[str]], name: str, text: str, budget: list[i
         events.append([name, piece])
 
 
+#: Modules no test uses: the command line, widgets, the grader itself, and the course home
+#: page (it imports nbformat, whose jsonschema formats cost 1.5 s of CPU per submission).
+_NOT_PREIMPORTED = (
+    "course_lib.cli",
+    "course_lib.widgets",
+    "course_lib.grading.",
+    "course_lib.course_home",
+)
+
+
 def _preimport() -> None:
     """Import the library now, before any student code runs anywhere."""
     import course_lib
 
     for info in pkgutil.walk_packages(course_lib.__path__, "course_lib."):
-        if info.name.startswith(("course_lib.cli", "course_lib.widgets", "course_lib.grading.")):
+        if info.name.startswith(_NOT_PREIMPORTED):
             continue
         with contextlib.suppress(Exception):
             importlib.import_module(info.name)
@@ -208,6 +218,20 @@ class VerdictSession:
         self.kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
         self.kernel_pid = pid
 
+    def close(self) -> None:
+        """Close the kernel client, the connection and the socket (the process ends next)."""
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
+        if self.endpoint is not None:
+            self.endpoint.sock.close()
+            self.endpoint = None
+        self.listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.sock_path)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.rpc_dir)
+
     # -- name resolution
     def _resolve_remote(self, name: str) -> Any:
         if self.endpoint is None:
@@ -256,10 +280,9 @@ class VerdictSession:
             seen.add(key)
             cell, line = self._locate(hit)
             how = "a copy of " if hit.get("copy") else ""
-            where = f" (cell {cell + 1}, line {line})" if cell is not None else ""
             message = (
                 f"your `{hit.get('exercise')}` ran {how}the reference implementation "
-                f"`{hit.get('label')}`{where}: this exercise scores 0. Write your own code "
+                f"`{hit.get('label')}`: this exercise scores 0. Write your own code "
                 "(the stuck-student line belongs after the exercise's tests)."
             )
             outputs.append(
@@ -269,9 +292,8 @@ class VerdictSession:
             )
         for note in (report or {}).get("notes") or []:
             cell, line = self._locate(note)
-            where = f" (cell {cell + 1}, line {line})" if cell is not None else ""
             message = (
-                f"your code {note.get('message')}{where}: an attempt to reach the grader; "
+                f"your code {note.get('message')}: an attempt to reach the grader; "
                 "the notebook is flagged for your instructor's review."
             )
             outputs.append(runtime_output("grader", message, exercise=None, cell=cell, line=line))
@@ -539,9 +561,7 @@ def main() -> int:
                 answer({"error": f"unknown command {kind!r}"})
         except Exception as exc:
             answer({"error": f"{type(exc).__name__}: {exc}", "kernel_ok": False})
-    with contextlib.suppress(OSError):
-        os.unlink(session.sock_path)
-        os.rmdir(session.rpc_dir)
+    session.close()
     return 0
 
 

@@ -1,0 +1,341 @@
+"""The fairness policy through the real ``course-lib grade``: habits reported, the reference caught.
+
+ONE batch of chapter-2 submissions (the instructor's solution with one change each):
+
+- **honest habits** (shell commands, magics, ``sys.stdout``, standard-library imports, setattr on
+  the student's own objects, a cell that raises, comparing with the reference in a scratch
+  cell, a profiler outside the tests ...) keep full marks, and each is reported with its cell;
+- **routes to the reference implementation** (import forms, a dotted name resolved from a
+  string, walking the object graph, a bound method or closure kept from earlier, a helper
+  class, copies made at run time) cost exactly the exercise that used it, with a message naming
+  the reference object;
+- **reaching for the grader** (its modules, the profile hook that watches the reference) flags
+  the notebook for review.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.grading.release import generate_assignments, load_course_config
+
+pytestmark = [pytest.mark.grading, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[1]
+A = "ch02_backpropagation"
+SOURCE = REPO / "solutions" / A / f"{A}.ipynb"
+FULL = 14.0
+POINTS = {
+    "mul": 1,
+    "add": 1,
+    "relu": 2,
+    "sigmoid": 2,
+    "affine": 3,
+    "softmax_with_loss": 3,
+    "two_layer_net": 2,
+}
+
+
+def gid(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def index_of(nb, grade_id: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if gid(c) == grade_id)
+
+
+def trim(nb):
+    """Drop the ungraded MNIST training after the last exercise (keeps the batch short)."""
+    nb = copy.deepcopy(nb)
+    nb.cells = nb.cells[: index_of(nb, f"{A}-two_layer_net-tests") + 2]
+    return nb
+
+
+def filled(student, solution):
+    """The student version answered as in the instructor's solution."""
+    nb = copy.deepcopy(student)
+    answers = {gid(c): c.source for c in solution.cells if gid(c)}
+    for cell in nb.cells:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution") and gid(cell) in answers:
+            cell.source = "\n".join(
+                line
+                for line in answers[gid(cell)].splitlines()
+                if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
+            )
+    return nb
+
+
+def with_cell_before(nb, grade_id: str, code: str):
+    nb = copy.deepcopy(nb)
+    nb.cells.insert(index_of(nb, grade_id), nbformat.v4.new_code_cell(code))
+    return nb
+
+
+def with_answer_appended(nb, exercise: str, code: str):
+    nb = copy.deepcopy(nb)
+    cell = nb.cells[index_of(nb, f"{A}-{exercise}")]
+    cell.source = cell.source + "\n\n\n" + code
+    return nb
+
+
+@dataclass
+class Case:
+    name: str
+    nb: nbformat.NotebookNode
+    loses: tuple[str, ...] = ()  # exercises that score 0
+    report: str | None = None  # a word the findings must contain
+    flagged: bool = False  # a grader finding (flagged for review)
+    expected: float | None = None  # when not FULL minus the exercises lost
+
+
+def score_of(case: Case) -> float:
+    if case.expected is not None:
+        return case.expected
+    return FULL - sum(POINTS[e] for e in case.loses)
+
+
+HABITS = {
+    "shell": ("!echo hello from the shell", "shell"),
+    "magic_whos": ("%whos", "IPython"),
+    "magic_cell": ("%%time\nsquares = [i * i for i in range(1000)]", "IPython"),
+    "magic_env": ("%env COURSE_NOTE=1\n%lsmagic", "IPython"),
+    "stdout": ("import sys\nsys.stdout.write('progress: 10%\\n')", "sys.stdout"),
+    "types": ("from types import SimpleNamespace\ncfg = SimpleNamespace(lr=0.1)", "types"),
+    "inspect": ("import inspect\nprint(inspect.signature(Relu.forward))", "inspect"),
+    "threading": (
+        "import threading\nt = threading.Thread(target=lambda: None)\nt.start()\nt.join()",
+        "threading",
+    ),
+    "copy": ("import copy\nr2 = copy.deepcopy(Relu())", None),
+    "setattr_own": ("layer = Relu()\nsetattr(layer, 'name', 'mine')", "setattr"),
+    "vars_own": ("layer = Relu()\nprint(vars(layer))", None),
+    "raises": ("raise ValueError('just trying something')", None),
+    "exec": ("exec('tmp = 2 * 21')", "exec"),
+    "gc": ("import gc\ngc.collect()", "gc"),
+    "patch_numpy_in_kernel": ("np.set_printoptions(precision=3)\nnp.allclose = np.allclose", "np"),
+    "compare_with_reference": (
+        "x = np.linspace(-1, 1, 7)\n"
+        "print(np.allclose(course_lib.layers.Relu().forward(x), Relu().forward(x)))",
+        None,
+    ),
+    "profiler_outside_tests": ("%prun -q Relu().forward(np.ones(10))", "IPython"),
+    "importlib": ("import importlib\nmath = importlib.import_module('math')", "importlib"),
+    "get_ipython": ("get_ipython().run_line_magic('who', '')", "IPython"),
+    "recursion": ("import sys\nsys.setrecursionlimit(5000)", "sys.setrecursionlimit"),
+}
+
+ROUTES = {
+    # import forms
+    "import_from": (
+        "relu",
+        "from course_lib.layers import Relu  # noqa",
+    ),
+    "subclass": ("sigmoid", "class Sigmoid(course_lib.layers.Sigmoid):\n    pass"),
+    # a dotted name resolved from a string
+    "importlib_string": (
+        "affine",
+        "import importlib\n\nAffine = getattr(importlib.import_module('course_lib.' + 'layers'), "
+        "'Aff' + 'ine')",
+    ),
+    "attrgetter": (
+        "softmax_with_loss",
+        "import operator\n\n"
+        "SoftmaxWithLoss = operator.attrgetter('layers.SoftmaxWithLoss')(course_lib)",
+    ),
+    # walking the object graph
+    "sys_modules": (
+        "relu",
+        "import sys\n\nRelu = [m for n, m in sys.modules.items() if n.endswith('.activations')][0]"
+        ".Relu",
+    ),
+    "subclasses": (
+        "affine",
+        "Affine = next(c for c in course_lib.layers.base.Layer.__subclasses__() "
+        "if c.__name__ == 'Affine')",
+    ),
+    "gc_objects": (
+        "sigmoid",
+        "import gc\n\nSigmoid = next(o for o in gc.get_objects() if isinstance(o, type) "
+        "and o.__name__ == 'Sigmoid' and o.__module__.startswith('course_lib'))",
+    ),
+    # a bound method / closure captured earlier
+    "bound_method": (
+        "relu",
+        "_ref = course_lib.layers.Relu()\n_fwd, _bwd = _ref.forward, _ref.backward\n\n\n"
+        "class Relu:\n    def forward(self, x):\n        return _fwd(x)\n\n"
+        "    def backward(self, dout):\n        return _bwd(dout)",
+    ),
+    "closure": (
+        "sigmoid",
+        "def _make():\n    impl = course_lib.layers.Sigmoid()\n\n"
+        "    def forward(self, x):\n        return impl.forward(x)\n\n"
+        "    def backward(self, dout):\n        return impl.backward(dout)\n\n"
+        "    return forward, backward\n\n\n"
+        "class Sigmoid:\n    forward, backward = _make()",
+    ),
+    # delegation through a helper class
+    "helper_class": (
+        "softmax_with_loss",
+        "class _Engine:\n    def __init__(self):\n"
+        "        self.impl = getattr(course_lib.layers, 'SoftmaxWithLoss')()\n\n\n"
+        "class SoftmaxWithLoss:\n    def __init__(self):\n        self.engine = _Engine()\n\n"
+        "    def forward(self, x, t):\n        return self.engine.impl.forward(x, t)\n\n"
+        "    def backward(self, dout=1):\n        return self.engine.impl.backward(dout)",
+    ),
+    # a helper function of the library doing the exercise's work
+    "library_function": (
+        "sigmoid",
+        "class Sigmoid:\n    def forward(self, x):\n"
+        "        self.out = course_lib.functions.sigmoid(x)\n        return self.out\n\n"
+        "    def backward(self, dout):\n        return dout * (1.0 - self.out) * self.out",
+    ),
+    # copies of the class made at run time
+    "type_copy": (
+        "relu",
+        "_R = course_lib.layers.Relu\n"
+        "Relu = type('Relu', _R.__bases__, {**vars(_R), '__module__': '__main__'})",
+    ),
+    "source_copy": (
+        "affine",
+        "import inspect\nimport sys\n\n_g = dict(vars(sys.modules['course_lib.layers.affine']))\n"
+        "_g['__name__'] = '__main__'\nexec(inspect.getsource(_g['Affine']), _g)\n"
+        "Affine = _g['Affine']",
+    ),
+    # the stuck-student line used before the exercise's tests
+    "fallback_too_early": ("relu", "Relu = course_lib.reference.Relu"),
+}
+
+
+def build(solution, student) -> list[Case]:
+    base = trim(filled(student, solution))
+    cases = [Case("solution", base)]
+    for name, (code, word) in HABITS.items():
+        cases.append(
+            Case(f"habit_{name}", with_cell_before(base, f"{A}-relu-forward-tests", code), (), word)
+        )
+    for name, (exercise, code) in ROUTES.items():
+        cases.append(
+            Case(f"route_{name}", with_answer_appended(base, exercise, code), (exercise,), None)
+        )
+    # the watch itself: removing the profile hook inside graded code is reaching for the grader
+    unhook = (
+        "class Relu(Relu):\n    def forward(self, x):\n"
+        "        __import__('sys').setprofile(None)\n        return super().forward(x)"
+    )
+    cases.append(
+        Case(
+            "grader_unhook",
+            with_answer_appended(base, "relu", unhook),
+            flagged=True,
+            expected=POINTS["mul"] + POINTS["add"],
+        )
+    )
+    # a grader module imported under a name no static reading sees: the audit hook reports it
+    sneaky = "import importlib\n_m = importlib.import_module('course_lib.gra' + 'ding.wor' + 'ker')"
+    cases.append(
+        Case(
+            "grader_import",
+            with_cell_before(base, f"{A}-two_layer_net-tests", sneaky),
+            flagged=True,
+            expected=FULL - POINTS["two_layer_net"],
+        )
+    )
+    return cases
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    if not SOURCE.exists():
+        pytest.skip(f"{SOURCE} not written yet")
+    tmp = tmp_path_factory.mktemp("fairness")
+    generate_assignments(load_course_config(REPO), [A], tmp / "release")
+    student = nbformat.read(str(tmp / "release" / A / f"{A}.ipynb"), as_version=4)
+    solution = nbformat.read(str(SOURCE), as_version=4)
+    cases = build(solution, student)
+    only = os.environ.get("FAIRNESS_ONLY")  # a comma-separated subset, while debugging
+    if only:
+        cases = [c for c in cases if c.name in only.split(",")]
+    subs = tmp / "submitted"
+    for case in cases:
+        (subs / case.name / A).mkdir(parents=True)
+        nbformat.write(case.nb, str(subs / case.name / A / f"{A}.ipynb"))
+    out = tmp / "out"
+    command = [sys.executable, "-m", "course_lib.cli", "grade", str(subs), "-o", str(out)]
+    proc = subprocess.run(
+        [*command, "-a", A, "-j", "2", "--cell-timeout", "60", "--course-root", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=1700,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    return {"cases": cases, "summary": summary, "out": out, "proc": proc}
+
+
+def _entry(graded, name):
+    students = graded["summary"].get("students", graded["summary"])
+    return students[name][A]
+
+
+def test_every_score(graded):
+    wrong = {}
+    for case in graded["cases"]:
+        got = _entry(graded, case.name)
+        if abs(float(got["score"]) - score_of(case)) > 1e-9:
+            wrong[case.name] = (got["score"], score_of(case), got["findings"], got["problems"])
+    assert not wrong, json.dumps(wrong, indent=1, default=str) + graded["proc"].stdout[-3000:]
+
+
+def test_habits_are_reported_with_their_cell(graded):
+    for case in graded["cases"]:
+        if not case.name.startswith("habit_") or case.report is None:
+            continue
+        findings = _entry(graded, case.name)["findings"]
+        text = " ".join(f["where"] for f in findings)
+        assert case.report.lower() in text.lower(), (case.name, text)
+        assert all(not f["costs_points"] for f in findings), (case.name, findings)
+        assert any(f["cell"] is not None and f["line"] for f in findings), (case.name, findings)
+
+
+def test_reference_routes_name_the_reference(graded):
+    for case in graded["cases"]:
+        if not case.name.startswith("route_"):
+            continue
+        findings = [
+            f
+            for f in _entry(graded, case.name)["findings"]
+            if f["kind"] == "reference" and f["detected"] == "runtime"
+        ]
+        assert findings, (case.name, _entry(graded, case.name)["findings"])
+        assert all("course_lib." in f["message"] for f in findings), findings
+        assert all(f["costs_points"] for f in findings), findings
+
+
+def test_grader_reaches_are_flagged(graded):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{graded['out'] / 'gradebook.db'}", "") as gb:
+        for case in graded["cases"]:
+            notebook = gb.find_submission_notebook(A, A, case.name)
+            assert bool(notebook.flagged) == case.flagged, case.name
+
+
+def test_findings_reach_feedback_and_gradebook_comments(graded):
+    from nbgrader.api import Gradebook
+
+    html = (graded["out"] / "feedback" / "habit_shell" / A / f"{A}.html").read_text()
+    assert "Note from the grader" in html and "no points lost" in html
+    html = (graded["out"] / "feedback" / "route_type_copy" / A / f"{A}.html").read_text()
+    assert "ReferenceUsed" in html and "course_lib.layers.activations.Relu" in html
+    with Gradebook(f"sqlite:///{graded['out'] / 'gradebook.db'}", "") as gb:
+        notebook = gb.find_submission_notebook(A, A, "habit_shell")
+        comments = " ".join(c.auto_comment or "" for c in notebook.comments)
+        assert "shell" in comments.lower(), comments

@@ -1,0 +1,129 @@
+"""The verdict process's session against a real kernel (no nbgrader): proxies, the reference
+watch and its findings, the grader's own reaches, a test that times out.
+
+The kernel starts the way the grader starts it (the agent's ``BOOT`` line first); test cells
+run in this process through :class:`course_lib.grading.verdict.VerdictSession`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from course_lib.grading.agent import BOOT
+from course_lib.grading.verdict import VerdictSession
+
+pytestmark = pytest.mark.timeout(300)
+
+OWN_RELU = """
+import numpy as np
+import course_lib.layers
+
+class Relu:
+    def forward(self, x):
+        self.mask = x <= 0
+        return np.where(self.mask, 0, x)
+
+    def backward(self, dout):
+        return np.where(self.mask, 0, dout)
+"""
+
+TEST = """
+import numpy as np
+from course_lib.grading.checks import check_close
+x = np.array([-1.0, 2.0])
+layer = Relu()
+check_close(layer.forward(x), np.array([0.0, 2.0]), "Relu().forward")
+check_close(layer.backward(np.ones(2)), np.array([0.0, 1.0]), "Relu().backward")
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = start_new_kernel(extra_arguments=[f"--IPKernelApp.exec_lines={BOOT}"])
+    run_in_kernel(kc, "import numpy as np\nimport course_lib.layers")
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def run_in_kernel(kc, code: str) -> None:
+    reply = kc.execute_interactive(code, timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+
+
+@pytest.fixture()
+def session(kernel):
+    km, kc = kernel
+    session = VerdictSession()
+    cells = [OWN_RELU, "", "RELU = course_lib.layers.Relu"]
+    session.init(
+        ["import numpy as np"],
+        ["Relu"],
+        exercises={"Relu": ["relu-tests"]},
+        allow=[],
+        cells=cells,
+    )
+    session.connect_kernel(km.get_connection_info(session=False), km.provisioner.pid)
+    yield session
+    session.close()
+
+
+def enames(result) -> list[str]:
+    return [o.get("ename") for o in result["outputs"] if o["output_type"] == "error"]
+
+
+def test_own_code_passes_without_findings(kernel, session):
+    run_in_kernel(kernel[1], OWN_RELU)
+    result = session.run(TEST, 60, "relu-tests")
+    assert enames(result) == [] and result["kernel_ok"], result
+
+
+def test_a_test_of_another_exercise_does_not_watch_this_reference(kernel, session):
+    run_in_kernel(kernel[1], "Relu = course_lib.layers.Relu")
+    result = session.run(TEST, 60, "some-other-tests")  # e.g. a network using the fallback
+    assert enames(result) == [], result
+
+
+def test_the_reference_run_through_a_bound_method_is_named(kernel, session):
+    run_in_kernel(
+        kernel[1],
+        "_fwd = course_lib.layers.Relu().forward\n"
+        "class Relu:\n"
+        "    def forward(self, x):\n"
+        "        self._r = _fwd.__self__\n"
+        "        return _fwd(x)\n"
+        "    def backward(self, dout):\n"
+        "        return self._r.backward(dout)\n",
+    )
+    result = session.run(TEST, 60, "relu-tests")
+    assert "ReferenceUsed" in enames(result), result
+    message = next(o for o in result["outputs"] if o.get("ename") == "ReferenceUsed")["evalue"]
+    assert "course_lib.layers.activations.Relu.forward" in message
+
+
+def test_removing_the_watch_is_reaching_for_the_grader(kernel, session):
+    run_in_kernel(
+        kernel[1],
+        OWN_RELU
+        + "\n_own = Relu.forward\n"
+        + "def _forward(self, x):\n"
+        + "    __import__('sys').setprofile(None)\n"
+        + "    return _own(self, x)\n"
+        + "Relu.forward = _forward\n",
+    )
+    result = session.run(TEST, 60, "relu-tests")
+    assert "GraderAccess" in enames(result), result
+
+
+def test_a_test_that_times_out_leaves_the_kernel_usable(kernel, session):
+    run_in_kernel(
+        kernel[1], OWN_RELU + "\nRelu.forward = lambda self, x: [0 for _ in iter(int, 1)]"
+    )
+    result = session.run(TEST, 3, "relu-tests")
+    assert enames(result) == ["CellTimeoutError"], result
+    run_in_kernel(kernel[1], OWN_RELU)
+    result = session.run(TEST, 60, "relu-tests")
+    assert enames(result) == [], result
