@@ -21,6 +21,7 @@ from nbgrader.preprocessors import ClearHiddenTests
 __all__ = [
     "FeedbackView",
     "MAX_FILE_BYTES",
+    "feedback_preprocessors",
     "grade_id",
     "is_answer",
     "is_test",
@@ -153,8 +154,44 @@ def report_changes(nb: NotebookNode, source: NotebookNode, problems: list[str]) 
         if is_test(src):
             problems.append(f"test cell {gid} was deleted (nbgrader put it back)")
         elif nbutils.is_solution(src) and not nbutils.is_grade(src):
-            problems.append(f"answer cell {gid} was deleted")
+            problems.append(f"answer cell {gid} was deleted (graded as unanswered)")
+    _restore_answer_cells(nb, source, set(seen))
     return nb
+
+
+def _restore_answer_cells(nb: NotebookNode, source: NotebookNode, present: set[str]) -> None:
+    """Put deleted answer cells back, unanswered, where the source has them.
+
+    nbgrader re-adds deleted test cells after the cell that precedes them in the source, and
+    fails on the whole notebook (``KeyError`` in ``OverwriteCells``) when that cell is a deleted
+    answer cell: without this, deleting an answer cell and its test would cost every point."""
+    previous: str | None = None
+    for src in source.cells:
+        gid = grade_id(src)
+        if not gid:
+            continue
+        if gid not in present and nbutils.is_solution(src) and not nbutils.is_grade(src):
+            stub = nbformat.from_dict(json.loads(json.dumps(src)))
+            stub.source = "# (deleted in the submission)\nraise NotImplementedError()"
+            stub["outputs"], stub["execution_count"] = [], None
+            at = next(
+                (i + 1 for i, cell in enumerate(nb.cells) if grade_id(cell) == previous),
+                len(nb.cells) if previous is not None else 0,
+            )
+            nb.cells.insert(at, stub)
+            present.add(gid)
+        if gid in present:
+            previous = gid
+
+
+def feedback_preprocessors() -> list[type]:
+    """``GenerateFeedback.preprocessors`` without the hidden tests: the one list that
+    ``course-lib grade`` and plain ``nbgrader generate_feedback`` (through
+    ``graders/nbgrader_config.py``) both use."""
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import GetGrades
+
+    return [GetGrades, FeedbackView, CSSHTMLHeaderPreprocessor]
 
 
 class FeedbackView(ClearHiddenTests):
