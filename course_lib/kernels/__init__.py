@@ -8,7 +8,9 @@ Numba kernels (:mod:`course_lib.kernels._numba`) that give the same numbers up t
 float32 rounding. One switch chooses:
 
 * the environment variable ``COURSE_LIB_KERNELS`` = ``numpy`` | ``numba`` | ``auto``
-  (default ``auto``: Numba when it can be imported, else NumPy), read once;
+  (default ``auto``: Numba when it can be imported, else NumPy; NumPy under the
+  grader, ``NBGRADER_EXECUTION`` set, where every submission is a fresh process and
+  compiling would cost more than it saves), read once;
 * :func:`use_kernels` (``course_lib.use_kernels("numpy")``) at run time.
 
 Numba is imported only when a layer first takes the fast path (it costs about
@@ -41,6 +43,8 @@ def _numba_available() -> bool:
 def _decide(name: str) -> str:
     name = name.strip().lower() or "auto"
     if name == "auto":
+        if os.environ.get("NBGRADER_EXECUTION"):
+            return "numpy"
         return "numba" if _numba_available() else "numpy"
     if name not in BACKENDS:
         raise ValueError(f"{_ENV}={name!r}: choose numpy, numba or auto")
@@ -98,10 +102,22 @@ def cache_dir() -> Path:
 
 
 def fast() -> ModuleType | None:
-    """The compiled kernels module when the Numba path is active, else None (NumPy path)."""
+    """The compiled kernels module when the Numba path is active, else None (NumPy path).
+
+    With no writable folder for the cache (see :func:`cache_dir`) the NumPy path is
+    used, with a warning: compiling in every process would cost more than it saves.
+    """
+    global _choice
     if active() != "numba":
         return None
-    return compiled()
+    try:
+        return compiled()
+    except OSError as exc:
+        import warnings
+
+        warnings.warn(f"course_lib: compiled kernels off, NumPy layers used ({exc})", stacklevel=2)
+        _choice = "numpy"
+        return None
 
 
 def compiled() -> ModuleType:
