@@ -187,6 +187,11 @@ def test_environment_switch_and_lazy_import():
     )
     assert run_python(code, COURSE_LIB_KERNELS="numpy").split() == ["numpy", "False"]
     assert run_python(code, COURSE_LIB_KERNELS="numba").split() == ["numba", "False"]
+    # under the grader every submission is a fresh process: auto means the NumPy path
+    assert run_python(code, COURSE_LIB_KERNELS="auto", NBGRADER_EXECUTION="autograde").split() == [
+        "numpy",
+        "False",
+    ]
 
 
 def test_cache_goes_to_a_writable_folder(tmp_path):
