@@ -33,16 +33,8 @@ pytestmark = [pytest.mark.grading, pytest.mark.timeout(1800)]
 REPO = Path(__file__).resolve().parents[1]
 A = "ch02_backpropagation"
 SOURCE = REPO / "solutions" / A / f"{A}.ipynb"
-FULL = 14.0
-POINTS = {
-    "mul": 1,
-    "add": 1,
-    "relu": 2,
-    "sigmoid": 2,
-    "affine": 3,
-    "softmax_with_loss": 3,
-    "two_layer_net": 2,
-}
+#: ungraded cells that need MNIST or train a network: emptied (they earn nothing; faster)
+HEAVY = ("load_mnist", "x_train", "Trainer(", "history[")
 
 
 def gid(cell) -> str | None:
@@ -54,10 +46,27 @@ def index_of(nb, grade_id: str) -> int:
 
 
 def trim(nb):
-    """Drop the ungraded MNIST training after the last exercise (keeps the batch short)."""
+    """Empty the ungraded cells that load MNIST or train (they earn nothing; keeps it short)."""
     nb = copy.deepcopy(nb)
-    nb.cells = nb.cells[: index_of(nb, f"{A}-two_layer_net-tests") + 2]
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and not meta and any(h in cell.source for h in HEAVY):
+            cell.source = "pass"
     return nb
+
+
+def points(source) -> dict[str, float]:
+    """Each answer cell (its grade_id without the chapter) -> points of the tests after it."""
+    out: dict[str, float] = {}
+    current = None
+    for cell in source.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            current = meta["grade_id"].removeprefix(f"{A}-")
+            out[current] = 0.0
+        elif meta.get("grade") and current is not None:
+            out[current] += float(meta.get("points", 0))
+    return out
 
 
 def filled(student, solution):
@@ -91,16 +100,17 @@ def with_answer_appended(nb, exercise: str, code: str):
 class Case:
     name: str
     nb: nbformat.NotebookNode
-    loses: tuple[str, ...] = ()  # exercises that score 0
-    report: str | None = None  # a word the findings must contain
+    loses: tuple[str, ...] = ()  # answer cells (exercises) whose tests score 0
+    report: tuple[str, ...] = ()  # words the findings must contain
+    routes: tuple[str, ...] = ()  # the reference routes planted (one per exercise)
     flagged: bool = False  # a grader finding (flagged for review)
-    expected: float | None = None  # when not FULL minus the exercises lost
+    expected: float | None = None  # when not full marks minus the exercises lost
 
 
-def score_of(case: Case) -> float:
+def score_of(case: Case, pts: dict[str, float]) -> float:
     if case.expected is not None:
         return case.expected
-    return FULL - sum(POINTS[e] for e in case.loses)
+    return sum(pts.values()) - sum(pts[e] for e in case.loses)
 
 
 HABITS = {
@@ -216,16 +226,30 @@ ROUTES = {
 
 
 def build(solution, student) -> list[Case]:
+    """The solution; habits 4 to a notebook; routes one per exercise in a notebook (so each
+    route is attributed to its own exercise); two reaches for the grader."""
     base = trim(filled(student, solution))
     cases = [Case("solution", base)]
-    for name, (code, word) in HABITS.items():
-        cases.append(
-            Case(f"habit_{name}", with_cell_before(base, f"{A}-relu-forward-tests", code), (), word)
-        )
+    habits = list(HABITS.items())
+    for k in range(0, len(habits), 4):
+        nb, words = base, []
+        for name, (code, word) in habits[k : k + 4]:
+            nb = with_cell_before(nb, f"{A}-relu-forward-tests", f"# habit: {name}\n{code}")
+            words += [word] if word else []
+        cases.append(Case(f"habits_{k // 4 + 1}", nb, report=tuple(words)))
+    by_exercise: dict[str, list[tuple[str, str]]] = {}
     for name, (exercise, code) in ROUTES.items():
-        cases.append(
-            Case(f"route_{name}", with_answer_appended(base, exercise, code), (exercise,), None)
-        )
+        by_exercise.setdefault(exercise, []).append((name, code))
+    for k in range(max(len(v) for v in by_exercise.values())):
+        nb, loses, names = base, [], []
+        for exercise, routes in by_exercise.items():
+            if k < len(routes):
+                name, code = routes[k]
+                nb = with_answer_appended(nb, exercise, code)
+                loses.append(exercise)
+                names.append(name)
+        cases.append(Case(f"routes_{k + 1}", nb, tuple(loses), routes=tuple(names)))
+    pts = points(solution)
     # the watch itself: removing the profile hook inside graded code is reaching for the grader
     unhook = (
         "class Relu(Relu):\n    def forward(self, x):\n"
@@ -236,17 +260,18 @@ def build(solution, student) -> list[Case]:
             "grader_unhook",
             with_answer_appended(base, "relu", unhook),
             flagged=True,
-            expected=POINTS["mul"] + POINTS["add"],
+            expected=pts["mul_add"],  # the tests from the first relu test on score 0
         )
     )
     # a grader module imported under a name no static reading sees: the audit hook reports it
     sneaky = "import importlib\n_m = importlib.import_module('course_lib.gra' + 'ding.wor' + 'ker')"
+    last = list(pts)[-1]
     cases.append(
         Case(
             "grader_import",
-            with_cell_before(base, f"{A}-two_layer_net-tests", sneaky),
+            with_cell_before(base, f"{A}-{last}-tests", sneaky),
             flagged=True,
-            expected=FULL - POINTS["two_layer_net"],
+            expected=sum(pts.values()) - pts[last],
         )
     )
     return cases
@@ -261,6 +286,7 @@ def graded(tmp_path_factory):
     student = nbformat.read(str(tmp / "release" / A / f"{A}.ipynb"), as_version=4)
     solution = nbformat.read(str(SOURCE), as_version=4)
     cases = build(solution, student)
+    pts = points(solution)
     only = os.environ.get("FAIRNESS_ONLY")  # a comma-separated subset, while debugging
     if only:
         cases = [c for c in cases if c.name in only.split(",")]
@@ -277,7 +303,7 @@ def graded(tmp_path_factory):
         timeout=1700,
     )
     summary = json.loads((out / "summary.json").read_text())
-    return {"cases": cases, "summary": summary, "out": out, "proc": proc}
+    return {"cases": cases, "summary": summary, "out": out, "proc": proc, "points": pts}
 
 
 def _entry(graded, name):
@@ -289,34 +315,40 @@ def test_every_score(graded):
     wrong = {}
     for case in graded["cases"]:
         got = _entry(graded, case.name)
-        if abs(float(got["score"]) - score_of(case)) > 1e-9:
-            wrong[case.name] = (got["score"], score_of(case), got["findings"], got["problems"])
+        expected = score_of(case, graded["points"])
+        if abs(float(got["score"]) - expected) > 1e-9:
+            wrong[case.name] = (got["score"], expected, got["findings"], got["problems"])
     assert not wrong, json.dumps(wrong, indent=1, default=str) + graded["proc"].stdout[-3000:]
+
+
+def test_enough_variants():
+    assert len(HABITS) >= 15 and len(ROUTES) >= 6
 
 
 def test_habits_are_reported_with_their_cell(graded):
     for case in graded["cases"]:
-        if not case.name.startswith("habit_") or case.report is None:
+        if not case.name.startswith("habits_"):
             continue
         findings = _entry(graded, case.name)["findings"]
         text = " ".join(f["where"] for f in findings)
-        assert case.report.lower() in text.lower(), (case.name, text)
+        for word in case.report:
+            assert word.lower() in text.lower(), (case.name, word, text)
         assert all(not f["costs_points"] for f in findings), (case.name, findings)
-        assert any(f["cell"] is not None and f["line"] for f in findings), (case.name, findings)
+        assert all(f["cell"] is not None and f["line"] for f in findings), (case.name, findings)
 
 
-def test_reference_routes_name_the_reference(graded):
+def test_every_reference_route_is_caught_for_its_exercise(graded):
     for case in graded["cases"]:
-        if not case.name.startswith("route_"):
+        if not case.name.startswith("routes_"):
             continue
         findings = [
             f
             for f in _entry(graded, case.name)["findings"]
             if f["kind"] == "reference" and f["detected"] == "runtime"
         ]
-        assert findings, (case.name, _entry(graded, case.name)["findings"])
-        assert all("course_lib." in f["message"] for f in findings), findings
-        assert all(f["costs_points"] for f in findings), findings
+        assert all(f["costs_points"] and "course_lib." in f["message"] for f in findings)
+        # one runtime finding per planted route, each for its own exercise
+        assert len({f["exercise"] for f in findings}) == len(case.loses), (case.routes, findings)
 
 
 def test_grader_reaches_are_flagged(graded):
@@ -331,11 +363,11 @@ def test_grader_reaches_are_flagged(graded):
 def test_findings_reach_feedback_and_gradebook_comments(graded):
     from nbgrader.api import Gradebook
 
-    html = (graded["out"] / "feedback" / "habit_shell" / A / f"{A}.html").read_text()
+    html = (graded["out"] / "feedback" / "habits_1" / A / f"{A}.html").read_text()
     assert "Note from the grader" in html and "no points lost" in html
-    html = (graded["out"] / "feedback" / "route_type_copy" / A / f"{A}.html").read_text()
+    html = (graded["out"] / "feedback" / "routes_1" / A / f"{A}.html").read_text()
     assert "ReferenceUsed" in html and "course_lib.layers.activations.Relu" in html
     with Gradebook(f"sqlite:///{graded['out'] / 'gradebook.db'}", "") as gb:
-        notebook = gb.find_submission_notebook(A, A, "habit_shell")
+        notebook = gb.find_submission_notebook(A, A, "habits_1")
         comments = " ".join(c.auto_comment or "" for c in notebook.comments)
         assert "shell" in comments.lower(), comments

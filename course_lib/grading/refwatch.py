@@ -245,6 +245,7 @@ class _State:
         self.keep: list[Any] = []
         self.hits: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
+        self.noted: set[tuple[Any, Any]] = set()
         self.saved_profile: Any = None
         self.saved_thread_profile: Any = None
         self.own_codes: set[int] = set()
@@ -273,8 +274,12 @@ def _site(frame: Any, state: _State) -> dict[str, Any]:
 
 
 def _note(state: _State, frame: Any, message: str) -> None:
-    if len(state.notes) < MAX_EVENTS:
-        state.notes.append({"kind": "grader", "message": message, **_site(frame, state)})
+    """Record a reach for the grader (once per place in the student's code)."""
+    site = _site(frame, state)
+    place = (site.get("file"), site.get("line"))
+    if len(state.notes) < MAX_EVENTS and place not in state.noted:
+        state.noted.add(place)
+        state.notes.append({"kind": "grader", "message": message, **site})
 
 
 def _owner_doc(frame: Any) -> str:
