@@ -238,7 +238,14 @@ def assert_feedback_names_failures(graded: Graded) -> None:
     course, assignment = graded.course, graded.assignment
     solution_html = course.feedback_path(assignment, "solution").read_text(encoding="utf-8")
     total = sum(graded.points.values())
-    assert f"(Score: {total:.1f} / {total:.1f})" in html_text(solution_html)
+    # written answers (markdown answer cells with points) count in the maximum, and score 0
+    # until the instructor grades them
+    written = sum(
+        float(meta.get("points", 0))
+        for meta in map(nbgrader_meta, course.source_notebook(assignment).cells)
+        if meta.get("grade") and meta.get("solution")
+    )
+    assert f"(Score: {total:.1f} / {total + written:.1f})" in html_text(solution_html)
     checked_messages = []
     for wrong in graded.plants:
         student = planted_student(wrong)
