@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.instructor:
         (root / "graders" / "exchange").mkdir(parents=True, exist_ok=True)
         print(f"instructor view of the course at {root}")
-        notebook_dir, default_url = root, "/lab"
+        notebook_dir, default_url = root, "/lab/workspaces/instructor"  # its own layout
     else:
         chapters = Path(args.chapters) if args.chapters else root / "chapters"
         workspace = Path(args.workspace or root / DEFAULT_WORKSPACE).resolve()
