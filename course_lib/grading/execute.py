@@ -89,8 +89,7 @@ class LimitedKernelManager(AsyncKernelManager):
     launcher_args = List(Unicode(), default_value=[]).tag(config=True)
     #: run the kernel in a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`)
     sandboxed = Bool(False).tag(config=True)
-    #: folders the sandboxed kernel may write besides its working directory (the first: the
-    #: kernel's own scratch folder, with the sockets and its copy of the compiled-kernel cache)
+    #: folders the sandboxed kernel may write besides its working directory (the sockets)
     sandbox_writable = List(Unicode(), default_value=[]).tag(config=True)
     #: the kernel's working directory (the notebook's folder)
     sandbox_cwd = Unicode("").tag(config=True)
@@ -107,7 +106,6 @@ class LimitedKernelManager(AsyncKernelManager):
             writable=self.sandbox_writable,
             read_only=[self.connection_file],
             hidden=self.sandbox_hidden,
-            scratch=self.sandbox_writable[0] if self.sandbox_writable else None,
         )
         if wrapped is None:  # bwrap stopped working since the probe
             raise RuntimeError(probe().describe())

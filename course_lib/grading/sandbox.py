@@ -264,35 +264,13 @@ def sandboxed_command(
     writable: Iterable[str],
     read_only: Iterable[str] = (),
     hidden: Iterable[str] = (),
-    scratch: str | None = None,
 ) -> list[str] | None:
     """``command`` wrapped in bwrap, or ``None`` when bwrap cannot run here (see :func:`probe`).
 
-    ``scratch``: a writable folder of this kernel's (among ``writable``) that receives a copy of
-    the grader's compiled-kernel cache (:func:`seed_numba_cache`)."""
+    Under the grader the layers take the NumPy path (:mod:`course_lib.kernels`), so a kernel
+    needs no cache of compiled code."""
     status = probe()
     if not status.available or status.bwrap is None:
         return None
     plan = system_plan(writable=[cwd, *writable], read_only=read_only, hidden=hidden)
-    env = seed_numba_cache(scratch) if scratch else {}
-    return bwrap_command(status.bwrap, plan, command, cwd, env)
-
-
-def seed_numba_cache(scratch: str) -> dict[str, str]:
-    """Copy the grader's cache of compiled kernels (:func:`course_lib.kernels.cache_dir`, a few
-    MB) into ``scratch/numba`` and return the environment that points the kernel at it.
-
-    Numba only uses a cache folder it can write to; the grader's own must stay out of the
-    kernel's reach (a poisoned cache would run in the next kernel), so each kernel gets a copy:
-    the course's kernels load compiled instead of compiling again in every graded notebook."""
-    from course_lib.kernels import cache_dir
-
-    try:
-        source = cache_dir()
-    except OSError:
-        return {}
-    target = os.path.join(scratch, "numba")
-    if source.is_dir() and not os.path.exists(target):
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns(".probe-*"))
-    os.makedirs(target, exist_ok=True)
-    return {"NUMBA_CACHE_DIR": target}
+    return bwrap_command(status.bwrap, plan, command, cwd)
