@@ -371,7 +371,7 @@ def test_the_one_line_fallback_is_not_an_answer() -> None:
 
 
 OLD_FALLBACKS = {
-    # handed out by chapters/ch01 and ch02 before issue 12: both must be found
+    # handed out by chapters/ch01 and ch02 before issue 12: each must be found
     "gradient_descent": """\
 # Stuck? Uncomment the lines below to continue the chapter with a working gradient_descent.
 # def gradient_descent(grad_f, init_x, lr=0.01, step_num=100):
@@ -383,6 +383,20 @@ OLD_FALLBACKS = {
 #
 #
 # gradient_descent.__module__ = "course_lib.fallback"
+""",
+    "TwoLayerNet": """\
+# Stuck? Uncomment the lines below to give TwoLayerNet a working gradient method and continue.
+# def _gradient(self, x, t):
+#     self.loss(x, t)
+#     dout = self.last_layer.backward(1)
+#     for layer in reversed(list(self.layers.values())):
+#         dout = layer.backward(dout)
+#     a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+#     return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+#
+#
+# _gradient.__module__ = "course_lib.fallback"
+# TwoLayerNet.gradient = _gradient
 """,
     "MulLayer": """\
 # Stuck? Uncomment these lines to continue the chapter with working versions of both layers.
@@ -417,3 +431,16 @@ def test_answer_cells_and_other_exercises_are_not_flagged() -> None:
     demo = _cell(f"x = np.zeros(2)\nlr = 0.1\n{body}")
     nb = nbformat.v4.new_notebook(cells=[solution, demo])
     assert scan_notebook(nb, [answer]) == []
+
+
+def test_a_renamed_copy_is_found_by_the_name_it_is_given() -> None:
+    (answer,) = [a for a in all_answers() if a.name == "gradient_descent"]
+    cell = _cell(
+        "# def walk(g, x0, lr=0.01, step_num=100):\n"
+        "#     points = [x0]\n"
+        "#     return points[-1], points\n"
+        "#\n"
+        "# gradient_descent = walk"
+    )
+    (message,) = handed_out(cell, [answer])
+    assert message.startswith("defines gradient_descent with a body"), message
