@@ -25,10 +25,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import nbformat
+
+from course_lib.grading.notebook import nbgrader_meta
+
 __all__ = [
     "Finding",
     "apply_findings",
     "collect_findings",
+    "report_outputs",
     "runtime_findings",
     "runtime_output",
 ]
@@ -120,15 +125,64 @@ def runtime_output(
     }
 
 
-def _meta(cell: Any) -> dict[str, Any]:
-    return dict(cell.get("metadata", {}).get("nbgrader", {}) or {})
+def _locate(site: Mapping[str, Any], cells: list[str]) -> tuple[int | None, int | None]:
+    """The submitted cell (index) and line a kernel frame belongs to (by the cell's source)."""
+    from course_lib.grading.static import to_python
+
+    source = str(site.get("source") or "").strip()
+    line = int(site.get("line") or 0) or None
+    if source:
+        for convert in (str, to_python):
+            for index, cell in enumerate(cells):
+                if convert(cell).strip() == source:
+                    return index, line
+    return None, line
+
+
+def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[dict[str, Any]]:
+    """Error outputs for what the kernel's watch reported during one test (verdict side).
+
+    ``report``: :func:`course_lib.grading.refwatch.report` (``hits`` of the reference,
+    ``notes`` of reaches for the grader); ``cells``: the submitted notebook's cell sources.
+    """
+    outputs = []
+    seen: set[Any] = set()
+    for hit in (report or {}).get("hits") or []:
+        key = (hit.get("exercise"), hit.get("label"))
+        if key in seen:
+            continue
+        seen.add(key)
+        cell, line = _locate(hit, cells)
+        how = "a copy of " if hit.get("copy") else ""
+        message = (
+            f"your `{hit.get('exercise')}` ran {how}the reference implementation "
+            f"`{hit.get('label')}`: this exercise scores 0. Write your own code "
+            "(the stuck-student line belongs after the exercise's tests)."
+        )
+        exercise = hit.get("exercise")
+        outputs.append(
+            runtime_output("reference", message, exercise=exercise, cell=cell, line=line)
+        )
+    for note in (report or {}).get("notes") or []:
+        if note.get("message") in seen:
+            continue
+        seen.add(note.get("message"))
+        cell, line = _locate(note, cells)
+        message = (
+            f"your code {note.get('message')}: an attempt to reach the grader; "
+            "the notebook is flagged for your instructor's review."
+        )
+        outputs.append(runtime_output("grader", message, exercise=None, cell=cell, line=line))
+    return outputs
 
 
 def _test_positions(nb: Any) -> list[tuple[int, str]]:
     return [
-        (i, _meta(c)["grade_id"])
+        (i, nbgrader_meta(c)["grade_id"])
         for i, c in enumerate(nb.cells)
-        if c.cell_type == "code" and _meta(c).get("grade") and not _meta(c).get("solution")
+        if c.cell_type == "code"
+        and nbgrader_meta(c).get("grade")
+        and not nbgrader_meta(c).get("solution")
     ]
 
 
@@ -184,9 +238,9 @@ def collect_findings(source: Any, submitted: Any, autograded: Any) -> list[Findi
 def _answer_cell_for(nb: Any, index: int | None) -> str | None:
     """grade_id of the answer cell a finding belongs to (at or before it, else the first)."""
     answers = [
-        (i, _meta(c)["grade_id"])
+        (i, nbgrader_meta(c)["grade_id"])
         for i, c in enumerate(nb.cells)
-        if _meta(c).get("solution") and _meta(c).get("grade_id")
+        if nbgrader_meta(c).get("solution") and nbgrader_meta(c).get("grade_id")
     ]
     if not answers:
         return None
@@ -205,11 +259,14 @@ def apply_findings(findings: list[Finding], entry: Any, autograded: Any) -> None
     (:class:`course_lib.grading.tasks.NotebookResult`: ``grades``, grade_id -> a grade with
     ``auto_score`` and ``flagged``; ``comments``, comment name -> text).
     """
-    import nbformat  # not at the top: the verdict process imports this module (1.5 s)
 
     grades = entry.grades
     comments = entry.comments
-    by_id = {_meta(c).get("grade_id"): c for c in autograded.cells if _meta(c).get("grade_id")}
+    by_id = {
+        nbgrader_meta(c).get("grade_id"): c
+        for c in autograded.cells
+        if nbgrader_meta(c).get("grade_id")
+    }
     for finding in findings:
         for gid in finding.tests:
             grade = grades.get(gid)

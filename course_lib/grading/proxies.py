@@ -9,6 +9,7 @@ becomes a *mirror* class with the same name, module and (mirrored) bases, so ``i
 
 from __future__ import annotations
 
+import builtins
 import sys
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from course_lib.grading.rpc import Endpoint
 
-__all__ = ["FORWARDED_DUNDERS", "ProxyFactory", "is_proxy"]
+__all__ = ["FORWARDED_DUNDERS", "ProxyFactory", "TestNamespace", "is_proxy"]
 
 #: Attributes of a remote object that proxies forward although they are "dunder" names.
 FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
@@ -209,3 +210,33 @@ class ProxyFactory:
 def is_proxy(obj: Any) -> bool:
     """Whether ``obj`` stands for an object of the student's kernel."""
     return isinstance(obj, _RemoteBase)
+
+
+# ------------------------------------------------------------------------------------------
+# the namespace test cells run in
+
+
+class TestNamespace(dict):
+    """Globals of the test cells: the verdict process's names first, then the kernel's."""
+
+    def __init__(self, resolve: Any):
+        super().__init__()
+        self._resolve = resolve
+        self.resolved: dict[str, Any] = {}
+
+    def __missing__(self, key: str) -> Any:
+        if hasattr(builtins, key):
+            return getattr(builtins, key)
+        value = self._resolve(key)
+        self.resolved[key] = value
+        dict.__setitem__(self, key, value)
+        return value
+
+    def forget_resolved(self) -> None:
+        for key, value in self.resolved.items():
+            if dict.get(self, key, None) is value:
+                dict.__delitem__(self, key)
+        self.resolved.clear()
+
+
+# ------------------------------------------------------------------------------------------

@@ -14,10 +14,8 @@ attributes, call, index, iterate, copy), :data:`READ_ONLY_OPS` the part the kern
 the verdict process's objects (call and read, never assign or reach private attributes), and
 each process adds its own (the agent: ``getname``, the gradient-check replay).
 
-The protocol is symmetric: a function the test passes to the student's code
-(``numerical_gradient(lambda x: ..., x)``) stays in the verdict process and the student's code
-calls it back through the same socket. Arrays have copy-restore semantics, like arguments in
-Fortran: an array passed to the other side and modified there in place is written back into the
+The protocol is symmetric: a function a test passes to the student's code stays in the
+verdict process and is called back through the same socket. Arrays have copy-restore semantics: an array passed to the other side and modified there in place is written back into the
 caller's array when the call returns, and arrays that crossed or were read from attributes of a
 remote object (``layer.W``) are kept in sync in both directions, so a gradient check that
 perturbs ``layer.W`` in place sees its perturbation in the kernel.

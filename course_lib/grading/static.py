@@ -30,6 +30,20 @@ from typing import Any
 import nbformat
 
 from course_lib.grading.findings import Finding
+from course_lib.grading.names import (
+    Taint,
+    allowed,
+    bound_names,
+    collect_setup,
+    dotted,
+    exercise_tests,
+    fallback_lines,
+    is_code_test,
+    solution_allowlist,
+    student_names,
+    to_python,
+)
+from course_lib.grading.notebook import is_answer, nbgrader_meta
 
 __all__ = [
     "Finding",
@@ -159,8 +173,6 @@ FORBIDDEN_DUNDERS = frozenset(
 )
 #: IPython line / cell magics a student may use.
 ALLOWED_MAGICS = frozenset({"matplotlib", "timeit", "time", "precision", "pprint", "capture"})
-#: course_lib modules any student code may use.
-ALWAYS_ALLOWED = ("course_lib.datasets",)
 
 
 #: The grader's modules a notebook may import (its visible test cells use the checks).
@@ -176,278 +188,11 @@ def _is_grader_module(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# helpers
-
-
-def _meta(cell: nbformat.NotebookNode) -> dict:
-    return dict(cell.get("metadata", {}).get("nbgrader", {}) or {})
-
-
-def _is_answer(cell: nbformat.NotebookNode) -> bool:
-    return bool(_meta(cell).get("solution")) and cell.cell_type == "code"
-
-
-def _is_test(cell: nbformat.NotebookNode) -> bool:
-    meta = _meta(cell)
-    return bool(meta.get("grade")) and not meta.get("solution") and cell.cell_type == "code"
-
-
-def to_python(source: str) -> str:
-    """A cell's source with IPython syntax (magics, ``!`` commands) turned into Python."""
-    try:
-        ast.parse(source)
-        return source
-    except SyntaxError:
-        pass
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        return TransformerManager().transform_cell(source)
-    except Exception:
-        return source
-
-
-def _parse(source: str) -> ast.Module | None:
-    try:
-        return ast.parse(to_python(source))
-    except (SyntaxError, ValueError):
-        return None
-
-
-def _bound_names(node: ast.stmt) -> set[str]:
-    names: set[str] = set()
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        names.add(node.name)
-    elif isinstance(node, (ast.Import, ast.ImportFrom)):
-        for alias in node.names:
-            names.add((alias.asname or alias.name).split(".")[0])
-    else:
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets = [node.target]
-        elif isinstance(node, (ast.For, ast.AsyncFor)):
-            targets = [node.target]
-        elif isinstance(node, (ast.With, ast.AsyncWith)):
-            targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
-        for target in targets:
-            for sub in ast.walk(target):
-                if isinstance(sub, ast.Name):
-                    names.add(sub.id)
-        if isinstance(node, (ast.If, ast.Try, ast.For, ast.While, ast.With)):
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.stmt):
-                    names |= _bound_names(child)
-    return names
-
-
-def student_names(source_nb: nbformat.NotebookNode) -> set[str]:
-    """Names the instructor's answer cells define at top level: what students must write."""
-    names: set[str] = set()
-    for cell in source_nb.cells:
-        if _is_answer(cell):
-            tree = _parse(cell.source)
-            if tree is not None:
-                for node in tree.body:
-                    names |= _bound_names(node)
-    return names
-
-
-def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
-    """Imports and definitions of the instructor's (non-answer) cells, for the verdict process."""
-    setup = []
-    for cell in source_nb.cells:
-        if cell.cell_type != "code" or _is_answer(cell):
-            continue
-        tree = _parse(cell.source)
-        if tree is None:
-            continue
-        for node in tree.body:
-            if isinstance(
-                node,
-                (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef),
-            ):
-                setup.append(ast.unparse(node))
-    return setup
-
-
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
-
-
-def _local_names(node: ast.AST) -> set[str]:
-    """Names bound inside the functions and classes of ``node`` (not ``global`` ones)."""
-    if not isinstance(node, _SCOPES):
-        return set()
-    local: set[str] = set()
-    declared_global: set[str] = set()
-    for sub in ast.walk(node):
-        if isinstance(sub, (ast.Global, ast.Nonlocal)):
-            declared_global |= set(sub.names)
-        elif isinstance(sub, ast.arg):
-            local.add(sub.arg)
-        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
-            local.add(sub.id)
-        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and (
-            sub is not node
-        ):
-            local.add(sub.name)
-        elif isinstance(sub, ast.ExceptHandler) and sub.name:
-            local.add(sub.name)
-    return local - declared_global
-
-
-def _dotted(node: ast.expr) -> list[str] | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return parts[::-1]
-    return None
-
-
-def _fallback_lines(source_nb: nbformat.NotebookNode) -> set[str]:
-    """Code lines commented out in the instructor's cells (the stuck-student fallbacks)."""
-    lines = set()
-    for cell in source_nb.cells:
-        if cell.cell_type != "code" or _is_answer(cell) or _is_test(cell):
-            continue
-        for raw in cell.source.splitlines():
-            stripped = raw.strip()
-            if not stripped.startswith("#"):
-                continue
-            code = stripped.lstrip("#").strip()
-            try:
-                tree = ast.parse(code)
-            except SyntaxError:
-                continue
-            if len(tree.body) == 1 and isinstance(
-                tree.body[0], (ast.Assign, ast.Import, ast.ImportFrom)
-            ):
-                lines.add(ast.dump(tree.body[0]))
-    return lines
-
-
-class _Taint:
-    """Which names refer to (or derive from) course_lib objects, and where from."""
-
-    def __init__(self) -> None:
-        self.origins: dict[str, set[str]] = {}
-        self.modules: set[str] = set()  # names bound by any import (module or object)
-        self.fallback: set[str] = set()  # names bound by an official fallback line
-        self.imported: dict[str, str] = {}  # local name -> what it imports ("np" -> "numpy")
-
-    def origin_of(self, node: ast.AST) -> set[str]:
-        """course_lib origins an expression (or a def/class statement) refers to.
-
-        Inside a function or class, names bound there (arguments, assignments, loop targets)
-        are its own: a parameter called ``net`` is not the notebook's global ``net``.
-        """
-        found: set[str] = set()
-        local = _local_names(node)
-        for sub in ast.walk(node):
-            if isinstance(sub, (ast.Import, ast.ImportFrom)) and sub is not node:
-                # an import inside a function or class refers to what it imports
-                if isinstance(sub, ast.Import):
-                    found |= {a.name for a in sub.names if a.name.split(".")[0] == "course_lib"}
-                elif (sub.module or "").split(".")[0] == "course_lib" and sub.level == 0:
-                    found |= {f"{sub.module}.{a.name}" for a in sub.names}
-                continue
-            if isinstance(sub, ast.Attribute):
-                parts = _dotted(sub)
-                if parts and parts[0] in local:
-                    continue
-                if parts and parts[0] in self.origins:
-                    for base in self.origins[parts[0]]:
-                        if base.startswith("course_lib") and not base.startswith("derived:"):
-                            found.add(".".join([base, *parts[1:]]))
-            elif isinstance(sub, ast.Name) and sub.id in self.origins and sub.id not in local:
-                found |= self.origins[sub.id]
-        # keep only the most specific origins
-        return {o for o in found if not any(p != o and p.startswith(o + ".") for p in found)}
-
-    def bind_import(self, node: ast.Import | ast.ImportFrom) -> None:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                local = alias.asname or alias.name.split(".")[0]
-                self.modules.add(local)
-                self.imported[local] = alias.name if alias.asname else local
-                target = alias.name if alias.asname else alias.name.split(".")[0]
-                if alias.name.split(".")[0] == "course_lib":
-                    self.origins[local] = {target}
-                else:
-                    self.origins.pop(local, None)
-        else:
-            module = node.module or ""
-            for alias in node.names:
-                local = alias.asname or alias.name
-                self.modules.add(local)
-                self.imported[local] = f"{module}.{alias.name}"
-                if module.split(".")[0] == "course_lib" and node.level == 0:
-                    self.origins[local] = {f"{module}.{alias.name}"}
-                else:
-                    self.origins.pop(local, None)
-
-
-def _allowed(origin: str, allow: set[str]) -> bool:
-    origin = origin.removeprefix("derived:")
-    if origin in ("course_lib",):
-        return True
-    if origin.startswith(ALWAYS_ALLOWED):
-        return True
-    return any(origin == a or origin.startswith(a + ".") for a in allow)
-
-
-def _solution_allowlist(source_nb: nbformat.NotebookNode) -> set[str]:
-    """course_lib objects the instructor's answers use (so students may use them too)."""
-    taint = _Taint()
-    allow: set[str] = set()
-    for cell in source_nb.cells:
-        if cell.cell_type != "code":
-            continue
-        tree = _parse(cell.source)
-        if tree is None:
-            continue
-        for node in tree.body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                taint.bind_import(node)
-                if _is_answer(cell):
-                    allow |= {
-                        next(iter(taint.origins[n]))
-                        for n in _bound_names(node)
-                        if n in taint.origins
-                    }
-                continue
-            if _is_answer(cell):
-                allow |= {o for o in taint.origin_of(node) if not o.startswith("derived:")}
-    return allow
-
-
-def _exercise_tests(source_nb: nbformat.NotebookNode) -> dict[str, set[str]]:
-    """Exercise name -> grade_ids of the test cells that follow its answer cell."""
-    mapping: dict[str, set[str]] = {}
-    current: set[str] = set()
-    for cell in source_nb.cells:
-        if _is_answer(cell):
-            tree = _parse(cell.source)
-            current = set()
-            if tree is not None:
-                for node in tree.body:
-                    current |= _bound_names(node)
-        elif _is_test(cell):
-            for name in current:
-                mapping.setdefault(name, set()).add(_meta(cell)["grade_id"])
-    return mapping
-
-
-# ----------------------------------------------------------------------------------------------
 # the scan
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, taint: _Taint):
+    def __init__(self, taint: Taint):
         self.taint = taint
         self.hits: list[tuple[int, str, str]] = []
 
@@ -455,7 +200,7 @@ class _Scanner(ast.NodeVisitor):
         self.hits.append((getattr(node, "lineno", 0), message, kind))
 
     def _root_is_import(self, node: ast.expr) -> str | None:
-        parts = _dotted(node)
+        parts = dotted(node)
         if parts and parts[0] in self.taint.modules:
             return ".".join(parts)
         return None
@@ -474,7 +219,7 @@ class _Scanner(ast.NodeVisitor):
                         target, f"{verb} {shown}, an attribute of an imported module or object"
                     )
         if isinstance(target, ast.Subscript):
-            base = _dotted(target.value)
+            base = dotted(target.value)
             if base and ".".join(base) in ("sys.modules", "os.environ", "__builtins__"):
                 self.hit(target, f"{verb} an entry of `{'.'.join(base)}`")
         if isinstance(target, (ast.Tuple, ast.List)):
@@ -558,12 +303,12 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if node.attr in FORBIDDEN_DUNDERS:
-            base = _dotted(node.value)
+            base = dotted(node.value)
             if not (node.attr == "__dict__" and base == ["self"]) and not (
                 node.attr == "__class__" and isinstance(node.ctx, ast.Load)
             ):
                 self.hit(node, f"uses `{node.attr}`")
-        parts = _dotted(node)
+        parts = dotted(node)
         if parts:
             full = ".".join(parts)
             for forbidden in FORBIDDEN_ATTRIBUTES:
@@ -607,17 +352,17 @@ def scan_submission(
     trusted = {
         cell.source.strip()
         for cell in source_nb.cells
-        if cell.cell_type == "code" and not _is_answer(cell)
+        if cell.cell_type == "code" and not is_answer(cell)
     }
-    test_ids = {_meta(c)["grade_id"] for c in source_nb.cells if _is_test(c)}
-    allow = _solution_allowlist(source_nb)
-    fallbacks = _fallback_lines(source_nb)
-    exercises = _exercise_tests(source_nb)
+    test_ids = {nbgrader_meta(c)["grade_id"] for c in source_nb.cells if is_code_test(c)}
+    allow = solution_allowlist(source_nb)
+    fallbacks = fallback_lines(source_nb)
+    exercises = exercise_tests(source_nb)
 
     # positions of the test cells in the submission, in order
     positions: list[tuple[int, str]] = []
     for index, cell in enumerate(submitted_nb.cells):
-        gid = _meta(cell).get("grade_id")
+        gid = nbgrader_meta(cell).get("grade_id")
         if cell.cell_type == "code" and gid in test_ids:
             positions.append((index, gid))
     # tests nbgrader will re-add at the end of their region if deleted: treat them as last
@@ -627,28 +372,28 @@ def scan_submission(
     def tests_after(index: int) -> list[str]:
         return [g for pos, g in positions if pos > index]
 
-    taint = _Taint()
+    taint = Taint()
     findings: list[Finding] = []
     for index, cell in enumerate(submitted_nb.cells):
         if cell.cell_type != "code":
             continue
-        gid = _meta(cell).get("grade_id")
+        gid = nbgrader_meta(cell).get("grade_id")
         if gid in test_ids:
             continue  # nbgrader restores test cells from the gradebook
         python = to_python(cell.source)
-        is_student_code = _is_answer(cell) or cell.source.strip() not in trusted
+        is_student_code = is_answer(cell) or cell.source.strip() not in trusted
         try:
             tree = ast.parse(_strip_allowed_magics(python) if is_student_code else python)
         except (SyntaxError, ValueError):
             continue  # it fails when run; nothing to analyse
         for node in tree.body:
-            bound = _bound_names(node)
+            bound = bound_names(node)
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 taint.bind_import(node)
-                if is_student_code and _is_answer(cell):
+                if is_student_code and is_answer(cell):
                     for name in bound:
                         for origin in taint.origins.get(name, ()):
-                            if not _allowed(origin, allow):
+                            if not allowed(origin, allow):
                                 findings.append(
                                     Finding(
                                         "reference",
@@ -665,7 +410,7 @@ def scan_submission(
             if is_student_code:
                 findings += _scan(node, taint, index, tests_after(index))
                 sanctioned = ast.dump(node) in fallbacks
-                bad = sorted(o for o in origins if not _allowed(o, allow))
+                bad = sorted(o for o in origins if not allowed(o, allow))
                 if bad and not sanctioned:
                     exercise_names = sorted(n for n in bound if n in exercises)
                     affected = [
@@ -708,7 +453,7 @@ def scan_submission(
     return findings
 
 
-def _scan(node: ast.stmt, taint: _Taint, index: int, after: list[str]) -> list[Finding]:
+def _scan(node: ast.stmt, taint: Taint, index: int, after: list[str]) -> list[Finding]:
     """Habit and grader findings of one statement of student code."""
     scanner = _Scanner(taint)
     scanner.visit(node)
@@ -718,11 +463,6 @@ def _scan(node: ast.stmt, taint: _Taint, index: int, after: list[str]) -> list[F
         else Finding("habit", message, index, line)
         for line, message, kind in scanner.hits
     ]
-
-
-def exercise_tests(source_nb: nbformat.NotebookNode) -> dict[str, set[str]]:
-    """Exercise name (a name the answer cells bind) -> grade_ids of the tests that follow it."""
-    return _exercise_tests(source_nb)
 
 
 def verdict_init(
@@ -738,7 +478,7 @@ def verdict_init(
     return {
         "setup": collect_setup(source_nb),
         "student_names": sorted(student_names(source_nb)),
-        "exercises": {k: sorted(v) for k, v in _exercise_tests(source_nb).items()},
-        "allow": sorted(_solution_allowlist(allow_from if allow_from is not None else source_nb)),
+        "exercises": {k: sorted(v) for k, v in exercise_tests(source_nb).items()},
+        "allow": sorted(solution_allowlist(allow_from if allow_from is not None else source_nb)),
         "handed_out": "\n".join(c.source for c in source_nb.cells),
     }

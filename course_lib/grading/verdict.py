@@ -21,7 +21,6 @@ ever ran alongside.
 from __future__ import annotations
 
 import ast
-import builtins
 import contextlib
 import importlib
 import json
@@ -37,8 +36,8 @@ import traceback
 from typing import Any
 
 from course_lib.grading import refwatch
-from course_lib.grading.findings import runtime_output
-from course_lib.grading.proxies import ProxyFactory
+from course_lib.grading.findings import report_outputs
+from course_lib.grading.proxies import ProxyFactory, TestNamespace
 from course_lib.grading.rpc import (
     READ_ONLY_OPS,
     Endpoint,
@@ -57,36 +56,6 @@ INTERRUPT_GRACE = 20.0
 
 class CellTimeout(BaseException):
     """The test cell ran out of time."""
-
-
-# ------------------------------------------------------------------------------------------
-# the namespace test cells run in
-
-
-class _TestNamespace(dict):
-    """Globals of the test cells: the verdict process's names first, then the kernel's."""
-
-    def __init__(self, resolve: Any):
-        super().__init__()
-        self._resolve = resolve
-        self.resolved: dict[str, Any] = {}
-
-    def __missing__(self, key: str) -> Any:
-        if hasattr(builtins, key):
-            return getattr(builtins, key)
-        value = self._resolve(key)
-        self.resolved[key] = value
-        dict.__setitem__(self, key, value)
-        return value
-
-    def forget_resolved(self) -> None:
-        for key, value in self.resolved.items():
-            if dict.get(self, key, None) is value:
-                dict.__delitem__(self, key)
-        self.resolved.clear()
-
-
-# ------------------------------------------------------------------------------------------
 
 
 class _Capture:
@@ -146,7 +115,7 @@ class VerdictSession:
 
     def __init__(self) -> None:
         self.factory = ProxyFactory()
-        self.ns = _TestNamespace(self._resolve_remote)
+        self.ns = TestNamespace(self._resolve_remote)
         self.ns["__name__"] = "__main__"
         self.student_names: set[str] = set()
         self.rpc_dir = tempfile.mkdtemp(prefix="cg-verdict-")
@@ -255,54 +224,6 @@ class VerdictSession:
                 print(f"reference watch unavailable: {exc}", file=sys.stderr)
                 self._tables[key] = {}
         return self._tables[key]
-
-    def _locate(self, hit: dict[str, Any]) -> tuple[int | None, int | None]:
-        """The submitted cell (index) and line a kernel frame belongs to."""
-        source = str(hit.get("source") or "").strip()
-        line = int(hit.get("line") or 0) or None
-        if not source:
-            return None, line
-        for index, cell in enumerate(self.cells):
-            if cell.strip() == source:
-                return index, line
-        from course_lib.grading.static import to_python
-
-        for index, cell in enumerate(self.cells):
-            if to_python(cell).strip() == source:
-                return index, line
-        return None, line
-
-    def _finding_outputs(self, report: dict[str, Any] | None) -> list[dict[str, Any]]:
-        outputs = []
-        seen = set()
-        for hit in (report or {}).get("hits") or []:
-            key = (hit.get("exercise"), hit.get("label"))
-            if key in seen:
-                continue
-            seen.add(key)
-            cell, line = self._locate(hit)
-            how = "a copy of " if hit.get("copy") else ""
-            message = (
-                f"your `{hit.get('exercise')}` ran {how}the reference implementation "
-                f"`{hit.get('label')}`: this exercise scores 0. Write your own code "
-                "(the stuck-student line belongs after the exercise's tests)."
-            )
-            outputs.append(
-                runtime_output(
-                    "reference", message, exercise=hit.get("exercise"), cell=cell, line=line
-                )
-            )
-        for note in (report or {}).get("notes") or []:
-            if note.get("message") in seen:
-                continue
-            seen.add(note.get("message"))
-            cell, line = self._locate(note)
-            message = (
-                f"your code {note.get('message')}: an attempt to reach the grader; "
-                "the notebook is flagged for your instructor's review."
-            )
-            outputs.append(runtime_output("grader", message, exercise=None, cell=cell, line=line))
-        return outputs
 
     # -- running one test cell
     def _start_serving(self, deadline: float, watch: dict[str, Any] | None = None) -> str:
@@ -454,7 +375,7 @@ class VerdictSession:
             kernel_ok = self._finish_serving(msg_id, timed_out)
         for name, text in self._events:
             outputs.append({"output_type": "stream", "name": name, "text": text})
-        findings = self._finding_outputs(self._report)
+        findings = report_outputs(self._report, self.cells)
         if error is not None:
             outputs.append(error)
         elif result is not None and not findings:
