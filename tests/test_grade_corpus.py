@@ -233,8 +233,10 @@ def build_corpus(solution, student) -> list[Entry]:
         E("wrong_file_name", FULL, {"ch02 (1).ipynb": nb_bytes(sol)}, problem="graded as"),
         E("loose_files", FULL, {name: nb_bytes(sol)}, loose=True, problem="folder"),
         E(
+            # patching numpy in the kernel is reported, never punished: the wrong Relu costs
+            # its own tests only (the verdict's numpy is untouched)
             "patch_numpy",
-            lost(*[k for k in POINTS if k not in ("mul", "add")]),
+            lost("relu-forward", "relu-backward"),
             {
                 name: nb_bytes(
                     prepend(
@@ -277,8 +279,9 @@ def build_corpus(solution, student) -> list[Entry]:
             problem="builtins",
         ),
         E(
+            # a library patched inside the kernel changes nothing the verdict computes
             "patch_gradcheck",
-            lost("two_layer_net"),
+            FULL,
             {
                 name: nb_bytes(
                     prepend(
@@ -356,14 +359,15 @@ def build_corpus(solution, student) -> list[Entry]:
             problem="reference",
         ),
         E(
+            # an everyday habit: reported with its cell and line, full marks
             "exec_string",
-            0.0,
+            FULL,
             {name: nb_bytes(append(sol, f"{A}-mul_add", "exec('x = 1')"))},
             problem="exec",
         ),
         E(
             "gc_walk",
-            lost("two_layer_net"),
+            FULL,
             {
                 name: nb_bytes(
                     prepend(sol, f"{A}-two_layer_net", "import gc\n_objs = gc.get_objects()\n")
@@ -470,7 +474,9 @@ def test_gradebook_matches_summary(corpus):
 
 def test_feedback_names_the_failed_check(corpus):
     html = (corpus["out"] / "feedback" / "patch_numpy" / A / f"{A}.html").read_text()
-    assert "IntegrityCheckFailed" in html
+    assert "Note from the grader" in html and "no points lost" in html
     assert "numpy.allclose" in html
+    html = (corpus["out"] / "feedback" / "patch_checks" / A / f"{A}.html").read_text()
+    assert "IntegrityCheckFailed" in html and "course_lib.grading.checks" in html
     html = (corpus["out"] / "feedback" / "shadow_helpers_in_kernel" / A / f"{A}.html").read_text()
     assert "AssertionError" in html
