@@ -1,34 +1,67 @@
-"""Grading throughput: submissions per minute of ``course-lib grade`` (local pool and Dask).
+"""Grading throughput: chapter-2 submissions per minute of ``course-lib grade``, and the CPU
+time each submission costs.
 
-    python benchmarks/grading_throughput.py --assignment ch02_backpropagation --students 6 \
-        --jobs 1 2 --dask
+    python benchmarks/grading_throughput.py --students 4 --jobs 2 --repeat 3 [--dask]
+    python benchmarks/grading_throughput.py --profile       # where one submission's time goes
 
-Each student submits the instructor's solution (every test runs to completion, which is the
-expensive case). Feedback generation is excluded; the gradebook preparation is included.
+Each student submits the instructor's solution, so every test runs to completion (the
+expensive case); a run fails unless every autograded test passes. The gradebook preparation
+is included, feedback is not. Besides wall-clock rates (which on a shared machine depend on
+the load, printed with each run), every run reports the CPU seconds of ALL the processes it
+started (the fork server's workers, kernels and verdict processes included: the fork server is
+stopped and reaped after each run, so its children's CPU time reaches this process), which
+does not depend on the load: CPU seconds per submission, and what it implies on idle cores
+(``cores * 60 / cpu_per_submission``).
+
+``--course-root`` grades with another course (e.g. a snapshot of an older version) so that
+two versions of the grader can grade the same notebooks: run this script with each version's
+interpreter, alternating, to compare them under the same load.
+
+``--profile`` grades one submission in this process under ``cProfile`` and prints the wall
+time of each phase (gradebook copy and reading, verdict start, kernel start, cells, nbgrader
+bookkeeping) with the CPU seconds of this process and of its children.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime
 import json
+import multiprocessing.forkserver
 import os
 import platform
+import pstats
+import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import nbformat
 
 from course_lib.grading.batch import GradeOptions, grade_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load() -> float:
-    return os.getloadavg()[0]
+def _cpu() -> float:
+    """CPU seconds of this process and of every child it has reaped."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _cpu() -> str:
+def _stop_forkserver() -> None:
+    """Stop and reap the fork server, so that its children's CPU time is counted."""
+    server = multiprocessing.forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is not None:
+        server._stop()
+
+
+def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -38,31 +71,44 @@ def _cpu() -> str:
     return platform.processor() or "unknown"
 
 
-def run(assignment: str, students: int, jobs: int, dask: str | None) -> dict:
+def _auto_points(notebook: Path) -> float:
+    """Points of the autograded test cells (manually graded answers excluded)."""
+    nb = nbformat.read(str(notebook), as_version=4)
+    metas = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+    return sum(float(m.get("points", 0)) for m in metas if m.get("grade") and not m.get("solution"))
+
+
+def _submissions(root: Path, assignment: str, students: int, where: Path) -> Path:
+    source = root / "solutions" / assignment / f"{assignment}.ipynb"
+    for i in range(students):
+        folder = where / f"student{i:03d}" / assignment
+        folder.mkdir(parents=True)
+        shutil.copy(source, folder / source.name)
+    return source
+
+
+def run(root: Path, assignment: str, students: int, jobs: int, dask: str | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
-        subs = Path(tmp) / "submitted"
-        source = REPO / "solutions" / assignment / f"{assignment}.ipynb"
-        for i in range(students):
-            folder = subs / f"student{i:03d}" / assignment
-            folder.mkdir(parents=True)
-            shutil.copy(source, folder / source.name)
-        load_before = _load()
+        source = _submissions(root, assignment, students, Path(tmp) / "submitted")
+        _stop_forkserver()
+        load_before, cpu_before = os.getloadavg()[0], _cpu()
         started = time.monotonic()
         result = grade_batch(
-            subs,
+            Path(tmp) / "submitted",
             Path(tmp) / "out",
-            course_root=REPO,
+            course_root=root,
             assignments=[assignment],
             options=GradeOptions(jobs=jobs, dask=dask, feedback=False),
             log=lambda _m: None,
         )
         seconds = time.monotonic() - started
+        time.sleep(1.0)  # the fork server reaps its last worker (its CPU time counts)
+        _stop_forkserver()
+        cpu = _cpu() - cpu_before
         assert result.submissions == students
-        scores = sorted(
-            float(e[assignment]["score"]) / float(e[assignment]["max_score"])
-            for e in result.students.values()
-        )
-        assert scores == [1.0] * students, f"the solution must score full marks: {scores}"
+        wanted = _auto_points(source)
+        scores = sorted(float(e[assignment]["score"]) for e in result.students.values())
+        assert scores == [wanted] * students, f"every test must pass ({wanted}): {scores}"
     return {
         "setting": f"dask LocalCluster, {jobs} workers" if dask else f"local pool, jobs={jobs}",
         "jobs": jobs,
@@ -70,17 +116,81 @@ def run(assignment: str, students: int, jobs: int, dask: str | None) -> dict:
         "students": students,
         "seconds": round(seconds, 1),
         "per_minute": round(students / (seconds / 60), 2),
+        # Dask's workers are not this process's children: their CPU time is not counted
+        "cpu_seconds": None if dask else round(cpu, 1),
+        "cpu_per_submission": None if dask else round(cpu / students, 2),
         "load_before": round(load_before, 1),
-        "load_after": round(_load(), 1),
+        "load_after": round(os.getloadavg()[0], 1),
+    }
+
+
+def profile(root: Path, assignment: str) -> dict:
+    """One submission in this process: wall time per phase, CPU of this process and children."""
+    from course_lib.grading import gradebook
+    from course_lib.grading.course import load_course
+    from course_lib.grading.tasks import GradeTask
+    from course_lib.grading.worker import grade_one
+
+    course = load_course(root)
+    tmp = Path(tempfile.mkdtemp(prefix="grading-profile-"))
+    _submissions(root, assignment, 1, tmp / "submitted")
+    os.environ["COURSE_QUICK"] = "1"
+    template = gradebook.prepare(
+        course, tmp / "out", f"sqlite:///{tmp / 'out' / 'gradebook.db'}", [assignment], tmp / "w"
+    )
+    task = GradeTask(
+        "student000", assignment, tmp / "submitted" / "student000" / assignment,
+        course, template, course.limits, env={"COURSE_QUICK": "1"},
+    )  # fmt: skip
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        prof, cpu0, t0 = cProfile.Profile(), _cpu(), time.monotonic()
+        own0 = resource.getrusage(resource.RUSAGE_SELF)
+        prof.runcall(grade_one, task)
+        own1 = resource.getrusage(resource.RUSAGE_SELF)
+        wall, cpu = time.monotonic() - t0, _cpu() - cpu0
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    own_cpu = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime
+
+    def cumulative(name: str, file_part: str = "") -> float:
+        return sum(v[3] for k, v in stats.items() if k[2] == name and file_part in k[0])
+
+    phases = {
+        "whole submission (grade_one)": wall,
+        "nbgrader autograde": cumulative("autograde", "nbgrader/apps/api.py"),
+        "  IsolatedExecute (kernel + verdict + cells)": cumulative("preprocess", "execute.py"),
+        "    verdict start (imports, setup)": cumulative("_verdict_ready")
+        + cumulative("_start_verdict"),
+        "    kernel start (nbclient setup_kernel)": cumulative("async_start_new_kernel_client"),
+        "    test cells (in the verdict)": cumulative("_run_test_cell"),
+        "    verdict stop": cumulative("_stop_verdict"),
+        "static pass + findings": cumulative("collect_findings"),
+        "SQLAlchemy (all gradebook queries)": cumulative("execute", "sqlalchemy/orm/session.py"),
+    }
+    return {
+        "wall_seconds": {k: round(v, 2) for k, v in phases.items()},
+        "cpu_seconds": {
+            "all processes": round(cpu, 2),
+            "worker (this process)": round(own_cpu, 2),
+            "kernel + verdict (children)": round(cpu - own_cpu, 2),
+        },
+        "load": round(os.getloadavg()[0], 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--assignment", default="ch02_backpropagation")
-    parser.add_argument("--students", type=int, default=6)
-    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--course-root", type=Path, default=REPO)
+    parser.add_argument("--students", type=int, default=4)
+    parser.add_argument("--jobs", type=int, nargs="+", default=[2])
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over the settings")
     parser.add_argument("--dask", action="store_true", help="also measure --dask local")
+    parser.add_argument("--profile", action="store_true", help="phases of one submission")
     parser.add_argument(
         "--out",
         type=Path,
@@ -90,27 +200,36 @@ def main() -> None:
     args = parser.parse_args()
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    runs = []
-    settings = [(jobs, None) for jobs in args.jobs]
-    if args.dask:
-        settings.append((max(args.jobs), "local"))
-    for jobs, dask in settings:
-        row = run(args.assignment, args.students, jobs, dask)
-        runs.append(row)
-        print(
-            f"{row['setting']:<32} {row['per_minute']:6.2f} submissions/min "
-            f"({row['students']} in {row['seconds']} s; load {row['load_before']} -> "
-            f"{row['load_after']})",
-            flush=True,
-        )
-    report = {
+    report: dict = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": _cpu_model(),
+            "python": platform.python_version(),
+        },
         "assignment": args.assignment,
+        "course_root": str(args.course_root),
         "note": "each student submits the instructor's solution; gradebook preparation "
         "included, feedback excluded; COURSE_QUICK=1",
-        "runs": runs,
     }
+    if args.profile:
+        report["profile"] = profile(args.course_root, args.assignment)
+        print(json.dumps(report["profile"], indent=1))
+    else:
+        settings = [(jobs, None) for jobs in args.jobs] + (
+            [(max(args.jobs), "local")] if args.dask else []
+        )
+        report["runs"] = []
+        for _ in range(args.repeat):
+            for jobs, dask in settings:
+                row = run(args.course_root, args.assignment, args.students, jobs, dask)
+                report["runs"].append(row)
+                print(
+                    f"{row['setting']:<32} {row['per_minute']:6.2f} submissions/min "
+                    f"({row['students']} in {row['seconds']} s; CPU {row['cpu_per_submission']} s "
+                    f"per submission; load {row['load_before']} -> {row['load_after']})",
+                    flush=True,
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"written to {args.out}")

@@ -188,8 +188,7 @@ class Batch:
         self.log(f"grading {len(tasks)} submissions of {', '.join(self.assignments)} ({where})")
         progress = Progress(len(tasks), self.log)
         for task, result in self._run(tasks):
-            self.merge(task, result)
-            progress.step(result)
+            progress.step(result, self.merge(task, result))
 
     def _run(self, tasks: list[GradeTask]) -> Iterable[tuple[GradeTask, TaskResult]]:
         if self.options.dask:
@@ -201,7 +200,7 @@ class Batch:
                 yield futures[future], future.result()
 
     # 3 -----------------------------------------------------------------------------------------
-    def merge(self, task: GradeTask, result: TaskResult) -> None:
+    def merge(self, task: GradeTask, result: TaskResult) -> dict[str, Any]:
         sub = self.found[(task.student, task.assignment)]
         result.problems = sub.problems + result.problems
         log_file = self.work / "logs" / f"{result.student}--{result.assignment}.log"
@@ -212,20 +211,23 @@ class Batch:
         except Exception as exc:  # reported: the submission counts as not graded
             result.problems.append(f"could not write the gradebook: {exc}")
             result.status = "failed"
-        self._record(result)
+        return self._record(result)
 
-    def _record(self, result: TaskResult) -> None:
+    def _record(self, result: TaskResult) -> dict[str, Any]:
         max_score = result.max_score
         if not max_score and result.assignment in self.assignments:
             max_score = gradebook.max_score(self.course, self.db_url, result.assignment)
-        self.result.students.setdefault(result.student, {})[result.assignment] = {
+        entry = {
             "status": result.status,
             "score": result.score,
             "max_score": max_score,
             "problems": result.problems,
             "findings": result.findings,
             "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds,
         }
+        self.result.students.setdefault(result.student, {})[result.assignment] = entry
+        return entry
 
     # 4 -----------------------------------------------------------------------------------------
     def report(self) -> BatchResult:
@@ -264,7 +266,7 @@ class Progress:
         self.total, self.done, self.log = total, 0, log
         self.started = time.monotonic()
 
-    def step(self, result: TaskResult) -> None:
+    def step(self, result: TaskResult, entry: dict[str, Any]) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.started
         left = elapsed / self.done * (self.total - self.done)
@@ -273,7 +275,7 @@ class Progress:
         problems = f"  [{len(result.problems)} problem(s)]" if result.problems else ""
         self.log(
             f"[{self.done:>{width}}/{self.total}] {result.student:<24} {result.assignment:<28} "
-            f"{result.score:6.1f} / {result.max_score:.1f}  {eta}{problems}"
+            f"{entry['score']:6.1f} / {entry['max_score']:.1f}  {eta}{problems}"
         )
 
 

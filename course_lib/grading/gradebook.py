@@ -161,13 +161,10 @@ def export_csv(course: CourseConfig, db_url: str, path: Path) -> None:
 def feedback_config(course: CourseConfig, output: Path, db_url: str) -> Any:
     """nbgrader's configuration for feedback: grades, then the copy without hidden tests
     (:class:`course_lib.grading.notebook.FeedbackView`), then the page's CSS."""
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import GetGrades
-
-    from course_lib.grading.notebook import FeedbackView
+    from course_lib.grading.notebook import feedback_preprocessors
 
     c = course.nbgrader_config(output, db_url)
-    c.GenerateFeedback.preprocessors = [GetGrades, FeedbackView, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = feedback_preprocessors()
     return c
 
 

@@ -121,6 +121,8 @@ class TaskResult:
     notebooks: dict[str, NotebookResult] = field(default_factory=dict)
     log: str = ""
     seconds: float = 0.0
+    #: CPU seconds of the worker, its kernels and its verdict process
+    cpu_seconds: float = 0.0
 
     @property
     def score(self) -> float:

@@ -21,6 +21,7 @@ Every grading task runs :func:`grade_one` in a process of its own (see
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -44,7 +45,7 @@ __all__ = ["forked_main", "grade_one", "main"]
 
 def grade_one(task: GradeTask) -> TaskResult:
     """Grade one submission (see the module docstring)."""
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), _cpu_seconds()
     problems: list[str] = []
     work = Path(tempfile.mkdtemp(prefix=f"grade-{task.assignment}-", dir=os.getcwd()))
     os.chmod(work, 0o755)
@@ -88,9 +89,19 @@ def grade_one(task: GradeTask) -> TaskResult:
                 entry.autograded = nbformat.writes(autograded)
             result.notebooks[name] = entry
         result.seconds = round(time.monotonic() - started, 2)
+        result.cpu_seconds = round(_cpu_seconds() - cpu_started, 2)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (kernels, verdict)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _copy_other_files(submission: Path, destination: Path) -> None:
@@ -117,6 +128,7 @@ def _autograde(task: GradeTask, root: Path, db_url: str, work: Path) -> dict:
     c.IsolatedExecute.source_directory = str(task.course.source_path / task.assignment)
     c.IsolatedExecute.scratch_directory = str(work)
     c.IsolatedExecute.kernel_user = task.kernel_user
+    c.IsolatedExecute.shutdown_kernel = "immediate"  # nothing to save: no graceful wait
     api = NbGraderAPI(config=c)
     return api.autograde(task.assignment, task.student, force=True, create=True)
 
