@@ -6,6 +6,13 @@ reports, per gradient, the largest relative error and where it happens, in
 words a student can act on::
 
     dW: max relative error 4.4e-01 at dW[3, 7]: yours 0.12, numerical 0.31
+
+A check is (1) a *plan*: which entries move and by how much (every entry of the input, then of
+each parameter in order, by +h then -h); (2) the *evaluations*: the checked object's own calls
+on that plan (:func:`replay`); (3) the *combination*: centred differences of the outputs and
+the comparison with the analytic gradients. Only (2) runs the checked code, so the grader
+replays the same plan where the code lives (a student's kernel, through
+``__gradcheck_replay__`` on the class of its stand-in for the object) and combines here.
 """
 
 from __future__ import annotations
@@ -256,13 +263,6 @@ MAX_PLAN_BYTES = 128 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- evaluation plans
-#
-# A gradient check is: (1) a *plan*, which entries to move and by how much (every entry of the
-# input, then of each parameter in order, by +h then -h); (2) the *evaluations*, the checked
-# object's own calls on that plan (:func:`replay`); (3) the *combination*, centred differences
-# of the outputs and the comparison with the analytic gradients (:func:`check_layer` ...).
-# Only (2) runs the checked code. The grader replays the same plan where the code lives (a
-# student's kernel, through ``__gradcheck_replay__`` on the proxy's class) and combines here.
 
 
 def _perturbed(value: np.ndarray, h: float) -> Any:
@@ -452,9 +452,6 @@ def check_loss_layer(
     num = _centred(list(runs["x"]), x64.shape, h, "dx")
     report.comparisons.append(compare_gradients("dx", runs["dx"], num, tol, tiny))
     return report
-
-
-# --------------------------------------------------------------------------- models
 
 
 def check_model(

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 A = "ch02_backpropagation"
 SOURCE = REPO / "solutions" / A / f"{A}.ipynb"
 #: ungraded cells that need MNIST or train a network: emptied (they earn nothing; faster)
-HEAVY = ("load_mnist", "x_train", "Trainer(", "history[")
+HEAVY = ("load_mnist(", "x_train", "Trainer(", "history[")
 
 
 def gid(cell) -> str | None:
