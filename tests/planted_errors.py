@@ -262,6 +262,27 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             "return {name: data[name] for name in data.files[1:]}",
             ("ch05-save-load-tests",),
         ),
+        P(
+            "residual_block-backward-forgets-the-skip-path",
+            "ch05-residual-block",
+            "return dout + da @ self.Wa.T",
+            "return da @ self.Wa.T",
+            ("ch05-residual-backward-tests",),
+        ),
+        P(
+            "cosine_lr-quarter-period",
+            "ch05-cosine-lr",
+            "math.cos(math.pi * step / total_steps)",
+            "math.cos(math.pi * step / total_steps / 2)",
+            ("ch05-cosine-lr-tests",),
+        ),
+        P(
+            "inverted_dropout-backward-forgets-the-scale",
+            "ch05-inverted-dropout",
+            "return (dout * self.mask / (1.0 - self.dropout_ratio))",
+            "return (dout * self.mask)",
+            ("ch05-inverted-dropout-backward-tests",),
+        ),
     ),
     "ch06_draw_a_digit": (
         P(

@@ -76,7 +76,17 @@ NOTEBOOKS = {
             "ch04_convolutional_networks-q2-why-convolution": 2,
         },
     },
-    "ch05_deep_networks": {"exercises": 9, "points": 16, "figures": 7, "locked_setup": True},
+    "ch05_deep_networks": {
+        "exercises": 12,
+        "points": 22,
+        "figures": 10,
+        "locked_setup": True,
+        "written": {
+            "ch05-residual-question": 2,
+            "ch05-schedule-question": 1,
+            "ch05-dropout-question": 2,
+        },
+    },
     "ch06_draw_a_digit": {"exercises": 5, "points": 9, "figures": 4, "locked_setup": True},
 }
 #: The chapters' first-cell switch (TEAM.md): quick by default, the full run's measured time
