@@ -2,10 +2,11 @@
 
 Each workspace notebook is graded by the course's own grading engine
 (:func:`course_lib.grading.batch.grade_batch`: nbgrader autograde with the grader's isolated
-execution, time and memory limits and integrity checks) against the chapter *as released to
-you*: the tests are the visible tests of your notebook, restored from the released chapter if
-you edited them. A check (test cell) passes exactly when it would earn its points from those
-tests under ``course-lib grade`` (nbgrader's own rule, :func:`nbgrader.utils.determine_grade`).
+execution, time and memory limits and integrity checks) with the tests you were given: the
+visible tests of your notebook (restored from the course if you edited them); the grader's
+hidden tests are left out. A check (test cell) passes exactly when it would earn its points
+from those tests under ``course-lib grade`` (nbgrader's own rule,
+:func:`nbgrader.utils.determine_grade`).
 
 Prints every failing check with its full message, one summary line, and exits 1 if any check
 fails (2 if there is nothing to validate).
@@ -92,12 +93,17 @@ def resolve_chapters(names: list[str], available: list[str]) -> list[str]:
 
 
 def _validation_course(root: Path, chapters: list[str], scratch: Path) -> Path:
-    """A private course root whose sources are the released chapters (the visible tests).
+    """A private course root whose sources hold the visible tests only.
 
     It holds the course's own ``graders/nbgrader_config.py`` (loaded from there, so its
-    settings apply unchanged) and, as source notebooks, the student versions from
-    ``chapters/``: the grader then restores and runs the test cells the student was given.
+    settings apply unchanged) and, as source notebooks, the instructor's sources with their
+    hidden tests removed by nbgrader's own ``ClearHiddenTests`` (the grader then restores and
+    runs exactly the test cells the student was given, and judges everything else as it does
+    against the real sources). Without ``solutions/`` (a student's copy of a private course)
+    the released chapters serve as sources.
     """
+    from nbgrader.preprocessors import ClearHiddenTests
+
     from course_lib.grading.release import load_course_config
 
     config = load_course_config(root)
@@ -106,7 +112,14 @@ def _validation_course(root: Path, chapters: list[str], scratch: Path) -> Path:
     shutil.copy2(config.config_path, course / "graders" / config.config_path.name)
     source = course / config.source_path.relative_to(config.root)
     for chapter in chapters:
-        shutil.copytree(config.release_path / chapter, source / chapter)
+        if (config.source_path / chapter / f"{chapter}.ipynb").is_file():
+            shutil.copytree(config.source_path / chapter, source / chapter)
+            for path in (source / chapter).glob("*.ipynb"):
+                nb = nbformat.read(str(path), as_version=4)
+                nb, _ = ClearHiddenTests().preprocess(nb, {})
+                nbformat.write(nb, str(path))
+        else:
+            shutil.copytree(config.release_path / chapter, source / chapter)
     return course
 
 
