@@ -1,14 +1,16 @@
 """Layers with ``forward`` / ``backward``, one small class per idea (the book's ``common/layers.py``).
 
 Each layer computes in the dtype it is given (float64 in, float64 out) and
-caches in ``forward`` what ``backward`` needs. Parameter gradients are stored on
+caches in ``forward`` what ``backward`` needs, except inside :func:`inference`
+(how ``Network.predict`` runs them). :mod:`course_lib.kernels` chooses between the
+NumPy code here (the reference) and compiled kernels for the hot loops. Parameter gradients are stored on
 the layer as ``dW``, ``db`` (``dgamma``, ``dbeta``).
 """
 
 from course_lib.functions import *
 from course_lib.layers.activations import LeakyRelu, Relu, Sigmoid
 from course_lib.layers.affine import Affine
-from course_lib.layers.base import Layer
+from course_lib.layers.base import Layer, MissingCacheError, inference, recording
 from course_lib.layers.batch_norm import BatchNormalization
 from course_lib.layers.convolution import Convolution
 from course_lib.layers.dropout import Dropout
@@ -24,12 +26,15 @@ __all__ = [
     "GlobalAvgPooling",
     "Layer",
     "LeakyRelu",
+    "MissingCacheError",
     "Pooling",
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
     "col2im",
     "im2col",
+    "inference",
+    "recording",
     "sigmoid",
     "softmax",
     "relu",
