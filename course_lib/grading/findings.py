@@ -276,7 +276,7 @@ def apply_findings(findings: list[Finding], entry: Any, autograded: Any) -> None
                     grade.flagged = [*grade.flagged, finding.describe()]
             cell = by_id.get(gid)
             if cell is not None and not any(
-                o.get("evalue") == finding.message for o in cell.get("outputs", [])
+                finding.message in str(o.get("evalue")) for o in cell.get("outputs", [])
             ):
                 cell.setdefault("outputs", []).append(
                     nbformat.v4.new_output(
