@@ -294,20 +294,23 @@ def _wait_for_final_result(page, root, timeout_ms: int = 30_000) -> None:
     )
 
 
-def _run_all_cells(page) -> None:
+def _run_all_cells(page, path: str | None = None) -> None:
     page.wait_for_function(
         "() => window.jupyterapp && window.jupyterapp.commands"
         " && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')",
         timeout=90_000,
     )
-    # Wait until the notebook's kernel is connected, then run everything.
+    # Wait until the notebook (``path``, if given: JupyterLab may restore other tabs first) is
+    # the current widget and its kernel is connected, then run everything.
     page.wait_for_function(
-        """() => {
+        """(path) => {
             const w = window.jupyterapp.shell.currentWidget;
             const ctx = w && w.sessionContext;
             return !!(ctx && ctx.session && ctx.session.kernel
-                      && ctx.session.kernel.connectionStatus === 'connected');
+                      && ctx.session.kernel.connectionStatus === 'connected'
+                      && (!path || (w.context && w.context.path === path)));
         }""",
+        arg=path,
         timeout=90_000,
     )
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -401,8 +404,10 @@ def test_finale_with_the_solution_notebooks_own_code(server, browser_context):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     report: dict = {"frontend": "jupyterlab", "shown": {}}
     try:
-        page.goto(f"{server.url}/lab/tree/finale.ipynb?token={server.token}", timeout=90_000)
-        _run_all_cells(page)
+        # a JupyterLab workspace of its own: only this notebook open
+        url = f"{server.url}/lab/workspaces/finale/tree/finale.ipynb?token={server.token}"
+        page.goto(url, timeout=90_000)
+        _run_all_cells(page, "finale.ipynb")
         out = page.locator(".jp-OutputArea-output", has_text="FINALE=").first
         out.wait_for(timeout=600_000)  # loads three notebooks' setup, answers and checks
         text = out.inner_text()
