@@ -43,6 +43,7 @@ NOTEBOOKS = {
         "written": {
             "ch01_differentiation-predict-best-h": 2,
             "ch01_differentiation-why-central": 2,
+            "ch01_differentiation-predict-learning-rates": 2,
         },
     },
     "ch02_backpropagation": {
