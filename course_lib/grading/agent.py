@@ -113,7 +113,11 @@ def _getname(ep: Endpoint, obj: Any, args: list[Any], kwargs: dict[str, Any]) ->
 def _gradcheck(ep: Endpoint, obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     from course_lib.gradcheck import replay
 
-    return replay(obj, args[0]), None
+    plan = args[0]
+    if plan.get("step") == "out":  # one forward pass, watched like a direct call
+        return replay(obj, plan), None
+    with refwatch.paused():  # the bulk evaluations: see refwatch.paused
+        return replay(obj, plan), None
 
 
 #: What the verdict process may do in the kernel: the object protocol on the student's objects,
