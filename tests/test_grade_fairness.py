@@ -372,7 +372,9 @@ def test_every_reference_route_is_caught_for_its_exercise(graded):
             ]
             assert runtime or named, (case.name, route, findings)
             caught_at_run_time += bool(runtime)
-    assert caught_at_run_time >= 8, caught_at_run_time
+    # delegation from the student's own class (bound method, closure, helper class, library
+    # function) and the two copies made at run time: only the watch can see these
+    assert caught_at_run_time >= 6, caught_at_run_time
 
 
 def test_grader_reaches_are_flagged(graded):
@@ -389,7 +391,7 @@ def test_findings_reach_feedback_and_gradebook_comments(graded):
 
     html = (graded["out"] / "feedback" / "habits_1" / A / f"{A}.html").read_text()
     assert "Note from the grader" in html and "no points lost" in html
-    html = (graded["out"] / "feedback" / "routes_1" / A / f"{A}.html").read_text()
+    html = (graded["out"] / "feedback" / "routes_3" / A / f"{A}.html").read_text()
     assert "ReferenceUsed" in html and "course_lib.layers.activations.Relu" in html
     with Gradebook(f"sqlite:///{graded['out'] / 'gradebook.db'}", "") as gb:
         notebook = gb.find_submission_notebook(A, A, "habits_1")
