@@ -17,21 +17,22 @@ does not depend on the load: CPU seconds per submission, and what it implies on 
 two versions of the grader can grade the same notebooks: run this script with each version's
 interpreter, alternating, to compare them under the same load.
 
-``--profile`` grades one submission in this process under ``cProfile`` and prints the wall
-time of each phase (gradebook copy and reading, verdict start, kernel start, cells, nbgrader
-bookkeeping) with the CPU seconds of this process and of its children.
+``--profile`` grades one submission in this process and prints the wall time of each phase
+(the worker's own work, nbgrader's bookkeeping, verdict start, kernel start, notebook cells,
+test cells, verdict stop; the preprocessor's methods are wrapped with timers) with the CPU
+seconds of this process and of its children.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
+import collections
 import datetime
+import inspect
 import json
 import multiprocessing.forkserver
 import os
 import platform
-import pstats
 import resource
 import shutil
 import tempfile
@@ -45,13 +46,12 @@ from course_lib.grading.batch import GradeOptions, grade_batch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and of every child it has reaped."""
-    own, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+def _cpu(children: bool = True) -> float:
+    """CPU seconds of this process (and of every child it has reaped)."""
+    usage = [resource.getrusage(resource.RUSAGE_SELF)]
+    if children:
+        usage.append(resource.getrusage(resource.RUSAGE_CHILDREN))
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def _stop_forkserver() -> None:
@@ -91,7 +91,7 @@ def run(root: Path, assignment: str, students: int, jobs: int, dask: str | None)
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
         source = _submissions(root, assignment, students, Path(tmp) / "submitted")
         _stop_forkserver()
-        load_before, cpu_before = os.getloadavg()[0], _cpu()
+        load_before, cpu_before, main_before = os.getloadavg()[0], _cpu(), _cpu(children=False)
         started = time.monotonic()
         result = grade_batch(
             Path(tmp) / "submitted",
@@ -104,7 +104,7 @@ def run(root: Path, assignment: str, students: int, jobs: int, dask: str | None)
         seconds = time.monotonic() - started
         time.sleep(1.0)  # the fork server reaps its last worker (its CPU time counts)
         _stop_forkserver()
-        cpu = _cpu() - cpu_before
+        cpu, main_cpu = _cpu() - cpu_before, _cpu(children=False) - main_before
         assert result.submissions == students
         wanted = _auto_points(source)
         scores = sorted(float(e[assignment]["score"]) for e in result.students.values())
@@ -119,25 +119,69 @@ def run(root: Path, assignment: str, students: int, jobs: int, dask: str | None)
         # Dask's workers are not this process's children: their CPU time is not counted
         "cpu_seconds": None if dask else round(cpu, 1),
         "cpu_per_submission": None if dask else round(cpu / students, 2),
+        # this process: preparing the gradebook, merging results, the summary
+        "cpu_main_seconds": round(main_cpu, 1),
         "load_before": round(load_before, 1),
         "load_after": round(os.getloadavg()[0], 1),
     }
 
 
+def _timed(cls: type, name: str, totals: dict[str, float]) -> None:
+    """Wrap ``cls.name`` (a function or a coroutine function) to add its wall time to
+    ``totals[name]``: instrumentation of this benchmark only."""
+    original = getattr(cls, name)
+
+    if inspect.iscoroutinefunction(original):
+
+        async def timed(*args: object, **kwargs: object) -> object:
+            started = time.monotonic()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.monotonic() - started
+
+    else:
+
+        def timed(*args: object, **kwargs: object) -> object:
+            started = time.monotonic()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.monotonic() - started
+
+    setattr(cls, name, timed)
+
+
 def profile(root: Path, assignment: str) -> dict:
     """One submission in this process: wall time per phase, CPU of this process and children."""
-    from course_lib.grading import gradebook
-    from course_lib.grading.course import load_course
-    from course_lib.grading.tasks import GradeTask
-    from course_lib.grading.worker import grade_one
+    from nbgrader.apps import NbGraderAPI
 
+    from course_lib.grading import gradebook, worker
+    from course_lib.grading.course import load_course
+    from course_lib.grading.execute import IsolatedExecute
+    from course_lib.grading.tasks import GradeTask
+
+    totals: dict[str, float] = collections.defaultdict(float)
+    for name in (
+        "preprocess",
+        "_start_verdict",
+        "_verdict_ready",
+        "start_new_kernel_client",
+        "_run_test_cell",
+        "execute_cell",
+        "_stop_verdict",
+    ):
+        _timed(IsolatedExecute, name, totals)
+    _timed(NbGraderAPI, "autograde", totals)
     course = load_course(root)
     tmp = Path(tempfile.mkdtemp(prefix="grading-profile-"))
     _submissions(root, assignment, 1, tmp / "submitted")
     os.environ["COURSE_QUICK"] = "1"
+    started = time.monotonic()
     template = gradebook.prepare(
         course, tmp / "out", f"sqlite:///{tmp / 'out' / 'gradebook.db'}", [assignment], tmp / "w"
     )
+    totals["prepare (once per batch)"] = time.monotonic() - started
     task = GradeTask(
         "student000", assignment, tmp / "submitted" / "student000" / assignment,
         course, template, course.limits, env={"COURSE_QUICK": "1"},
@@ -145,33 +189,34 @@ def profile(root: Path, assignment: str) -> dict:
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
-        prof, cpu0, t0 = cProfile.Profile(), _cpu(), time.monotonic()
-        own0 = resource.getrusage(resource.RUSAGE_SELF)
-        prof.runcall(grade_one, task)
+        cpu0, own0, t0 = _cpu(), resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        result = worker.grade_one(task)
         own1 = resource.getrusage(resource.RUSAGE_SELF)
         wall, cpu = time.monotonic() - t0, _cpu() - cpu0
     finally:
         os.chdir(cwd)
         shutil.rmtree(tmp, ignore_errors=True)
-    stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     own_cpu = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime
-
-    def cumulative(name: str, file_part: str = "") -> float:
-        return sum(v[3] for k, v in stats.items() if k[2] == name and file_part in k[0])
-
+    kernel_start = totals["start_new_kernel_client"] - totals["_verdict_ready"]
     phases = {
-        "whole submission (grade_one)": wall,
-        "nbgrader autograde": cumulative("autograde", "nbgrader/apps/api.py"),
-        "  IsolatedExecute (kernel + verdict + cells)": cumulative("preprocess", "execute.py"),
-        "    verdict start (imports, setup)": cumulative("_verdict_ready")
-        + cumulative("_start_verdict"),
-        "    kernel start (nbclient setup_kernel)": cumulative("async_start_new_kernel_client"),
-        "    test cells (in the verdict)": cumulative("_run_test_cell"),
-        "    verdict stop": cumulative("_stop_verdict"),
-        "static pass + findings": cumulative("collect_findings"),
-        "SQLAlchemy (all gradebook queries)": cumulative("execute", "sqlalchemy/orm/session.py"),
+        "whole submission (worker.grade_one)": wall,
+        "  worker: read, copy the gradebook, static pass": wall - totals["autograde"],
+        "  nbgrader autograde": totals["autograde"],
+        "    nbgrader bookkeeping (all but the execution)": totals["autograde"]
+        - totals["preprocess"],
+        "    IsolatedExecute": totals["preprocess"],
+        "      verdict start (spawn; imports; setup, waited for after the kernel)": totals[
+            "_start_verdict"
+        ]
+        + totals["_verdict_ready"],
+        "      kernel start (without waiting for the verdict)": kernel_start,
+        "      notebook cells in the kernel": totals["execute_cell"] - totals["_run_test_cell"],
+        "      test cells in the verdict": totals["_run_test_cell"],
+        "      verdict stop": totals["_stop_verdict"],
+        "prepare (once per batch, not in the above)": totals["prepare (once per batch)"],
     }
     return {
+        "score": [result.score, result.status],
         "wall_seconds": {k: round(v, 2) for k, v in phases.items()},
         "cpu_seconds": {
             "all processes": round(cpu, 2),

@@ -180,6 +180,10 @@ FORKSERVER_PRELOAD = [
     "nbconvert.preprocessors",
     "nbclient",
     "jupyter_client",
+    # what starting a kernel and opening the private SQLite gradebook import (0.25 s each time)
+    "ipykernel.kernelspec",
+    "psutil",
+    "sqlalchemy.dialects.sqlite",
 ]
 _forkserver_lock = threading.Lock()
 _forkserver_ctx: Any = None
