@@ -320,11 +320,19 @@ class IsolatedExecute(Execute):
             env=env,
             cwd=self.scratch_directory or None,
         )
+        # it imports the library while the kernel starts; _verdict_ready waits for it before
+        # the kernel runs any cell
+        self._verdict_init: dict[str, Any] | None = {"cmd": "init", **init}
+
+    def _verdict_ready(self) -> None:
+        """Wait for the verdict process's imports and send it the notebook's setup (once)."""
+        init, self._verdict_init = self._verdict_init, None
+        if init is None:
+            return
         ready = self._verdict_read(timeout=120)
         if not ready.get("ready"):
             raise RuntimeError(f"the verdict process did not start: {ready}")
-        answer = self._verdict_call({"cmd": "init", **init})
-        for err in answer.get("errors", []):
+        for err in self._verdict_call(init).get("errors", []):
             self.log.warning("verdict setup: %s", err)
 
     def _source_folder(self, resources: Any) -> str:
@@ -379,6 +387,7 @@ class IsolatedExecute(Execute):
     def _connect_verdict(self) -> None:
         if self._verdict is None or self.km is None:
             return
+        self._verdict_ready()
         info = self.km.get_connection_info(session=False)
         info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
         pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
