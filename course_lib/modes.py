@@ -5,8 +5,10 @@ Every chapter's first cell says::
     QUICK = course_lib.quick_mode(True)  # True: small subsets, every cell under a minute; False: full run
 
 The argument is the student's choice. The environment variable ``COURSE_QUICK`` (``1`` or
-``0``), when set, overrides it: the grader sets it (quick unless ``course-lib grade --full``), and
-so do the tests.
+``0``), when set, overrides it: ``course-lib grade`` sets it (quick unless ``--full``), and so do
+the tests. Under plain nbgrader (``NBGRADER_EXECUTION`` set, ``COURSE_QUICK`` not) the chapter runs
+in quick mode whatever the submission says: a student who left ``False`` in the first cell is
+graded in the time the grader allows, like everyone else.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ __all__ = ["quick_mode"]
 
 
 def quick_mode(default: bool = True) -> bool:
-    """Whether the chapter runs in quick mode: ``COURSE_QUICK`` if set, else ``default``.
+    """Whether the chapter runs in quick mode: ``COURSE_QUICK`` if set, else quick under
+    nbgrader, else ``default``.
 
     Raises ``ValueError`` for a ``COURSE_QUICK`` other than ``0`` / ``1`` (a typo must not
     silently start a 40-minute run).
     """
     value = os.environ.get("COURSE_QUICK", "").strip()
     if value == "":
-        quick = bool(default)
+        quick = bool(default) or "NBGRADER_EXECUTION" in os.environ
     elif value in ("1", "0"):
         quick = value == "1"
     else:
