@@ -122,7 +122,11 @@ def _gradcheck(ep: Endpoint, obj: Any, args: list[Any], kwargs: dict[str, Any]) 
 
 #: What the verdict process may do in the kernel: the object protocol on the student's objects,
 #: look up a name of the notebook, replay a gradient check's evaluations.
-KERNEL_OPS = {**OBJECT_OPS, "getname": _getname, "gradcheck": _gradcheck}
+KERNEL_OPS = {
+    **{name: refwatch.watched(op) for name, op in OBJECT_OPS.items()},
+    "getname": _getname,
+    "gradcheck": refwatch.watched(_gradcheck),
+}
 
 
 def boot() -> None:

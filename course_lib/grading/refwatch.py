@@ -47,7 +47,16 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["begin", "end", "fingerprint", "install", "paused", "report", "watch_table"]
+__all__ = [
+    "begin",
+    "end",
+    "fingerprint",
+    "install",
+    "paused",
+    "report",
+    "watch_table",
+    "watched",
+]
 
 #: ``course_lib.grading`` modules a kernel legitimately imports (the agent's, the checks').
 KERNEL_MODULES = frozenset(
@@ -415,19 +424,55 @@ def paused() -> Iterator[None]:
     if state is None or not state.active or not state.table:
         yield
         return
+    previous = state.getprofile()
     _set_hook(state, None)
     try:
         yield
     finally:
-        _set_hook(state, state.hook)
+        _set_hook(state, previous)
 
 
 def _set_hook(state: _State, hook: Any) -> None:
     state.setprofile(hook)
 
 
+def watched(op: Any) -> Any:
+    """``op`` (an operation the agent serves: the student's code runs in it) with the profile
+    hook on while it runs, and only then: the agent's own work (decoding, encoding, hashing
+    arrays) stays at full speed. A hook the student's code removed or replaced is noted."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        state = _STATE
+        if state is None or not state.active or not state.table:
+            return op(*args, **kwargs)
+        previous = state.getprofile()
+        _set_hook(state, state.hook)
+        try:
+            return op(*args, **kwargs)
+        finally:
+            if state.getprofile() is not state.hook:
+                _removed(state)
+            _set_hook(state, previous)
+
+    return run
+
+
+def _removed(state: _State) -> None:
+    if not any("profile hook" in n["message"] for n in state.notes):
+        state.notes.append(
+            {
+                "kind": "grader",
+                "message": "removed or replaced the grader's profile hook (sys.setprofile) "
+                "during a test",
+                "file": "?",
+                "line": 0,
+            }
+        )
+
+
 def begin(table: dict[str, Any] | None) -> None:
-    """Watch the calls of one test for the reference code in ``table`` (see watch_table)."""
+    """Watch the calls of one test for the reference code in ``table`` (see watch_table); the
+    hook is on inside the operations wrapped by :func:`watched`."""
     install()
     state = _STATE
     assert state is not None
@@ -438,22 +483,19 @@ def begin(table: dict[str, Any] | None) -> None:
         state.known.clear()
         state.keep.clear()
     state.hits = []
-    state.saved_profile = state.getprofile()
     state.saved_thread_profile = getattr(threading, "_profile_hook", None)
     state.active = True
     if state.table:
         state.thread_setprofile(state.hook)
-        state.setprofile(state.hook)
 
 
 def end() -> None:
-    """Stop watching (the student's own profiler, if any, is put back)."""
+    """Stop watching (threads started later are not watched)."""
     state = _STATE
     if state is None or not state.active:
         return
     state.active = False
     if state.table:
-        state.setprofile(state.saved_profile)
         state.thread_setprofile(state.saved_thread_profile)
 
 
@@ -462,18 +504,6 @@ def report() -> dict[str, Any]:
     state = _STATE
     if state is None:
         return {"hits": [], "notes": [], "watching": False}
-    intact = not state.table or state.getprofile() is state.hook
-    noted = any("profile hook" in n["message"] for n in state.notes)
-    if state.active and not intact and not noted:
-        state.notes.append(
-            {
-                "kind": "grader",
-                "message": "removed or replaced the grader's profile hook (sys.setprofile) "
-                "during a test",
-                "file": "?",
-                "line": 0,
-            }
-        )
     out = {"hits": list(state.hits), "notes": list(state.notes), "watching": bool(state.table)}
     state.hits = []
     state.notes = []
