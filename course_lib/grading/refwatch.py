@@ -253,6 +253,8 @@ class _State:
         self.names: set[tuple[str, int]] = set()
         self.known: dict[int, Any] = {}
         self.keep: list[Any] = []
+        self.prints: dict[int, str] = {}  # id(code) -> fingerprint (code kept alive in keep_all)
+        self.keep_all: list[Any] = []
         self.hits: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
         self.noted: set[tuple[Any, Any]] = set()
@@ -313,7 +315,11 @@ def _owner_doc(frame: Any) -> str:
 def _classify(state: _State, code: Any) -> Any:
     if (code.co_name, code.co_argcount) not in state.names:
         return False
-    return state.table.get(_print(code)) or False
+    fp = state.prints.get(id(code))  # kept across tests: hashing is the costly part
+    if fp is None:
+        fp = state.prints[id(code)] = _print(code)
+        state.keep_all.append(code)
+    return state.table.get(fp) or False
 
 
 def _in_library(frame: Any) -> bool:
