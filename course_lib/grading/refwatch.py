@@ -17,23 +17,18 @@ same fingerprint. The table travels to the kernel with each test.
 ``sys.setprofile`` later changes nothing here) and adds an audit hook (PEP 578; Python code
 cannot remove one) that notes reaches for the grader: importing its modules, opening the
 gradebook or the verdict's socket, replacing the profile hook during a test, changing the
-grader's classes. While the agent serves one test, :func:`begin` installs a profile hook on the
-serving thread and for threads started meanwhile; every Python function call is looked up (once
-per code object) in the table. A call of the reference, whatever route reached it (an import,
-a name resolved from a string, ``gc`` or ``__subclasses__``, a bound method kept from earlier, a
-helper class, a class built with ``type(...)`` from the reference's dict) runs the reference's
-own code object and is caught; a copy compiled again is caught when its docstring is the
-reference's (a copied class: the copy's class docstring; so a student who happens to type the
-same short method is never taken for a copy). :func:`report` (the agent's answer to ``done``)
-returns the hits and notes, and says whether the profile hook was still installed.
+grader's classes. While the agent serves one test (:func:`begin`), the profile hook is on
+inside each operation that runs the student's code (:func:`watched`) and on threads started
+meanwhile; each new code object is looked up once in the table. A call of the reference,
+whatever route reached it (an import, a name resolved from a string, ``gc``, a bound method kept
+from earlier, a helper class, ``type(...)`` with the reference's dict) runs the reference's own
+code and is caught; a copy compiled again is caught when its class (or function) carries the
+reference's docstring, so a student who types the same short method is never taken for a copy.
+:func:`report` (the agent's answer to ``done``) returns the hits and notes.
 
-Threat model (honest): the kernel is the student's process. This catches delegation to the
-reference by any ordinary Python route and the obvious attacks on the watch itself; it cannot
-stop code that rewrites the agent or this module in memory (``ctypes``, replacing the agent's
-functions before the grader calls them) and then answers the grader itself. Such code has to
-name the grader's modules, socket or hooks, which the static pass and the audit hook report.
-Threads that were already running before the test and processes started by the student are not
-watched.
+Threat model: see docs/grading.md (the kernel is the student's process; code that rewrites the
+agent in memory and answers the grader itself is out of reach, threads already running and child
+processes are not watched, gradient-check replays run unwatched).
 """
 
 from __future__ import annotations
@@ -244,8 +239,8 @@ class _State:
         self.get_ident = threading.get_ident
         self.getframe = sys._getframe
         self.getlines = linecache.getlines
-        self.bootstrap = getattr(threading.Thread, "_bootstrap_inner", None)
-        self.bootstrap_code = getattr(self.bootstrap, "__code__", None)
+        bootstrap = getattr(threading.Thread, "_bootstrap_inner", None)
+        self.bootstrap_code = getattr(bootstrap, "__code__", None)
         self.active = False
         self.in_audit = False
         self.hook: Any = None
@@ -258,7 +253,6 @@ class _State:
         self.hits: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
         self.noted: set[tuple[Any, Any]] = set()
-        self.saved_profile: Any = None
         self.saved_thread_profile: Any = None
         self.own_codes: set[int] = set()
 
@@ -407,12 +401,7 @@ def install() -> None:
         return
     state = _State()
     state.hook = _make_hook(state)
-    state.own_codes = {
-        id(begin.__code__),
-        id(end.__code__),
-        id(connect.__code__),
-        id(_set_hook.__code__),
-    }
+    state.own_codes = {id(f.__code__) for f in (begin, end, connect, _set_hook)}
     _STATE = state
     sys.addaudithook(_audit)
 
@@ -464,16 +453,9 @@ def watched(op: Any) -> Any:
 
 
 def _removed(state: _State) -> None:
+    message = "removed or replaced the grader's profile hook (sys.setprofile) during a test"
     if not any("profile hook" in n["message"] for n in state.notes):
-        state.notes.append(
-            {
-                "kind": "grader",
-                "message": "removed or replaced the grader's profile hook (sys.setprofile) "
-                "during a test",
-                "file": "?",
-                "line": 0,
-            }
-        )
+        state.notes.append({"kind": "grader", "message": message, "file": "?", "line": 0})
 
 
 def begin(table: dict[str, Any] | None) -> None:
@@ -508,9 +490,8 @@ def end() -> None:
 def report() -> dict[str, Any]:
     """Hits of the reference and reaches for the grader since the last report."""
     state = _STATE
-    if state is None:
-        return {"hits": [], "notes": [], "watching": False}
-    out = {"hits": list(state.hits), "notes": list(state.notes), "watching": bool(state.table)}
-    state.hits = []
-    state.notes = []
+    out = {"hits": [], "notes": [], "watching": False}
+    if state is not None:
+        out = {"hits": state.hits, "notes": state.notes, "watching": bool(state.table)}
+        state.hits, state.notes = [], []
     return out
