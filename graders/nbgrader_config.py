@@ -72,9 +72,12 @@ c.Execute.timeout = int(os.environ.get("COURSE_LIB_CELL_TIMEOUT", "300"))
 # course directory, the gradebook or other submissions; see docs/grading.md). Set
 # COURSE_LIB_SANDBOX=bwrap to refuse grading without the sandbox, =off to grade without it.
 from course_lib.grading.execute import isolated_autograde_preprocessors  # noqa: E402
+from course_lib.grading.notebook import feedback_preprocessors  # noqa: E402
 
 c.Autograde.autograde_preprocessors = isolated_autograde_preprocessors()
 c.OverwriteCells.add_missing_cells = True
+# Feedback shows each test's name, points and message, never the hidden tests' source.
+c.GenerateFeedback.preprocessors = feedback_preprocessors()
 
 # SQLAlchemy 2.1 maps a bare postgresql:// URL to psycopg 3; with only psycopg2 installed (the
 # `test` extra's psycopg2-binary) use that driver, so COURSE_LIB_GRADEBOOK_URL=postgresql://...

@@ -251,6 +251,10 @@ def assert_feedback_names_failures(graded: Graded) -> None:
         student = planted_student(wrong)
         markup = course.feedback_path(assignment, student).read_text(encoding="utf-8")
         text = html_text(markup)
+        # plain `nbgrader generate_feedback` with the course's config: no hidden test source
+        assert "BEGIN HIDDEN TESTS" not in text and "END HIDDEN TESTS" not in text, (
+            f"feedback of {student} shows hidden tests"
+        )
         nb = course.autograded_notebook(assignment, student)
         for gid in wrong.loses:
             points = graded.points[gid]
