@@ -11,7 +11,7 @@ float32 rounding. One switch chooses:
   (default ``auto``: Numba when it can be imported, else NumPy; NumPy under the
   grader, ``NBGRADER_EXECUTION`` set, where every submission is a fresh process and
   compiling would cost more than it saves), read once;
-* :func:`use_kernels` (``course_lib.use_kernels("numpy")``) at run time.
+* :func:`use_kernels` (``course_lib.kernels.use_kernels("numpy")``) at run time.
 
 Numba is imported only when a layer first takes the fast path (it costs about
 0.5 s), so ``import course_lib`` stays quick. Compiled kernels are cached on
