@@ -45,6 +45,20 @@ POINTS = {
 }
 
 
+def all_points() -> float:
+    """Points of every autograded test cell of the chapter (``good`` keeps every exercise)."""
+    if not SOURCE.exists():
+        return FULL
+    nb = nbformat.read(str(SOURCE), as_version=4)
+    return sum(
+        float(c.metadata["nbgrader"].get("points", 0))
+        for c in nb.cells
+        if c.cell_type == "code"
+        and c.get("metadata", {}).get("nbgrader", {}).get("grade")
+        and not c.metadata["nbgrader"].get("solution")
+    )
+
+
 def lost(*names: str) -> float:
     return FULL - sum(POINTS[n] for n in names)
 
@@ -133,7 +147,7 @@ def build_corpus(solution, student) -> list[Entry]:
     E = Entry
     v3 = nbformat.v4.convert.downgrade(copy.deepcopy(sol))  # a real nbformat 3 notebook
     entries = [
-        E("good", FULL, {name: nb_bytes(full)}),
+        E("good", all_points(), {name: nb_bytes(full)}),
         E("blank", 0.0, {name: nb_bytes(student)}),
         E(
             "infinite_loop",
@@ -265,8 +279,10 @@ def build_corpus(solution, student) -> list[Entry]:
             problem="course_lib.grading",
         ),
         E(
+            # patching builtins breaks only the student's own kernel: that answer cell hangs
+            # (its tests score 0), the kernel is restarted and the rest is graded normally
             "patch_builtins",
-            lost(*[k for k in POINTS if k not in ("mul", "add", "relu-forward", "relu-backward")]),
+            lost("sigmoid-forward", "sigmoid-backward"),
             {
                 name: nb_bytes(
                     prepend(
