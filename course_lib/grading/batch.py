@@ -337,7 +337,7 @@ def format_summary(result: BatchResult) -> str:
             score, max_score = float(entry["score"] or 0), float(entry["max_score"] or 0)
             lines.append(f"{student:<24} {assignment:<28} {score:6.1f} / {max_score:.1f}")
             lines += [f"    - {problem}" for problem in entry["problems"]]
-            lines += [f"    - integrity: {finding['where']}" for finding in entry["findings"]]
+            lines += [f"    - {finding['where']}" for finding in entry["findings"]]
     lines += [f"feedback step: {problem}" for problem in result.feedback_problems]
     n = result.submissions
     rate = n / (result.seconds / 60) if result.seconds else 0.0
