@@ -17,7 +17,6 @@ accuracy can move between machines).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
@@ -235,9 +234,10 @@ def lr_at(recipe: Recipe, epoch: int, epochs: int | None = None) -> float:
     epochs = recipe.epochs if epochs is None else epochs
     if recipe.lr_schedule == "constant" or epochs <= 1:
         return recipe.lr
-    if recipe.lr_schedule == "cosine":
-        low = recipe.lr * recipe.lr_final_ratio
-        return low + 0.5 * (recipe.lr - low) * (1 + math.cos(math.pi * epoch / (epochs - 1)))
+    if recipe.lr_schedule == "cosine":  # the schedule chapter 5 has students write
+        from course_lib.reference.ch05 import cosine_lr
+
+        return cosine_lr(epoch, epochs - 1, recipe.lr, recipe.lr * recipe.lr_final_ratio)
     raise ValueError(f"lr_schedule {recipe.lr_schedule!r}: use 'constant' or 'cosine'")
 
 
