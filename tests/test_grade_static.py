@@ -155,6 +155,11 @@ def test_reaching_for_the_grader_is_flagged_and_zeroes_the_tests_after_it():
         assert "flagged for review" in grader[0].summary_line()
 
 
+def test_the_word_gradebook_in_a_sentence_is_not_a_reach_for_the_grader():
+    code = "print('my scores will be in the gradebook')\nclass Relu:\n    pass"
+    assert [f for f in scan_submission(source(), submit(code)) if f.kind == "grader"] == []
+
+
 def test_the_checks_the_notebooks_import_are_not_the_grader():
     code = "from course_lib.grading.checks import check_close\nclass Relu:\n    pass"
     assert [f for f in scan_submission(source(), submit(code)) if f.kind == "grader"] == []

@@ -177,8 +177,9 @@ ALLOWED_MAGICS = frozenset({"matplotlib", "timeit", "time", "precision", "pprint
 
 #: The grader's modules a notebook may import (its visible test cells use the checks).
 GRADER_ALLOWED = ("course_lib.grading.checks",)
-#: Text in a string constant that names the grader itself.
-GRADER_WORDS = ("course_lib.grading.", "gradebook", "cg-verdict")
+#: Text in a string constant that names the grader itself (a file or module name: the word
+#: "gradebook" in a printed sentence is not an attempt to reach anything).
+GRADER_WORDS = ("course_lib.grading.", "gradebook.db", "cg-verdict")
 
 
 def _is_grader_module(name: str) -> bool:
