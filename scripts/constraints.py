@@ -6,6 +6,11 @@ file) after upgrading a dependency and running the tests. The pins are the insta
 pulls in, recursively. Left out: the project itself, pip and what only other extras need (the
 ``bench`` extra's PyTorch), so a leftover package in ``.venv`` never becomes a pin.
 ``./course.sh start`` and ``./course.sh test`` install with ``pip install -c constraints.txt``.
+
+Generate it with the oldest Python the pins must install on, the CI's (Debian's
+``/usr/bin/python3``, 3.11.2): ``PYTHON=/usr/bin/python3 COURSE_VENV=/tmp/venv-ci ./course.sh
+constraints``. Pins taken from a newer interpreter can require it (soupsieve 4.1 needs 3.11.5):
+pip then cannot install the pinned set there, and ``course.sh`` falls back to unpinned versions.
 """
 
 from __future__ import annotations
