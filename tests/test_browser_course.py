@@ -291,11 +291,12 @@ def test_instructor_sees_the_formgrader_with_the_assignments(course, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     with CourseLab(course, course.parent / "home", instructor=True) as lab:
         page = browser.new_page()
-        page.goto(f"{lab.url}/lab?token={lab.token}", timeout=120_000)
+        # ?reset: not the layout the student test left in the shared home (its notebooks)
+        page.goto(f"{lab.url}/lab?reset&token={lab.token}", timeout=120_000)
         wait_for_app(page)
         page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").first.wait_for(timeout=60_000)
         page.evaluate("() => window.jupyterapp.commands.execute('nbgrader:open-formgrader')")
-        frame = page.frame_locator("iframe").first
+        frame = page.frame_locator('iframe[src*="formgrader"]').first
         for assignment in ("ch01_differentiation", CHAPTER, "ch06_draw_a_digit"):
             # the first gradebook access creates it (alembic): minutes on a busy machine
             frame.get_by_text(assignment, exact=True).first.wait_for(timeout=400_000)
