@@ -102,23 +102,39 @@ def student_names(source_nb: nbformat.NotebookNode) -> set[str]:
 
 
 def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
-    """Imports and definitions of the instructor's (non-answer) cells, for the verdict process."""
-    setup = []
+    """The imports and helper definitions of the instructor's (non-answer) cells that the test
+    cells use, directly or through other helpers, in notebook order: the verdict process's setup.
+
+    What no test uses stays out: a demonstration's helper may need the demonstration's own
+    variables when it is defined (chapter 5's ``def fit(net, epochs=f_epochs)``), which the
+    verdict process never has.
+    """
+    candidates: list[ast.stmt] = []
+    needed: set[str] = set()
     for cell in source_nb.cells:
         if cell.cell_type != "code" or is_answer(cell):
             continue
         tree = parse_cell(cell.source)
         if tree is None:
             continue
-        for node in tree.body:
-            if isinstance(
-                node,
-                (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef),
-            ):
-                setup.append(ast.unparse(node))
-    return setup
+        if is_code_test(cell):
+            needed |= loaded_names(tree)
+        candidates += [node for node in tree.body if isinstance(node, _SETUP)]
+    kept: list[ast.stmt] = []
+    for node in reversed(candidates):
+        bound = bound_names(node)
+        if "*" in bound or bound & needed:
+            kept.append(node)
+            needed |= loaded_names(node)
+    return [ast.unparse(node) for node in reversed(kept)]
 
 
+def loaded_names(node: ast.AST) -> set[str]:
+    """Every name ``node`` reads (inside its functions too: a helper calls other helpers)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+_SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 

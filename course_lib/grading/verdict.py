@@ -163,7 +163,7 @@ class VerdictSession:
                 code = compile(source, "<setup>", "exec")
                 exec(code, self.ns)
             except Exception as exc:  # a setup statement that cannot run here is skipped
-                errors.append(f"{type(exc).__name__}: {exc}")
+                errors.append(f"`{source.splitlines()[0]}`: {type(exc).__name__}: {exc}")
         for name in self.student_names:
             self.ns.pop(name, None)
         return {"errors": errors}
