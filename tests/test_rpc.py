@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from course_lib.grading.agent import _make_proxy
 from course_lib.grading.proxies import ProxyFactory, is_proxy
 from course_lib.grading.rpc import OBJECT_OPS, READ_ONLY_OPS, Endpoint
 from course_lib.grading.wire import (
@@ -57,11 +56,8 @@ class Layer:
 def _pair(namespace: dict[str, Any], done_value: Any = None):
     a, b = socket.socketpair()
     verdict = Endpoint(a, ProxyFactory(), ops=READ_ONLY_OPS)
-    ops = {
-        **OBJECT_OPS,
-        "getname": lambda ep, obj, args, kw: (namespace[str(args[0])], None),
-    }
-    kernel = Endpoint(b, _make_proxy, ops=ops, on_done=lambda: done_value)
+    ops = {**OBJECT_OPS, "getname": lambda obj, args, kw: namespace[str(args[0])]}
+    kernel = Endpoint(b, ProxyFactory(), ops=ops, on_done=lambda: done_value)
     thread = threading.Thread(target=kernel.serve, daemon=True)
     thread.start()
     return verdict, kernel, thread
@@ -69,9 +65,9 @@ def _pair(namespace: dict[str, Any], done_value: Any = None):
 
 def test_frames_round_trip_and_limits():
     a, b = socket.socketpair()
-    send_frame(a, {"kind": "x", "n": 1.5}, [b"abc", b""])
-    assert recv_frame(b) == ({"kind": "x", "n": 1.5}, [b"abc", b""])
-    send_frame(a, {"big": "y" * 100}, [])
+    send_frame(a, {"kind": "x", "n": 1.5, "data": [b"abc", b""]})
+    assert recv_frame(b) == {"kind": "x", "n": 1.5, "data": [b"abc", b""]}
+    send_frame(a, {"big": "y" * 100})
     with pytest.raises(ProtocolError, match="over the limit"):
         recv_frame(b, limit=50)  # the connection is unusable afterwards: a fresh one
     a, b = socket.socketpair()
@@ -92,6 +88,7 @@ def test_values_cross_by_value():
         1.5,
         complex(1, -2),
         "text",
+        b"bytes",
         [1, (2, 3)],
         {"a": np.float32(1.5), 2: [np.int64(7)]},
         slice(1, None, 2),
@@ -100,16 +97,13 @@ def test_values_cross_by_value():
         np.float64,
         int,
     ]
-    blobs: list[bytes] = []
-    decoded = [codec.decode(codec.encode(v, blobs), blobs) for v in values]
+    decoded = [codec.decode(codec.encode(v)) for v in values]
     assert decoded == values
     array = np.arange(6.0).reshape(2, 3)
-    blobs = []
-    back = codec.decode(codec.encode(array, blobs), blobs)
+    back = Codec(lambda h, meta: None).decode(codec.encode(array))
     assert back.dtype == array.dtype and np.array_equal(back, array) and back is not array
     # anything else travels as a reference: the other side gets a proxy, never the object
-    blobs = []
-    kind, handle, what = codec.decode(codec.encode(Layer(array), blobs), blobs)
+    kind, handle, what = codec.decode(codec.encode(Layer(array)))
     assert (kind, what) == ("proxy", "instance") and isinstance(codec.objects[handle], Layer)
 
 
@@ -191,8 +185,119 @@ def test_done_returns_the_serving_sides_report():
 
 def test_a_garbage_message_is_a_protocol_error():
     verdict, kernel, thread = _pair({"layer": Layer(np.eye(2))})
-    send_frame(kernel.sock, {"kind": "rep", "seq": 999}, [])  # an answer to nothing
+    send_frame(kernel.sock, {"kind": "rep", "seq": 999})  # an answer to nothing
     with pytest.raises(ProtocolError):
         verdict.request("getname", None, "layer")
     verdict.sock.close()
+    thread.join(5)
+
+
+# --------------------------------------------------------------------------------------------
+# copy-restore: in-place changes made on the other side are seen after the call returns
+
+
+class Net:
+    """A network of the verdict process (as a test builds one), used by the kernel's code."""
+
+    def __init__(self) -> None:
+        self.params = {"W": np.arange(6.0).reshape(2, 3), "b": np.zeros(3)}
+        self.W = np.ones(2)
+        self.calls = 0
+
+    def loss(self) -> float:
+        self.calls += 1
+        return float(self.params["W"].sum())
+
+
+def _bump(value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        value += 1
+    elif isinstance(value, dict):
+        for item in value.values():
+            _bump(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _bump(item)
+
+
+def _perturb_and_restore(net: Any) -> float:
+    """numerical_gradient's pattern: move an entry, call back, restore (after the last call)."""
+    total = 0.0
+    for p in net.params.values():
+        flat = p.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + 1.0
+            total += net.loss()
+            flat[i] = old
+    return total
+
+
+KERNEL_CODE = {
+    "bump": _bump,
+    "bump_params": lambda net: _bump(net.params),
+    "bump_attr": lambda net: _bump(net.W),
+    "set_entry": lambda net: net.params["W"].__setitem__((0, 0), -5.0),
+    "perturb_and_restore": _perturb_and_restore,
+    "keep": lambda net: KEPT.append(net.params["b"]),
+    "bump_kept": lambda: _bump(KEPT[-1]),
+    "layer": Layer(np.zeros((2, 2))),
+}
+KEPT: list[np.ndarray] = []
+
+
+def test_arrays_passed_directly_or_in_containers_are_restored():
+    verdict, kernel, thread = _pair(KERNEL_CODE)
+    bump = verdict.request("getname", None, "bump")
+    a, b, c, d = np.zeros(2), np.zeros((2, 2)), np.zeros(3), np.zeros(1)
+    bump(a)
+    bump({"x": b, "nested": [c]})
+    bump((d, d))  # the same array twice: one array on the other side too, bumped twice
+    for name, got, want in (("a", a, 1), ("b", b, 1), ("c", c, 1), ("d", d, 2)):
+        np.testing.assert_array_equal(got, np.full(got.shape, want), err_msg=name)
+    verdict.request("done")
+    thread.join(5)
+
+
+def test_arrays_the_kernel_reads_from_the_verdicts_objects_are_restored():
+    verdict, kernel, thread = _pair(KERNEL_CODE)
+    net = Net()
+    before = {k: v.copy() for k, v in net.params.items()}
+    verdict.request("getname", None, "bump_params")(net)  # read, changed, dropped: no callback
+    for key in before:
+        np.testing.assert_array_equal(net.params[key], before[key] + 1, err_msg=key)
+    verdict.request("getname", None, "bump_attr")(net)
+    np.testing.assert_array_equal(net.W, np.full(2, 2.0))
+    verdict.request("getname", None, "set_entry")(net)
+    assert net.params["W"][0, 0] == -5.0
+    # changed between callbacks, restored after the last one: the caller sees the restore
+    net = Net()
+    before = {k: v.copy() for k, v in net.params.items()}
+    total = verdict.request("getname", None, "perturb_and_restore")(net)
+    assert net.calls == 9 and total == 9 * 15.0 + 6
+    for key in before:
+        np.testing.assert_array_equal(net.params[key], before[key], err_msg=key)
+    verdict.request("done")
+    thread.join(5)
+
+
+def test_arrays_kept_on_the_other_side_stay_shared():
+    verdict, kernel, thread = _pair(KERNEL_CODE)
+    net = Net()
+    verdict.request("getname", None, "keep")(net)  # the kernel keeps net.params["b"]
+    verdict.request("getname", None, "bump_kept")()  # and changes it in a later call
+    np.testing.assert_array_equal(net.params["b"], np.ones(3))
+    net.params["b"][1] = 7.0  # a change here reaches the kernel's copy
+    verdict.request("getname", None, "bump_kept")()
+    np.testing.assert_array_equal(net.params["b"], [2.0, 8.0, 2.0])
+    np.testing.assert_array_equal(KEPT[-1], [2.0, 8.0, 2.0])
+    # an attribute array of the kernel's object read here, changed there (and the reverse)
+    layer = verdict.request("getname", None, "layer")
+    W = layer.W
+    layer.scale_in_place(layer.W)
+    layer.W[0, 0] = 3.0  # a temporary here: still reaches the kernel (and W: the same array)
+    W += 1
+    np.testing.assert_array_equal(layer.forward(np.array([[1.0, 0.0]])), [[4.0, 1.0]])
+    np.testing.assert_array_equal(KERNEL_CODE["layer"].W, [[4.0, 1.0], [1.0, 1.0]])
+    verdict.request("done")
     thread.join(5)

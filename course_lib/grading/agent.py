@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from course_lib.grading import refwatch
+from course_lib.grading.proxies import ProxyFactory
 from course_lib.grading.rpc import OBJECT_OPS, Endpoint
 
 __all__ = ["BOOT", "boot", "serve"]
@@ -30,39 +31,6 @@ BOOT = "__import__('course_lib.grading.agent', fromlist=['boot']).boot()"
 MAX_STREAM_CHARS = 200_000
 
 _state: dict[str, Any] = {}
-
-
-class _Proxy:
-    """An object of the verdict process as the student's code sees it (a callable)."""
-
-    _cg_is_proxy = True
-    __slots__ = ("_cg_ep", "_cg_h", "_cg_meta")
-
-    def __init__(self, endpoint: Endpoint, handle: int, meta: dict[str, Any]):
-        object.__setattr__(self, "_cg_ep", endpoint)
-        object.__setattr__(self, "_cg_h", handle)
-        object.__setattr__(self, "_cg_meta", meta)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._cg_ep.request("call", self._cg_h, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self._cg_ep.request("getattr", self._cg_h, name)
-
-    def __repr__(self) -> str:
-        return str(self._cg_ep.request("repr", self._cg_h))
-
-    def __len__(self) -> int:
-        return int(self._cg_ep.request("len", self._cg_h))
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._cg_ep.request("getitem", self._cg_h, key)
-
-
-def _make_proxy(endpoint: Endpoint, handle: int, meta: dict[str, Any]) -> Any:
-    return _Proxy(endpoint, handle, meta)
 
 
 class _Forward:
@@ -102,22 +70,22 @@ def _user_namespace() -> dict[str, Any]:
         return vars(sys.modules["__main__"])
 
 
-def _getname(ep: Endpoint, obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _getname(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     ns = _user_namespace()
     name = str(args[0])
     if name in ns:
-        return ns[name], None
+        return ns[name]
     raise NameError(f"name '{name}' is not defined")
 
 
-def _gradcheck(ep: Endpoint, obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _gradcheck(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     from course_lib.gradcheck import replay
 
     plan = args[0]
     if plan.get("step") == "out":  # one forward pass, watched like a direct call
-        return replay(obj, plan), None
+        return replay(obj, plan)
     with refwatch.paused():  # the bulk evaluations: see refwatch.paused
-        return replay(obj, plan), None
+        return replay(obj, plan)
 
 
 #: What the verdict process may do in the kernel: the object protocol on the student's objects,
@@ -156,7 +124,8 @@ def serve(path: str, token: str, watch: dict[str, Any] | None = None) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         refwatch.connect(sock, path)
         sock.sendall(token.encode("ascii") + b"\n" + str(os.getpid()).encode("ascii") + b"\n")
-        endpoint = Endpoint(sock, _make_proxy, ops=KERNEL_OPS, on_done=refwatch.report)
+        # the verdict's objects (a function a test passes in) arrive as proxies
+        endpoint = Endpoint(sock, ProxyFactory(), ops=KERNEL_OPS, on_done=refwatch.report)
         _state.update(endpoint=endpoint, path=path, token=token)
     budget = [MAX_STREAM_CHARS]
     saved = sys.stdout, sys.stderr

@@ -40,10 +40,7 @@ class _RemoteBase:
             if meta.get(name.strip("_")):
                 return meta[name.strip("_")]
         ep = object.__getattribute__(self, "_cg_ep")
-        handle = object.__getattribute__(self, "_cg_h")
-        value = ep.request("getattr", handle, name)
-        _track(ep, handle, name, value)
-        return value
+        return ep.request("getattr", object.__getattribute__(self, "_cg_h"), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _RemoteBase.__slots__:
@@ -131,15 +128,6 @@ class _RemoteMeta(type):
 
 
 _RemoteMeta.__module__ = _PROXY_MODULE
-
-
-def _track(ep: Endpoint, handle: int, name: str, value: Any) -> None:
-    if isinstance(value, np.ndarray):
-        ep.track((handle, name), value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, np.ndarray) and isinstance(key, (str, int)):
-                ep.track((handle, name, key), item)
 
 
 def _mirror_class(ep: Endpoint, meta: dict[str, Any], cache: dict[int, type]) -> type:

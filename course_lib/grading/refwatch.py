@@ -59,6 +59,7 @@ KERNEL_MODULES = frozenset(
         "course_lib.grading",
         "course_lib.grading.agent",
         "course_lib.grading.checks",
+        "course_lib.grading.proxies",
         "course_lib.grading.refwatch",
         "course_lib.grading.rpc",
         "course_lib.grading.wire",

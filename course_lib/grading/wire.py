@@ -1,15 +1,23 @@
 """The wire format between the verdict process and a student's kernel: data only.
 
-One message is a *frame*: ``[u32 header length][header JSON][u32 blob count]([u64 length][bytes])*``.
-The JSON header carries structure; each blob is one array as ``.npy`` bytes, read back with
-``allow_pickle=False``. :class:`Codec` maps Python values onto that: numbers, strings, lists,
-tuples, dicts, slices, dtypes, arrays and NumPy scalars by value; a ``numpy.random.Generator``
-by bit generator and state; exceptions by type name, message and traceback (a builtin exception
-type is rebuilt, any other becomes a :class:`RemoteError` subclass of that name); every other
-object as a *reference* (a handle plus its name, module and class hierarchy), turned into a
-proxy by the receiving side. Nothing here runs code from the other side.
+A message is a length (u64) and one msgpack map, which decodes to numbers, strings, bytes,
+lists and maps only. :class:`Codec` maps Python values onto it, one way per kind: numbers,
+strings, bytes, lists, tuples, dicts, slices, dtypes and NumPy scalars by value; arrays by value
+as ``.npy`` bytes (read back with ``allow_pickle=False``) *and* identity; a
+``numpy.random.Generator`` by bit generator and state, and identity; exceptions by type name,
+message and traceback (a builtin exception type is rebuilt, any other becomes a
+:class:`RemoteError` subclass of that name); every other object as a *reference* (a handle plus
+its name, module and class hierarchy), turned into a proxy by the receiving side. Nothing here
+runs code from the other side.
 
-The endpoint that sends and serves requests over this format is :mod:`course_lib.grading.rpc`.
+*Copy-restore.* An array or generator that crossed is *shared*: both sides know it under one
+key, and every message carries the shared values that changed since the last one
+(:meth:`Codec.changes`, applied by :meth:`Codec.apply`), so an in-place change on either side is
+seen on the other when the call returns or calls back, whatever container the value crossed in
+(an argument, a dict, the attribute of an object read earlier). A changed array is found by a
+digest and only changed arrays are sent. The side that made a value holds it weakly; the side
+with the copy holds it while its own code can still reach it (or its last change is unsent), then
+both forget it. The endpoint that sends and serves requests is :mod:`course_lib.grading.rpc`.
 """
 
 from __future__ import annotations
@@ -17,14 +25,16 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
-import json
 import socket
 import struct
+import sys
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import numpy as np
 
 __all__ = [
@@ -33,29 +43,26 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteTimeout",
-    "array_from_bytes",
-    "array_to_bytes",
-    "digest",
     "exception_from_wire",
     "exception_to_wire",
     "recv_frame",
-    "rng_state",
     "send_frame",
 ]
 
-#: Largest message accepted from the other side (header and arrays together).
+#: Largest message accepted from the other side.
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 #: Deepest container nesting encoded by value.
 MAX_DEPTH = 32
+#: Bit generators a ``numpy.random.Generator`` may cross the socket with (by state).
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 _BUILTIN_EXCEPTIONS = {
     name: obj
     for name, obj in vars(builtins).items()
-    if isinstance(obj, type) and issubclass(obj, BaseException)
+    if isinstance(obj, type) and issubclass(obj, Exception)
 }
-
-
-_BUILTIN_TYPES = (float, int, bool, complex, str, bytes, list, tuple, dict, set, object)
+_BUILTIN_TYPES = {t.__name__: t for t in (float, int, bool, complex, str, bytes, list, tuple)}
+_BUILTIN_TYPES.update(dict=dict, set=set, object=object)
 
 
 class ProtocolError(RuntimeError):
@@ -77,16 +84,14 @@ _remote_error_classes: dict[str, type[RemoteError]] = {}
 
 
 def exception_from_wire(info: dict[str, Any]) -> BaseException:
-    name = str(info.get("type", "Exception"))
-    message = str(info.get("msg", ""))
-    cls: type[BaseException]
-    builtin = _BUILTIN_EXCEPTIONS.get(name)
-    if builtin is not None and info.get("module") == "builtins" and issubclass(builtin, Exception):
-        cls = builtin
-    else:
-        if name not in _remote_error_classes:
-            _remote_error_classes[name] = type(name, (RemoteError,), {"remote_type": name})
-        cls = _remote_error_classes[name]
+    name, message = str(info.get("type", "Exception")), str(info.get("msg", ""))
+    cls: type[BaseException] | None = None
+    if info.get("module") == "builtins":
+        cls = _BUILTIN_EXCEPTIONS.get(name)
+    if cls is None:
+        cls = _remote_error_classes.setdefault(
+            name, type(name, (RemoteError,), {"remote_type": name})
+        )
     try:
         exc = cls(message)
     except Exception:  # an exception class with an unusual constructor
@@ -111,126 +116,117 @@ def exception_to_wire(exc: BaseException) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Framing: [u32 header length][header JSON][u32 blob count]([u64 length][bytes])*
+# Framing: [u64 length][msgpack map]
 
 
-def send_frame(sock: socket.socket, header: dict[str, Any], blobs: list[bytes]) -> None:
-    head = json.dumps(header, allow_nan=True).encode("utf-8")
-    parts = [struct.pack("!I", len(head)), head, struct.pack("!I", len(blobs))]
-    for blob in blobs:
-        parts.append(struct.pack("!Q", len(blob)))
-        parts.append(blob)
-    sock.sendall(b"".join(parts))
+def send_frame(sock: socket.socket, message: dict[str, Any]) -> None:
+    body = msgpack.packb(message, use_bin_type=True)
+    sock.sendall(struct.pack("!Q", len(body)) + body)
 
 
 def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     chunks = []
-    remaining = n
-    while remaining:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RemoteTimeout("no answer before the deadline")
-            sock.settimeout(min(left, 3600.0))
-        else:
-            sock.settimeout(None)
+    while n:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise RemoteTimeout("no answer before the deadline")
+        sock.settimeout(None if left is None else min(left, 3600.0))
         try:
-            chunk = sock.recv(min(remaining, 1 << 20))
+            chunk = sock.recv(min(n, 1 << 20))
         except TimeoutError as exc:
             raise RemoteTimeout("no answer before the deadline") from exc
         if not chunk:
             raise ProtocolError("the other side closed the connection")
         chunks.append(chunk)
-        remaining -= len(chunk)
+        n -= len(chunk)
     return b"".join(chunks)
 
 
 def recv_frame(
     sock: socket.socket, deadline: float | None = None, limit: int = MAX_FRAME_BYTES
-) -> tuple[dict[str, Any], list[bytes]]:
-    (head_len,) = struct.unpack("!I", _recv_exact(sock, 4, deadline))
-    if head_len > limit:
-        raise ProtocolError(f"message header of {head_len} bytes is over the limit")
-    header = json.loads(_recv_exact(sock, head_len, deadline).decode("utf-8"))
-    if not isinstance(header, dict):
-        raise ProtocolError("message header is not a JSON object")
-    (count,) = struct.unpack("!I", _recv_exact(sock, 4, deadline))
-    total = head_len
-    blobs = []
-    for _ in range(count):
-        (size,) = struct.unpack("!Q", _recv_exact(sock, 8, deadline))
-        total += size
-        if total > limit:
-            raise ProtocolError(
-                f"message of more than {limit // (1024 * 1024)} MiB: too much data returned"
-            )
-        blobs.append(_recv_exact(sock, size, deadline))
-    return header, blobs
+) -> dict[str, Any]:
+    (size,) = struct.unpack("!Q", _recv_exact(sock, 8, deadline))
+    if size > limit:
+        raise ProtocolError(
+            f"message of {size} bytes is over the limit of {limit // (1024 * 1024)} MiB"
+        )
+    try:
+        message = msgpack.unpackb(_recv_exact(sock, size, deadline), raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ProtocolError(f"unreadable message: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("a message is not a map")
+    return message
 
 
 # --------------------------------------------------------------------------------------------
 # Values
 
 
-def digest(array: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str((array.dtype.str, array.shape)).encode())
-    h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
-
-
-def array_to_bytes(array: np.ndarray) -> bytes:
+def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 
-def array_from_bytes(blob: bytes) -> np.ndarray:
+def _from_npy(blob: Any) -> np.ndarray:
+    if not isinstance(blob, bytes):
+        raise ProtocolError("an array is not bytes")
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
-#: Bit generators a ``numpy.random.Generator`` may cross the socket with (by state).
-_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+def _digest(array: np.ndarray) -> bytes:
+    h = hashlib.blake2b(str((array.dtype.str, array.shape)).encode(), digest_size=16)
+    h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return h.digest()
 
 
-def _jsonable(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """A generator's state as msgpack data comparable by ``==`` (MT19937's key array as a list,
+    PCG64's 128-bit integers as strings), and back (:func:`_unplain`)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):
         return {"@nd": value.dtype.str, "v": value.tolist()}
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    if isinstance(value, (int, np.integer)) and abs(int(value)) >= 2**63:
+        return {"@int": str(value)}
+    return int(value) if isinstance(value, np.integer) else value
 
 
-def _from_jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"@nd", "v"}:
-            return np.array(value["v"], dtype=np.dtype(str(value["@nd"])))
-        return {k: _from_jsonable(v) for k, v in value.items()}
-    return value
+def _unplain(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"@nd", "v"}:
+        return np.array(value["v"], dtype=np.dtype(str(value["@nd"])))
+    if set(value) == {"@int"}:
+        return int(value["@int"])
+    return {k: _unplain(v) for k, v in value.items()}
 
 
-def rng_state(gen: np.random.Generator) -> tuple[str, Any]:
-    """(bit generator name, JSON-able state) of a Generator."""
-    bit = gen.bit_generator
-    name = type(bit).__name__
-    if name not in _BIT_GENERATORS:
-        raise TypeError(f"a Generator with bit generator {name} cannot be sent")
-    return name, _jsonable(bit.state)
+def _snapshot(value: Any) -> Any:
+    """What tells whether a shared value changed: an array's digest, a generator's state."""
+    if isinstance(value, np.ndarray):
+        return _digest(value)
+    return _plain(value.bit_generator.state)
 
 
-def make_rng(name: str, state: Any) -> np.random.Generator:
-    if name not in _BIT_GENERATORS:
+def _make_rng(name: Any, state: Any) -> np.random.Generator:
+    if name not in BIT_GENERATORS:
         raise ProtocolError(f"unknown bit generator {name!r}")
     gen = np.random.Generator(getattr(np.random, name)())
-    set_rng_state(gen, state)
+    _load(gen, state)
     return gen
 
 
-def set_rng_state(gen: np.random.Generator, state: Any) -> None:
+def _load(target: Any, data: Any) -> None:
+    """Write the other side's version ``data`` of a shared value into ``target``, in place."""
+    if isinstance(target, np.ndarray):
+        new = data if isinstance(data, np.ndarray) else _from_npy(data)
+        if new.shape == target.shape and target.flags.writeable:
+            np.copyto(target, new, casting="unsafe")
+        return
     try:
-        gen.bit_generator.state = _from_jsonable(state)
+        target.bit_generator.state = _unplain(data)
     except (TypeError, ValueError, KeyError) as exc:
         raise ProtocolError(f"invalid random generator state: {exc}") from exc
 
@@ -255,185 +251,219 @@ def describe(obj: Any) -> dict[str, Any]:
     return meta
 
 
-def describe_class(cls: type, handle_of: Callable[[Any], int], depth: int = 0) -> dict[str, Any]:
-    """A class's name, module and (recursively) bases, so the other side can mirror its MRO."""
-    meta = {"h": handle_of(cls), **describe(cls), "bases": []}
-    if depth < 8:
-        meta["bases"] = [
-            describe_class(base, handle_of, depth + 1)
-            for base in cls.__bases__
-            if base is not object
-        ]
-    return meta
-
-
 class Codec:
-    """Encodes values for the wire and decodes the other side's values.
+    """Encodes values for the wire and decodes the other side's values, for one connection.
 
     ``make_proxy(handle, meta)`` builds the local stand-in for an object of the other side.
     Objects of this side that cannot travel by value are kept in ``self.objects`` and sent as
-    references; a proxy of the other side's object sent back is sent as its handle.
+    references; a proxy of the other side's object sent back is sent as its handle. Shared
+    arrays and generators (see the module doc) are in ``self.shared``: key -> [value or weak
+    reference, snapshot]; a key is positive when this side made the value, negative when the
+    other side did, and crosses negated.
     """
 
     def __init__(self, make_proxy: Callable[[int, dict[str, Any]], Any]):
         self._make_proxy = make_proxy
         self.objects: dict[int, Any] = {}
-        self._ids: dict[int, int] = {}
-        self._next = 1
-        # proxies of the other side's objects: one per handle, and the handle of each
-        self._proxies: dict[int, Any] = {}
-        self._proxy_ids: dict[int, tuple[Any, int]] = {}
-        # shared arrays (see Endpoint): set by the endpoint
-        self.share: Callable[[np.ndarray], int] | None = None
-        self.receive_shared: Callable[[int, np.ndarray], np.ndarray] | None = None
-        # random generators (by value, identity kept per connection): set by the endpoint
-        self.share_rng: Callable[[np.random.Generator], int] | None = None
-        self.receive_rng: Callable[[int, str, Any], np.random.Generator] | None = None
+        self._handles: dict[int, int] = {}  # id(our object) -> handle
+        self._proxies: dict[int, Any] = {}  # the other side's handle -> proxy
+        self._proxy_handles: dict[int, int] = {}  # id(proxy) -> handle (proxies kept alive)
+        self.shared: dict[int, list[Any]] = {}
+        self._keys: dict[int, int] = {}  # id(shared value) -> key
+        self._next = 0
 
-    def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
-        """The (unique) local stand-in for the other side's object ``handle``."""
-        existing = self._proxies.get(handle)
-        if existing is not None:
-            return existing
-        made = self._make_proxy(handle, meta)
-        self._proxies[handle] = made
-        self._proxy_ids[id(made)] = (made, handle)
-        return made
+    def _new_key(self) -> int:
+        self._next += 1
+        return self._next
 
-    def proxy_handle(self, value: Any) -> int | None:
-        entry = self._proxy_ids.get(id(value))
-        return entry[1] if entry is not None and entry[0] is value else None
-
-    # -- references to our objects
+    # -- references
     def handle_of(self, obj: Any) -> int:
-        key = id(obj)
-        handle = self._ids.get(key)
+        handle = self._handles.get(id(obj))
         if handle is None or self.objects.get(handle) is not obj:
-            handle = self._next
-            self._next += 1
+            handle = self._new_key()
             self.objects[handle] = obj
-            self._ids[key] = handle
+            self._handles[id(obj)] = handle
         return handle
+
+    def _class_meta(self, cls: type, depth: int = 0) -> dict[str, Any]:
+        """A class's name, module and bases, so the other side can mirror its MRO."""
+        bases = [b for b in cls.__bases__ if b is not object] if depth < 8 else []
+        meta = {"h": self.handle_of(cls), **describe(cls)}
+        return {**meta, "bases": [self._class_meta(b, depth + 1) for b in bases]}
 
     def ref(self, obj: Any) -> dict[str, Any]:
         meta = describe(obj)
         if meta["kind"] == "instance":
-            meta["cls"] = describe_class(type(obj), self.handle_of)
+            meta["cls"] = self._class_meta(type(obj))
         elif meta["kind"] == "class":
-            meta = describe_class(obj, self.handle_of)
+            meta = self._class_meta(obj)
         return {"@": "ref", "h": self.handle_of(obj), "meta": meta}
 
+    def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
+        """The (unique) local stand-in for the other side's object ``handle``."""
+        if handle not in self._proxies:
+            made = self._proxies[handle] = self._make_proxy(handle, meta)
+            self._proxy_handles[id(made)] = handle
+        return self._proxies[handle]
+
+    # -- shared values
+    def _entry(self, key: int) -> Any:
+        entry = self.shared.get(key)
+        if entry is None:
+            return None
+        value = entry[0]
+        return value() if isinstance(value, weakref.ref) else value
+
+    def _share(self, value: Any) -> int:
+        """The key of ``value`` (made now if new); the other side gets its current data."""
+        key = self._keys.get(id(value))
+        if key is None or self._entry(key) is not value:
+            key = self._new_key()
+            self._keys[id(value)] = key
+            held = weakref.ref(value) if isinstance(value, np.ndarray) else value
+            self.shared[key] = [held, None]
+        self.shared[key][1] = _snapshot(value)
+        return key
+
+    def _receive(self, key: int, value: Any) -> Any:
+        """The local value of the shared ``key``: the one known, updated with the just decoded
+        ``value``, or ``value`` itself when new."""
+        known = self._entry(key)
+        if isinstance(known, np.ndarray):
+            same = known.shape == value.shape and known.dtype == value.dtype
+            if same and known.flags.writeable:
+                np.copyto(known, value)
+                value = known
+        elif known is not None and type(known.bit_generator) is type(value.bit_generator):
+            known.bit_generator.state = value.bit_generator.state
+            value = known
+        if value is not known:
+            self._keys[id(value)] = key
+            # ours (key > 0) held weakly; the other side's copy held (see changes)
+            ours = key > 0 and isinstance(value, np.ndarray)
+            self.shared[key] = [weakref.ref(value) if ours else value, None]
+        self.shared[key][1] = _snapshot(value)
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        """The shared values changed since they last crossed, and those this side forgot.
+
+        Called before each message is sent (after its values are encoded)."""
+        sync, gone = [], []
+        for key, entry in list(self.shared.items()):
+            value = self._entry(key)
+            if value is None:  # our original is gone
+                gone.append(key)
+                self._forget(key)
+                continue
+            now = _snapshot(value)
+            if now != entry[1]:
+                entry[1] = now
+                data = _npy(value) if isinstance(value, np.ndarray) else now
+                sync.append([key, data])
+            # a copy no code here can reach any more (only this table and this frame hold it)
+            if key < 0 and isinstance(value, np.ndarray) and sys.getrefcount(value) <= 3:
+                gone.append(key)
+                self._forget(key)
+        return {"sync": sync, "gone": gone}
+
+    def apply(self, message: dict[str, Any]) -> None:
+        """Apply the other side's :meth:`changes` carried by ``message``."""
+        for key, data in message.get("sync") or []:
+            value = self._entry(-int(key))
+            if value is not None:
+                _load(value, data)
+                self.shared[-int(key)][1] = _snapshot(value)
+        for key in message.get("gone") or []:
+            self._forget(-int(key))
+
+    def _forget(self, key: int) -> None:
+        value = self._entry(key)
+        self.shared.pop(key, None)
+        if value is not None and self._keys.get(id(value)) == key:
+            del self._keys[id(value)]
+
     # -- encoding
-    def encode(
-        self, value: Any, blobs: list[bytes], arrays: list[np.ndarray] | None = None, depth: int = 0
-    ) -> Any:
+    def encode(self, value: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:
             raise ValueError("value nested too deeply to send")
-        proxy_handle = self.proxy_handle(value)
-        if proxy_handle is not None:
-            return {"@": "back", "h": proxy_handle}
-        if value is None or isinstance(value, (bool, str)):
+        handle = self._proxy_handles.get(id(value))
+        if handle is not None and self._proxies.get(handle) is value:
+            return {"@": "back", "h": handle}
+        if value is None or type(value) in (bool, str, bytes, float):
             return value
-        if isinstance(value, int) and type(value) is int:
+        if type(value) is int:
             return value if abs(value) < 2**63 else {"@": "bigint", "v": str(value)}
-        if isinstance(value, float) and type(value) is float:
-            return value
-        if isinstance(value, complex) and type(value) is complex:
+        if type(value) is complex:
             return {"@": "complex", "v": [value.real, value.imag]}
-        if isinstance(value, np.ndarray) and type(value) is np.ndarray and value.dtype != object:
-            blobs.append(array_to_bytes(value))
-            if arrays is not None:
-                arrays.append(value)
-            out = {"@": "nd", "b": len(blobs) - 1}
-            if self.share is not None:
-                out["s"] = self.share(value)
-            return out
-        if type(value) is np.random.Generator and self.share_rng is not None:
-            name, state = rng_state(value)
-            return {"@": "rng", "w": self.share_rng(value), "bg": name, "st": state}
+        if type(value) is np.ndarray and not value.dtype.hasobject:
+            return {"@": "nd", "w": self._share(value), "v": _npy(value)}
+        if type(value) is np.random.Generator:
+            name = type(value.bit_generator).__name__
+            if name not in BIT_GENERATORS:
+                raise TypeError(f"a Generator with bit generator {name} cannot be sent")
+            key = self._share(value)
+            return {"@": "rng", "w": key, "bg": name, "st": self.shared[key][1]}
         if isinstance(value, np.generic) and not isinstance(value, np.object_):
-            blobs.append(array_to_bytes(np.asarray(value)))
-            return {"@": "np", "b": len(blobs) - 1}
+            return {"@": "np", "v": _npy(np.asarray(value))}
         if type(value) in (list, tuple):
-            items = [self.encode(v, blobs, arrays, depth + 1) for v in value]
-            return {"@": type(value).__name__, "v": items}
+            items = [self.encode(v, depth + 1) for v in value]
+            return items if type(value) is list else {"@": "tuple", "v": items}
         if type(value) is dict:
-            keys = [self.encode(k, blobs, None, depth + 1) for k in value]
-            vals = [self.encode(v, blobs, arrays, depth + 1) for v in value.values()]
-            return {"@": "dict", "k": keys, "v": vals}
+            keys, values = list(value), list(value.values())
+            return {"@": "dict", "k": self.encode(keys, depth), "v": self.encode(values, depth)}
         if type(value) is slice:
-            return {
-                "@": "slice",
-                "v": [
-                    self.encode(x, blobs, None, depth + 1)
-                    for x in (value.start, value.stop, value.step)
-                ],
-            }
+            parts = (value.start, value.stop, value.step)
+            return {"@": "slice", "v": [self.encode(x, depth + 1) for x in parts]}
         if value is Ellipsis:
             return {"@": "ellipsis"}
         if isinstance(value, np.dtype):
             return {"@": "dtype", "v": value.str}
         if isinstance(value, type) and issubclass(value, np.generic) and value is not np.object_:
             return {"@": "scalartype", "v": np.dtype(value).str}
-        if isinstance(value, type) and value in _BUILTIN_TYPES:
+        if isinstance(value, type) and _BUILTIN_TYPES.get(value.__name__) is value:
             return {"@": "builtintype", "v": value.__name__}
         return self.ref(value)
 
     # -- decoding
-    def decode(
-        self,
-        data: Any,
-        blobs: list[bytes],
-        arrays: list[tuple[int, np.ndarray]] | None = None,
-        depth: int = 0,
-    ) -> Any:
+    def decode(self, data: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH + 2:
             raise ProtocolError("value nested too deeply")
-        if data is None or isinstance(data, (bool, int, float, str)):
+        if data is None or isinstance(data, (bool, int, float, str, bytes)):
             return data
-        if isinstance(data, list):  # not produced by encode; accept as a list
-            return [self.decode(v, blobs, arrays, depth + 1) for v in data]
+        if isinstance(data, list):
+            return [self.decode(v, depth + 1) for v in data]
         if not isinstance(data, dict):
             raise ProtocolError("unexpected value on the wire")
         tag = data.get("@")
         if tag == "nd":
-            index = int(data["b"])
-            array = array_from_bytes(blobs[index])
-            if "s" in data and self.receive_shared is not None:
-                array = self.receive_shared(int(data["s"]), array)
-            if arrays is not None:
-                arrays.append((index, array))
-            return array
+            return self._receive(-int(data["w"]), _from_npy(data["v"]))
+        if tag == "rng":
+            return self._receive(-int(data["w"]), _make_rng(data["bg"], data["st"]))
         if tag == "np":
-            return array_from_bytes(blobs[int(data["b"])])[()]
-        if tag == "rng" and self.receive_rng is not None:
-            return self.receive_rng(int(data["w"]), str(data["bg"]), data["st"])
-        if tag in ("list", "tuple"):
-            items = [self.decode(v, blobs, arrays, depth + 1) for v in data["v"]]
-            return items if tag == "list" else tuple(items)
+            return _from_npy(data["v"])[()]
+        if tag == "tuple":
+            return tuple(self.decode(v, depth + 1) for v in data["v"])
         if tag == "dict":
-            keys = [self.decode(k, blobs, None, depth + 1) for k in data["k"]]
-            vals = [self.decode(v, blobs, arrays, depth + 1) for v in data["v"]]
-            return dict(zip(keys, vals))
+            keys = [self.decode(k, depth + 1) for k in data["k"]]
+            return dict(zip(keys, [self.decode(v, depth + 1) for v in data["v"]]))
         if tag == "bigint":
             return int(data["v"])
         if tag == "complex":
             return complex(*data["v"])
         if tag == "slice":
-            return slice(*(self.decode(v, blobs, None, depth + 1) for v in data["v"]))
+            return slice(*(self.decode(v, depth + 1) for v in data["v"]))
         if tag == "ellipsis":
             return Ellipsis
-        if tag == "dtype":
-            return np.dtype(str(data["v"]))
-        if tag == "scalartype":
-            return np.dtype(str(data["v"])).type
+        if tag in ("dtype", "scalartype"):
+            dtype = np.dtype(str(data["v"]))
+            return dtype if tag == "dtype" else dtype.type
         if tag == "builtintype":
-            return {t.__name__: t for t in _BUILTIN_TYPES}[str(data["v"])]
+            return _BUILTIN_TYPES[str(data["v"])]
         if tag == "back":
-            handle = int(data["h"])
-            if handle not in self.objects:
-                raise ProtocolError(f"unknown handle {handle}")
-            return self.objects[handle]
+            if int(data["h"]) not in self.objects:
+                raise ProtocolError(f"unknown handle {data['h']}")
+            return self.objects[int(data["h"])]
         if tag == "ref":
             return self.proxy(int(data["h"]), dict(data.get("meta") or {}))
         raise ProtocolError(f"unknown value tag {tag!r}")
