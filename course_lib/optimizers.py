@@ -45,6 +45,12 @@ class Optimizer:
     def _zeros_like(params: Params) -> dict[str, np.ndarray]:
         return {key: np.zeros_like(val) for key, val in params.items()}
 
+    def _state(self, name: str, params: Params) -> dict[str, np.ndarray]:
+        """The per-parameter state ``self.<name>`` (``v``, ``h``...), zeros at the first update."""
+        if getattr(self, name) is None:
+            setattr(self, name, self._zeros_like(params))
+        return getattr(self, name)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if isinstance(v, int | float))
         return f"{type(self).__name__}({args})"
@@ -70,32 +76,25 @@ class Momentum(Optimizer):
         self.v: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        if self.v is None:
-            self.v = self._zeros_like(params)
+        velocity = self._state("v", params)
         for key in params:
-            v = self.v[key]
+            v = velocity[key]
             v *= self.momentum
             v -= self.lr * grads[key]
             params[key] += v
 
 
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """Nesterov's accelerated gradient (Sutskever et al., 2013), in the book's form.
 
     ``W <- W + momentum² v - (1 + momentum) lr dW``; then ``v <- momentum v - lr dW``.
     """
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
-        self.lr = lr
-        self.momentum = momentum
-        self.v: dict[str, np.ndarray] | None = None
-
     def update(self, params: Params, grads: Grads) -> None:
-        if self.v is None:
-            self.v = self._zeros_like(params)
+        velocity = self._state("v", params)
         mu = self.momentum
         for key in params:
-            v, g = self.v[key], grads[key]
+            v, g = velocity[key], grads[key]
             params[key] += mu * mu * v
             params[key] -= (1 + mu) * self.lr * g
             v *= mu
@@ -110,27 +109,24 @@ class AdaGrad(Optimizer):
         self.h: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        if self.h is None:
-            self.h = self._zeros_like(params)
+        squares = self._state("h", params)
         for key in params:
             g = grads[key]
-            self.h[key] += g * g
-            params[key] -= self.lr * g / (np.sqrt(self.h[key]) + 1e-7)
+            squares[key] += g * g
+            params[key] -= self.lr * g / (np.sqrt(squares[key]) + 1e-7)
 
 
-class RMSprop(Optimizer):
+class RMSprop(AdaGrad):
     """RMSprop: ``h <- decay h + (1 - decay) dW²``; ``W <- W - lr dW / (sqrt(h) + 1e-7)``."""
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
-        self.lr = lr
+        super().__init__(lr)
         self.decay_rate = decay_rate
-        self.h: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        if self.h is None:
-            self.h = self._zeros_like(params)
+        squares = self._state("h", params)
         for key in params:
-            g, h = grads[key], self.h[key]
+            g, h = grads[key], squares[key]
             h *= self.decay_rate
             h += (1 - self.decay_rate) * g * g
             params[key] -= self.lr * g / (np.sqrt(h) + 1e-7)
@@ -153,15 +149,13 @@ class Adam(Optimizer):
         self.v: dict[str, np.ndarray] | None = None
 
     def update(self, params: Params, grads: Grads) -> None:
-        if self.m is None:
-            self.m = self._zeros_like(params)
-            self.v = self._zeros_like(params)
+        ms, vs = self._state("m", params), self._state("v", params)
         self.iter += 1
         t = self.iter
         lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         fast = kernels.fast()
         for key in params:
-            g, m, v = grads[key], self.m[key], self.v[key]
+            g, m, v = grads[key], ms[key], vs[key]
             p = params[key]
             if fast is not None and _fits_kernel(p, g, m, v):
                 # one parallel pass instead of eight NumPy passes; the same float arithmetic

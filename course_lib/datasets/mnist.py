@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -106,18 +108,24 @@ def load_dataset(
     return result[0], result[1]
 
 
-def load_mnist(
-    normalize: bool = True,
-    flatten: bool = True,
-    one_hot_label: bool = False,
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    dtype: DTypeLike = np.float32,
-    download: bool = True,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    progress: bool = True,
-) -> tuple[Split, Split]:
+def _named_loader(dataset: str, name: str, doc: str) -> Callable[..., tuple[Split, Split]]:
+    """``load_dataset`` for one dataset: its arguments and results without ``dataset``."""
+
+    def load(*args: Any, **kwargs: Any) -> tuple[Split, Split]:
+        return load_dataset(dataset, *args, **kwargs)
+
+    signature = inspect.signature(load_dataset)
+    load.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
+    )
+    load.__name__ = load.__qualname__ = name
+    load.__doc__ = doc
+    return load
+
+
+load_mnist = _named_loader(
+    "mnist",
+    "load_mnist",
     """Load MNIST (handwritten digits 0-9), like the book's ``dataset/mnist.py``.
 
     Args:
@@ -146,33 +154,12 @@ def load_mnist(
             lists each mirror's error and how to place the files by hand).
         DatasetError: a file is corrupt (and could not be replaced), or missing with
             ``download=False``.
-    """
-    return load_dataset(
-        "mnist",
-        normalize,
-        flatten,
-        one_hot_label,
-        data_dir,
-        dtype=dtype,
-        download=download,
-        mirrors=mirrors,
-        timeout=timeout,
-        progress=progress,
-    )
+    """,
+)
 
-
-def load_fashion_mnist(
-    normalize: bool = True,
-    flatten: bool = True,
-    one_hot_label: bool = False,
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    dtype: DTypeLike = np.float32,
-    download: bool = True,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    progress: bool = True,
-) -> tuple[Split, Split]:
+load_fashion_mnist = _named_loader(
+    "fashion-mnist",
+    "load_fashion_mnist",
     """Load Fashion-MNIST (Zalando's 28x28 clothing images, 10 classes).
 
     A drop-in replacement for MNIST with the same arguments, shapes and dtypes as
@@ -184,16 +171,5 @@ def load_fashion_mnist(
         ``(x_train, t_train), (x_test, t_test)``: ``x`` ``(N, 784)`` or
         ``(N, 1, 28, 28)``, ``t`` ``(N,)`` uint8 or ``(N, 10)`` one-hot;
         N = 60000 (train), 10000 (test).
-    """
-    return load_dataset(
-        "fashion-mnist",
-        normalize,
-        flatten,
-        one_hot_label,
-        data_dir,
-        dtype=dtype,
-        download=download,
-        mirrors=mirrors,
-        timeout=timeout,
-        progress=progress,
-    )
+    """,
+)
