@@ -54,11 +54,19 @@ ensure_venv() {
     fingerprint "$extra" >"$VENV/.course-installed-$extra"
 }
 
+# Compile the layers' kernels ahead (course-lib warm-kernels: once per install, at once when
+# already done), niced in the background: JupyterLab opens now, and by the time a notebook
+# trains a network its kernels are cached. Output: $VENV/warm-kernels.log.
+warm_kernels() {
+    nice -n 10 "$VENV/bin/course-lib" warm-kernels </dev/null >"$VENV/warm-kernels.log" 2>&1 &
+}
+
 command="${1:-}"
 if [ $# -gt 0 ]; then shift; fi
 case "$command" in
 start)
     ensure_venv course
+    warm_kernels
     exec "$VENV/bin/course-lib" lab "$@"
     ;;
 instructor)

@@ -25,6 +25,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "grade",
     "train",
     "bench",
+    "kernels",
 )
 
 

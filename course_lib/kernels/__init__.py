@@ -21,6 +21,7 @@ disk (``cache=True``); see :func:`cache_dir` for where.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -74,31 +75,51 @@ def active() -> str:
 def cache_dir() -> Path:
     """Where compiled kernels are cached, made writable before Numba is imported.
 
-    ``NUMBA_CACHE_DIR`` when set; else ``$XDG_CACHE_HOME/course_lib/numba``
+    ``NUMBA_CACHE_DIR`` when set and writable; else ``$XDG_CACHE_HOME/course_lib/numba``
     (``~/.cache/course_lib/numba``) when that can be created and written; else a
     folder in the system's temporary directory. Numba's own default (next to the
     package's source) fails when the package is installed read-only, so the
-    variable is always set before Numba loads.
+    variable is always set (to the folder returned) before Numba loads. A given
+    ``NUMBA_CACHE_DIR`` that cannot be written is replaced, with a warning. Raises
+    ``OSError`` when no folder can be written. ``course-lib warm-kernels`` fills
+    this folder ahead (:mod:`course_lib.kernels.warm`).
     """
     given = os.environ.get("NUMBA_CACHE_DIR")
-    if given:
+    if given and _writable(Path(given)):
         return Path(given)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for candidate in (
-        Path(base) / "course_lib" / "numba",
-        Path(tempfile.gettempdir())
-        / f"course_lib-numba-{os.getuid() if hasattr(os, 'getuid') else 'user'}",
-    ):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            probe = candidate / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError:
+    candidates = [Path(base) / "course_lib" / "numba"]
+    try:  # gettempdir raises when no temporary folder can be written
+        user = os.getuid() if hasattr(os, "getuid") else "user"
+        candidates.append(Path(tempfile.gettempdir()) / f"course_lib-numba-{user}")
+    except OSError:
+        pass
+    for candidate in candidates:
+        if not _writable(candidate):
             continue
+        if given:
+            import warnings
+
+            warnings.warn(
+                f"course_lib: NUMBA_CACHE_DIR={given} cannot be written; compiled kernels are "
+                f"cached in {candidate} instead",
+                stacklevel=2,
+            )
         os.environ["NUMBA_CACHE_DIR"] = str(candidate)
         return candidate
     raise OSError("no writable folder for Numba's cache: set NUMBA_CACHE_DIR")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` exists or can be made, and a file can be written in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def fast() -> ModuleType | None:
@@ -124,7 +145,9 @@ def compiled() -> ModuleType:
     """The compiled kernels module whatever the switch (for a backward whose forward used it)."""
     global _module
     if _module is None:
-        cache_dir()
+        folder = cache_dir()
+        if "numba" in sys.modules:  # imported before us: its configuration read the variable
+            sys.modules["numba"].config.CACHE_DIR = str(folder)
         from course_lib import threads
 
         threads.prepare_numba()

@@ -1,0 +1,234 @@
+"""Compile the kernels ahead of time, so that no notebook waits for Numba's compiler.
+
+    course-lib warm-kernels            # what ./course.sh start runs, in the background
+    python -m course_lib.kernels.warm  # the same
+
+The compiled kernels (:mod:`course_lib.kernels`) are compiled the first time a
+layer meets them, once per dtype and memory layout, and cached on disk
+(:func:`course_lib.kernels.cache_dir`). :func:`warm` fills that cache ahead of the
+notebooks: it does not list the kernels, it runs the course's models through the
+layers as the chapters do (one training step with every optimizer, ``predict`` on a
+test-set-sized batch, a float64 gradient as the gradient checks do), in float32 and
+float64, with one thread and with two (a float32 kernel runs serial with one
+thread and parallel with more: two compiled versions). Whatever kernel a layer
+takes, today's or one added later, is compiled and cached that way.
+
+:func:`compile_report` tells what a process compiled and what it loaded from the
+cache (Numba's own per-dispatcher counters), which is how the tests check that after
+a warm-up a fresh process compiles nothing.
+
+A stamp in the cache folder (the versions of Python and Numba, and a hash of
+``course_lib``'s source) lets a later warm-up return at once while nothing changed;
+``--force`` warms anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+__all__ = ["compile_report", "dispatchers", "fingerprint", "is_warm", "warm", "workload"]
+
+#: Thread counts warmed: 1 (serial kernels) and 2 (parallel kernels, any number of threads).
+THREADS = (1, 2)
+DTYPES = ("float32", "float64")
+
+
+def workload(dtype: str = "float32", seed: int = 0) -> None:
+    """One chapter's use of the layers, small: every model, every optimizer, inference.
+
+    The sizes are the chapters' (batches of 100 MNIST-shaped images, ``predict`` on
+    1,000), so each layer takes the path it takes in a notebook; ``dtype`` is the
+    models' dtype (float32 for training, float64 for gradient checks).
+    """
+    import numpy as np
+
+    from course_lib import models, optimizers
+
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    images = rng.random((1000, 1, 28, 28), dtype=np.float32).astype(dt)
+    labels = rng.integers(0, 10, len(images))
+    flat = images.reshape(len(images), -1)
+    nets = [
+        (models.TwoLayerNet(784, 100, 10, dtype=dt, seed=seed), flat),
+        (models.MultiLayerNet(784, [100, 100], 10, dtype=dt, seed=seed), flat),
+        (
+            models.MultiLayerNetExtend(
+                784, [100, 100], 10, use_batchnorm=True, use_dropout=True, dtype=dt, seed=seed
+            ),
+            flat,
+        ),
+        (models.SimpleConvNet(dtype=dt, seed=seed), images),
+        (models.DeepConvNet(dtype=dt, seed=seed), images),
+    ]
+    for net, x in nets:
+        batch = 100 if dt == np.float32 else 8  # gradient checks use small float64 batches
+        for make in optimizers.OPTIMIZERS.values():
+            grads = net.gradient(x[:batch], labels[:batch])
+            make().update(net.params, grads)
+        if dt == np.float32:
+            net.accuracy(x, labels)  # inference, the whole batch
+
+
+def dispatchers(module: ModuleType) -> dict[str, Any]:
+    """Every Numba dispatcher in ``module`` (top level, or held by a function there), by name."""
+    from numba.core.dispatcher import Dispatcher
+
+    found: dict[str, Any] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, Dispatcher):
+            found.setdefault(name, obj)
+
+    for name, obj in vars(module).items():
+        visit(name, obj)
+        if callable(obj) and getattr(obj, "__module__", None) == module.__name__:
+            for attr, inner in getattr(obj, "__dict__", {}).items():
+                visit(f"{name}.{attr}", inner)
+    return found
+
+
+def compile_report() -> dict[str, dict[str, int]]:
+    """What this process did per dispatcher: ``{name: {"compiled": n, "loaded": n}}``.
+
+    ``compiled`` counts the signatures compiled here (Numba's cache misses), ``loaded``
+    those loaded from the disk cache (its hits). Kernels never used are left out; an
+    empty report means Numba was not used (or not imported).
+    """
+    if "course_lib.kernels._numba" not in sys.modules:
+        return {}
+    report = {}
+    for name, d in dispatchers(sys.modules["course_lib.kernels._numba"]).items():
+        stats = d.stats
+        compiled, loaded = sum(stats.cache_misses.values()), sum(stats.cache_hits.values())
+        if compiled or loaded:
+            report[name] = {"compiled": compiled, "loaded": loaded}
+    return report
+
+
+def _package_sources() -> Iterable[Path]:
+    root = Path(__file__).resolve().parents[1]
+    return sorted(root.rglob("*.py"))
+
+
+def fingerprint() -> str:
+    """What the cache's content depends on: Python, NumPy, Numba, the machine, course_lib's source."""
+    h = hashlib.sha256()
+    for dist in ("numpy", "numba"):
+        try:
+            h.update(f"{dist}={dist_version(dist)}\n".encode())
+        except PackageNotFoundError:
+            h.update(f"{dist}=none\n".encode())
+    h.update(f"{sys.version}\n{platform.machine()}\n{platform.node()}\n".encode())
+    for path in _package_sources():
+        h.update(str(path).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _stamp_path(cache: Path) -> Path:
+    where = hashlib.sha256(str(Path(__file__).resolve()).encode()).hexdigest()[:12]
+    return cache / f"course_lib-warm-{where}.json"
+
+
+def is_warm() -> bool:
+    """Whether a warm-up finished for this install's source and versions (no Numba import)."""
+    from course_lib import kernels
+
+    try:
+        stamp = json.loads(_stamp_path(kernels.cache_dir()).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp.get("fingerprint") == fingerprint()
+
+
+def _run_workloads(threads: Sequence[int], dtypes: Sequence[str]) -> None:
+    from course_lib import kernels
+    from course_lib import threads as thread_policy
+
+    kernels.use_kernels("numba")
+    # the most threads Numba may start is fixed when it loads: enough for the widest run
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(*threads, thread_policy._cores())))
+    for n in threads:
+        thread_policy.set_threads(n)
+        kernels.compiled()
+        for dtype in dtypes:
+            workload(dtype)
+
+
+def warm(
+    threads: Sequence[int] = THREADS, dtypes: Sequence[str] = DTYPES, force: bool = False
+) -> dict[str, Any]:
+    """Compile (or load) every kernel the course's layers use; returns what was done.
+
+    Returns ``{"skipped": True, ...}`` when a finished warm-up's stamp matches (unless
+    ``force``); else the cache folder, the seconds taken and :func:`compile_report`.
+    Raises ``OSError`` when no cache folder can be written (nothing would be kept).
+    """
+    from course_lib import kernels
+
+    cache = kernels.cache_dir()  # raises OSError with no writable folder
+    if not force and is_warm():
+        return {"skipped": True, "cache_dir": str(cache)}
+    if not kernels._numba_available():
+        raise ImportError("numba is not installed: nothing to compile (the NumPy layers run)")
+    t0 = time.perf_counter()
+    _run_workloads(threads, dtypes)
+    report = compile_report()
+    result = {
+        "skipped": False,
+        "cache_dir": str(cache),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "compiled": sum(r["compiled"] for r in report.values()),
+        "loaded": sum(r["loaded"] for r in report.values()),
+        "kernels": report,
+    }
+    _stamp_path(cache).write_text(json.dumps({"fingerprint": fingerprint(), **result}, indent=1))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.kernels.warm", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="warm even if the stamp matches")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = warm(force=args.force)
+    except (OSError, ImportError) as exc:
+        print(f"warm-kernels: nothing compiled ahead: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=1))
+    elif args.quiet:
+        pass
+    elif result["skipped"]:
+        print(f"compiled kernels already cached in {result['cache_dir']}")
+    else:
+        print(
+            f"compiled kernels cached in {result['cache_dir']}: {result['compiled']} compiled, "
+            f"{result['loaded']} loaded from the cache, {result['seconds']:.1f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
