@@ -1,31 +1,29 @@
 """What the notebook's code binds and refers to, read with ``ast`` (never run).
 
 Which names the instructor's answer cells define (what students must write, the exercises and
-the tests that follow each), the imports and helpers of the course's cells (the verdict
-process's setup), and which names of student code refer to ``course_lib`` objects
-(:class:`Taint`, followed through imports and assignments) for the static pass
-(:mod:`course_lib.grading.static`).
+the tests that follow each), the imports and helpers the test cells use (the verdict process's
+setup), and which names refer to ``course_lib`` objects (:class:`Refs`, followed through
+imports and assignments) for the static pass (:mod:`course_lib.grading.static`) and for the
+objects the solution itself uses (:func:`solution_allowlist`).
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 
 import nbformat
 
-from course_lib.grading.notebook import is_answer, is_test, nbgrader_meta
+from course_lib.grading.notebook import grade_id, is_answer, is_test
 
 __all__ = [
-    "Taint",
+    "Refs",
     "allowed",
     "bound_names",
+    "code_cells",
     "collect_setup",
-    "dotted",
     "exercise_tests",
     "fallback_lines",
-    "is_code_test",
-    "local_names",
-    "parse_cell",
     "solution_allowlist",
     "student_names",
     "to_python",
@@ -33,10 +31,9 @@ __all__ = [
 
 #: course_lib modules any student code may use.
 ALWAYS_ALLOWED = ("course_lib.datasets",)
-
-
-def is_code_test(cell: nbformat.NotebookNode) -> bool:
-    return cell.cell_type == "code" and is_test(cell)
+#: Statements the verdict process's setup is made of.
+_SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
 def to_python(source: str) -> str:
@@ -54,51 +51,66 @@ def to_python(source: str) -> str:
         return source
 
 
-def parse_cell(source: str) -> ast.Module | None:
-    try:
-        return ast.parse(to_python(source))
-    except (SyntaxError, ValueError):
-        return None
+def code_cells(
+    nb: nbformat.NotebookNode,
+) -> Iterator[tuple[int, nbformat.NotebookNode, ast.Module]]:
+    """(index, cell, parsed source) of each code cell whose source parses."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            try:
+                yield index, cell, ast.parse(to_python(cell.source))
+            except (SyntaxError, ValueError):
+                continue  # it fails when run; nothing to read
 
 
 def bound_names(node: ast.stmt) -> set[str]:
-    names: set[str] = set()
+    """Names a top-level statement binds (in the blocks of ``if``, ``for``, ``try`` ... too)."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        names.add(node.name)
-    elif isinstance(node, (ast.Import, ast.ImportFrom)):
-        for alias in node.names:
-            names.add((alias.asname or alias.name).split(".")[0])
-    else:
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets = [node.target]
-        elif isinstance(node, (ast.For, ast.AsyncFor)):
-            targets = [node.target]
-        elif isinstance(node, (ast.With, ast.AsyncWith)):
-            targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
-        for target in targets:
-            for sub in ast.walk(target):
-                if isinstance(sub, ast.Name):
-                    names.add(sub.id)
-        if isinstance(node, (ast.If, ast.Try, ast.For, ast.While, ast.With)):
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.stmt):
-                    names |= bound_names(child)
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+        targets = [node.target]
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+        targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
+    names = {sub.id for t in targets for sub in ast.walk(t) if isinstance(sub, ast.Name)}
+    if isinstance(node, (ast.If, ast.Try, ast.For, ast.While, ast.With)):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                names |= bound_names(child)
     return names
+
+
+def loaded_names(node: ast.AST) -> set[str]:
+    """Every name ``node`` reads (inside its functions too: a helper calls other helpers)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def student_names(source_nb: nbformat.NotebookNode) -> set[str]:
     """Names the instructor's answer cells define at top level: what students must write."""
-    names: set[str] = set()
-    for cell in source_nb.cells:
+    return {
+        name
+        for _, cell, tree in code_cells(source_nb)
+        if is_answer(cell)
+        for node in tree.body
+        for name in bound_names(node)
+    }
+
+
+def exercise_tests(source_nb: nbformat.NotebookNode) -> dict[str, set[str]]:
+    """Exercise name (a name an answer cell binds) -> grade_ids of the tests that follow it."""
+    mapping: dict[str, set[str]] = {}
+    current: set[str] = set()
+    for _, cell, tree in code_cells(source_nb):
         if is_answer(cell):
-            tree = parse_cell(cell.source)
-            if tree is not None:
-                for node in tree.body:
-                    names |= bound_names(node)
-    return names
+            current = {name for node in tree.body for name in bound_names(node)}
+        elif is_test(cell):
+            for name in current:
+                mapping.setdefault(name, set()).add(grade_id(cell))
+    return mapping
 
 
 def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
@@ -111,13 +123,10 @@ def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
     """
     candidates: list[ast.stmt] = []
     needed: set[str] = set()
-    for cell in source_nb.cells:
-        if cell.cell_type != "code" or is_answer(cell):
+    for _, cell, tree in code_cells(source_nb):
+        if is_answer(cell):
             continue
-        tree = parse_cell(cell.source)
-        if tree is None:
-            continue
-        if is_code_test(cell):
+        if is_test(cell):
             needed |= loaded_names(tree)
         candidates += [node for node in tree.body if isinstance(node, _SETUP)]
     kept: list[ast.stmt] = []
@@ -129,17 +138,38 @@ def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
     return [ast.unparse(node) for node in reversed(kept)]
 
 
-def loaded_names(node: ast.AST) -> set[str]:
-    """Every name ``node`` reads (inside its functions too: a helper calls other helpers)."""
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+def fallback_lines(source_nb: nbformat.NotebookNode) -> set[str]:
+    """``ast.dump`` of the code lines commented out in the instructor's cells (the stuck-student
+    fallbacks: one assignment or import each)."""
+    lines = set()
+    for cell in source_nb.cells:
+        if cell.cell_type != "code" or is_answer(cell) or is_test(cell):
+            continue
+        for raw in cell.source.splitlines():
+            if raw.strip().startswith("#"):
+                try:
+                    body = ast.parse(raw.strip().lstrip("#").strip()).body
+                except SyntaxError:
+                    continue
+                if len(body) == 1 and isinstance(body[0], (ast.Assign, ast.Import, ast.ImportFrom)):
+                    lines.add(ast.dump(body[0]))
+    return lines
 
 
-_SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+def dotted(node: ast.expr) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]``; None for anything but names and attributes."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return [node.id, *reversed(parts)]
+    return None
 
 
 def local_names(node: ast.AST) -> set[str]:
-    """Names bound inside the functions and classes of ``node`` (not ``global`` ones)."""
+    """Names bound inside the functions and classes of ``node`` (not ``global`` ones): a
+    parameter called ``net`` is not the notebook's global ``net``."""
     if not isinstance(node, _SCOPES):
         return set()
     local: set[str] = set()
@@ -151,8 +181,9 @@ def local_names(node: ast.AST) -> set[str]:
             local.add(sub.arg)
         elif isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
             local.add(sub.id)
-        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and (
-            sub is not node
+        elif (
+            isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and sub is not node
         ):
             local.add(sub.name)
         elif isinstance(sub, ast.ExceptHandler) and sub.name:
@@ -160,146 +191,86 @@ def local_names(node: ast.AST) -> set[str]:
     return local - declared_global
 
 
-def dotted(node: ast.expr) -> list[str] | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return parts[::-1]
-    return None
-
-
-def fallback_lines(source_nb: nbformat.NotebookNode) -> set[str]:
-    """Code lines commented out in the instructor's cells (the stuck-student fallbacks)."""
-    lines = set()
-    for cell in source_nb.cells:
-        if cell.cell_type != "code" or is_answer(cell) or is_code_test(cell):
-            continue
-        for raw in cell.source.splitlines():
-            stripped = raw.strip()
-            if not stripped.startswith("#"):
-                continue
-            code = stripped.lstrip("#").strip()
-            try:
-                tree = ast.parse(code)
-            except SyntaxError:
-                continue
-            if len(tree.body) == 1 and isinstance(
-                tree.body[0], (ast.Assign, ast.Import, ast.ImportFrom)
-            ):
-                lines.add(ast.dump(tree.body[0]))
-    return lines
-
-
-class Taint:
-    """Which names refer to (or derive from) course_lib objects, and where from."""
+class Refs:
+    """What the notebook's names refer to, statement by statement: ``imported`` (local name ->
+    the dotted name it imports: ``np`` -> ``numpy``) and ``origins`` (local name -> the
+    ``course_lib`` objects it refers to or is made from)."""
 
     def __init__(self) -> None:
+        self.imported: dict[str, str] = {}
         self.origins: dict[str, set[str]] = {}
-        self.modules: set[str] = set()  # names bound by any import (module or object)
-        self.fallback: set[str] = set()  # names bound by an official fallback line
-        self.imported: dict[str, str] = {}  # local name -> what it imports ("np" -> "numpy")
 
-    def origin_of(self, node: ast.AST) -> set[str]:
-        """course_lib origins an expression (or a def/class statement) refers to.
+    def resolve(self, node: ast.expr) -> str | None:
+        """The dotted name ``node`` spells, its root replaced by what that root imports
+        (``sys.stdout.write``); None unless the root is an imported name."""
+        parts = dotted(node)
+        if not parts or parts[0] not in self.imported:
+            return None
+        return ".".join([self.imported[parts[0]], *parts[1:]])
 
-        Inside a function or class, names bound there (arguments, assignments, loop targets)
-        are its own: a parameter called ``net`` is not the notebook's global ``net``.
-        """
+    def origins_of(self, node: ast.AST) -> set[str]:
+        """The ``course_lib`` objects an expression or statement refers to (the most specific:
+        ``course_lib.layers.Relu``, not also ``course_lib.layers``)."""
         found: set[str] = set()
         local = local_names(node)
         for sub in ast.walk(node):
             if isinstance(sub, (ast.Import, ast.ImportFrom)) and sub is not node:
-                # an import inside a function or class refers to what it imports
-                if isinstance(sub, ast.Import):
-                    found |= {a.name for a in sub.names if a.name.split(".")[0] == "course_lib"}
-                elif (sub.module or "").split(".")[0] == "course_lib" and sub.level == 0:
-                    found |= {f"{sub.module}.{a.name}" for a in sub.names}
-                continue
-            if isinstance(sub, ast.Attribute):
+                found |= set(import_targets(sub).values())  # an import inside a function
+            elif isinstance(sub, (ast.Attribute, ast.Name)):
                 parts = dotted(sub)
-                if parts and parts[0] in local:
-                    continue
-                if parts and parts[0] in self.origins:
-                    for base in self.origins[parts[0]]:
-                        if base.startswith("course_lib") and not base.startswith("derived:"):
-                            found.add(".".join([base, *parts[1:]]))
-            elif isinstance(sub, ast.Name) and sub.id in self.origins and sub.id not in local:
-                found |= self.origins[sub.id]
-        # keep only the most specific origins
-        return {o for o in found if not any(p != o and p.startswith(o + ".") for p in found)}
+                if parts and parts[0] not in local:
+                    rest = parts[1:]
+                    found |= {".".join([o, *rest]) for o in self.origins.get(parts[0], ())}
+        found = {o for o in found if o.startswith("course_lib")}
+        return {o for o in found if not any(p.startswith(o + ".") for p in found)}
 
-    def bind_import(self, node: ast.Import | ast.ImportFrom) -> None:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                local = alias.asname or alias.name.split(".")[0]
-                self.modules.add(local)
-                self.imported[local] = alias.name if alias.asname else local
-                target = alias.name if alias.asname else alias.name.split(".")[0]
-                if alias.name.split(".")[0] == "course_lib":
-                    self.origins[local] = {target}
-                else:
-                    self.origins.pop(local, None)
+    def bind(self, node: ast.stmt, origins: set[str] | None = None) -> None:
+        """Record what the names ``node`` binds now refer to: its imports, else ``origins``."""
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for local, target in import_targets(node).items():
+                self.imported[local] = target
+                self.bind_name(local, {target})
+            return
+        for name in bound_names(node):
+            self.imported.pop(name, None)
+            self.bind_name(name, origins or set())
+
+    def bind_name(self, name: str, origins: set[str]) -> None:
+        origins = {o for o in origins if o.startswith("course_lib")}
+        if origins:
+            self.origins[name] = origins
         else:
-            module = node.module or ""
-            for alias in node.names:
-                local = alias.asname or alias.name
-                self.modules.add(local)
-                self.imported[local] = f"{module}.{alias.name}"
-                if module.split(".")[0] == "course_lib" and node.level == 0:
-                    self.origins[local] = {f"{module}.{alias.name}"}
-                else:
-                    self.origins.pop(local, None)
+            self.origins.pop(name, None)
+
+
+def import_targets(node: ast.Import | ast.ImportFrom) -> dict[str, str]:
+    """Local name -> the dotted name it imports (``import a.b`` binds ``a`` to ``a``)."""
+    if isinstance(node, ast.Import):
+        return {
+            a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0]
+            for a in node.names
+        }
+    module = "." * node.level + (node.module or "")
+    return {a.asname or a.name: f"{module}.{a.name}" for a in node.names}
 
 
 def allowed(origin: str, allow: set[str]) -> bool:
-    origin = origin.removeprefix("derived:")
-    if origin in ("course_lib",):
-        return True
-    if origin.startswith(ALWAYS_ALLOWED):
-        return True
-    return any(origin == a or origin.startswith(a + ".") for a in allow)
+    """Whether student code may use the course_lib object ``origin`` (the solution does)."""
+    return origin == "course_lib" or any(
+        origin == a or origin.startswith(a + ".") for a in (*allow, *ALWAYS_ALLOWED)
+    )
 
 
 def solution_allowlist(source_nb: nbformat.NotebookNode) -> set[str]:
     """course_lib objects the instructor's answers use (so students may use them too)."""
-    taint = Taint()
+    refs = Refs()
     allow: set[str] = set()
-    for cell in source_nb.cells:
-        if cell.cell_type != "code":
-            continue
-        tree = parse_cell(cell.source)
-        if tree is None:
-            continue
+    for _, cell, tree in code_cells(source_nb):
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                taint.bind_import(node)
+                refs.bind(node)
                 if is_answer(cell):
-                    allow |= {
-                        next(iter(taint.origins[n]))
-                        for n in bound_names(node)
-                        if n in taint.origins
-                    }
-                continue
-            if is_answer(cell):
-                allow |= {o for o in taint.origin_of(node) if not o.startswith("derived:")}
+                    allow |= {o for n in bound_names(node) for o in refs.origins.get(n, ())}
+            elif is_answer(cell):
+                allow |= refs.origins_of(node)
     return allow
-
-
-def exercise_tests(source_nb: nbformat.NotebookNode) -> dict[str, set[str]]:
-    """Exercise name (a name an answer cell binds) -> grade_ids of the tests that follow it."""
-    mapping: dict[str, set[str]] = {}
-    current: set[str] = set()
-    for cell in source_nb.cells:
-        if is_answer(cell):
-            tree = parse_cell(cell.source)
-            current = set()
-            if tree is not None:
-                for node in tree.body:
-                    current |= bound_names(node)
-        elif is_code_test(cell):
-            for name in current:
-                mapping.setdefault(name, set()).add(nbgrader_meta(cell)["grade_id"])
-    return mapping
