@@ -116,6 +116,48 @@ def _not_started(x):
     raise NotImplementedError()
 
 
+def test_an_error_in_student_code_names_the_call_that_raised(rng):
+    class Broken:
+        def __init__(self, where):
+            self.where = where
+
+        def forward(self, x):
+            if self.where == "forward":
+                raise ValueError("bad shape")
+            return x
+
+        def backward(self, dout):
+            raise ValueError("no mask")
+
+        def update(self, params, grads):
+            raise KeyError("W")
+
+        def gradient(self, x, t):
+            raise ZeroDivisionError("division by zero")
+
+    x = np.abs(rng.standard_normal((2, 3))) + 0.1  # positive: Relu's forward is the identity
+    cases = [
+        (lambda: checks.check_layer_matches(Broken("forward"), Relu(), x), "Broken.forward failed"),
+        (lambda: checks.check_layer_matches(Broken(""), Relu(), x), "Broken.backward failed"),
+        (
+            lambda: checks.check_layer_gradients(Broken("forward"), x),
+            "Broken failed while running forward/backward on x of shape (2, 3)",
+        ),
+        (
+            lambda: checks.check_optimizer(Broken(""), SGD(lr=0.1)),
+            "Broken.update failed at step 1",
+        ),
+        (
+            lambda: checks.check_backprop_chain(Broken(""), x, None, {}),
+            "gradient(x, t) failed",
+        ),
+    ]
+    for call, start in cases:
+        with pytest.raises(AssertionError) as info:
+            call()
+        assert str(info.value).startswith(start + ": "), (start, str(info.value))
+
+
 # ------------------------------------------------------------------------------------------
 # one exercise at a time: a mistake in a dependency must not cost the dependent exercise
 

@@ -11,9 +11,10 @@ reference implementation from ``course_lib``: the grade is for the student's wor
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,18 @@ def check_own_implementation(obj: Any, name: str | None = None) -> None:
                 "The grade is for your own code: write it in the solution cell "
                 "(the fallback line is only for carrying on with the chapter)."
             )
+
+
+@contextlib.contextmanager
+def _student_code(failed: str) -> Iterator[None]:
+    """Turn an exception of the student's code into an ``AssertionError`` that starts with
+    ``failed`` (``NotImplementedError``, an exercise not started, passes through)."""
+    try:
+        yield
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"{failed}: {type(exc).__name__}: {exc}") from exc
 
 
 def _fmt(v: Any) -> str:
@@ -130,17 +143,11 @@ def check_layer_gradients(
 ) -> None:
     """Gradient-check a layer instance in float64 (see :func:`course_lib.gradcheck.check_layer`)."""
     check_own_implementation(layer)
-    try:
+    name = type(layer).__name__
+    with _student_code(f"{name} failed while running forward/backward on x of shape {np.shape(x)}"):
         report = check_layer(
             layer, x, forward_kwargs=forward_kwargs, seed=seed, tol=tol, params=params
         )
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(
-            f"{type(layer).__name__} failed while running forward/backward on x of shape "
-            f"{np.shape(x)}: {type(exc).__name__}: {exc}"
-        ) from exc
     if not report.ok:
         raise AssertionError(str(report))
 
@@ -150,14 +157,8 @@ def check_loss_layer_gradients(
 ) -> None:
     """Gradient-check a loss layer: ``forward(x, t)`` -> scalar, ``backward(1)`` -> dx."""
     check_own_implementation(layer)
-    try:
+    with _student_code(f"{type(layer).__name__} failed on x of shape {np.shape(x)}"):
         report = check_loss_layer(layer, x, t, tol=tol)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(
-            f"{type(layer).__name__} failed on x of shape {np.shape(x)}: {type(exc).__name__}: {exc}"
-        ) from exc
     if not report.ok:
         raise AssertionError(str(report))
 
@@ -195,23 +196,15 @@ def check_layer_matches(
     yours, ref = copy.deepcopy(layer), copy.deepcopy(reference_layer)
     x = np.asarray(x)
     name = type(layer).__name__
-    try:
+    with _student_code(f"{name}.forward failed"):
         out = yours.forward(x.copy(), **kw)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"{name}.forward failed: {type(exc).__name__}: {exc}") from exc
     ref_out = ref.forward(x.copy(), **kw)
     check_close(out, ref_out, f"{name}.forward(x)", rtol=rtol, atol=1e-10)
     if not backward:
         return
     dout = as_generator(seed).standard_normal(np.shape(ref_out)).astype(np.asarray(ref_out).dtype)
-    try:
+    with _student_code(f"{name}.backward failed"):
         dx = yours.backward(dout.copy())
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"{name}.backward failed: {type(exc).__name__}: {exc}") from exc
     ref_dx = ref.backward(dout.copy())
     if check_dx:
         check_close(dx, ref_dx, "dx", rtol=rtol, atol=1e-10)
@@ -242,14 +235,8 @@ def check_optimizer(
     name = type(optimizer).__name__
     for step in range(1, steps + 1):
         grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
-        try:
+        with _student_code(f"{name}.update failed at step {step}"):
             yours.update(params, {k: g.copy() for k, g in grads.items()})
-        except NotImplementedError:
-            raise
-        except Exception as exc:
-            raise AssertionError(
-                f"{name}.update failed at step {step}: {type(exc).__name__}: {exc}"
-            ) from exc
         ref.update(ref_params, grads)
         for k in ref_params:
             check_close(params.get(k), ref_params[k], f"params['{k}'] after step {step}", rtol=rtol)
@@ -265,12 +252,8 @@ def check_function(
     """Compare ``fn(*args)`` with ``reference_fn(*args)`` (each gets its own copy of the arguments)."""
     check_own_implementation(fn)
     label = name or f"{getattr(fn, '__name__', 'function')}(...)"
-    try:
+    with _student_code(f"{label} failed"):
         got = fn(*copy.deepcopy(args))
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"{label} failed: {type(exc).__name__}: {exc}") from exc
     check_close(got, reference_fn(*copy.deepcopy(args)), label, rtol=rtol)
 
 
@@ -291,12 +274,8 @@ def check_backprop_chain(
     compute, right or wrong, ``gradient`` must hand back exactly what they give.
     """
     check_own_implementation(net.gradient, f"{type(net).__name__}.gradient")
-    try:
+    with _student_code("gradient(x, t) failed"):
         grads = net.gradient(x, t)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"gradient(x, t) failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(grads, Mapping):
         raise AssertionError(f"gradient(x, t) should return a dict, got {type(grads).__name__}")
     grads = {k: np.array(v, copy=True) for k, v in grads.items()}
