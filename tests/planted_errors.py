@@ -116,6 +116,20 @@ PLANTED: dict[str, tuple[Plant, ...]] = {
             "worst = float(error.max())",
             ("ch02_backpropagation-gradient_check-tests",),
         ),
+        P(
+            # a hand-written numerical gradient that never puts the moved entry back
+            "gradient_check-leaves-the-parameters-moved",
+            "ch02_backpropagation-gradient_check",
+            "numerical = course_lib.gradcheck.numerical_gradient(lambda _: network.loss(x, t), param, h)",
+            "numerical = np.zeros_like(param)\n"
+            "        for i in np.ndindex(param.shape):\n"
+            "            old = param[i]\n"
+            "            param[i] = old + h\n"
+            "            up = network.loss(x, t)\n"
+            "            param[i] = old - h\n"
+            "            numerical[i] = (up - network.loss(x, t)) / (2 * h)",
+            ("ch02_backpropagation-gradient_check-tests",),
+        ),
     ),
     "ch03_training_techniques": (
         P(
