@@ -166,13 +166,14 @@ def test_the_checks_the_notebooks_import_are_not_the_grader():
 
 
 def test_findings_reach_comments_feedback_and_grades():
+    from types import SimpleNamespace
+
     from course_lib.grading.findings import (
         Finding,
         apply_findings,
         runtime_findings,
         runtime_output,
     )
-    from course_lib.grading.tasks import CellGrade, NotebookResult
 
     nb = submit("class Relu:\n    pass")
     nb.cells[2].outputs = [
@@ -199,19 +200,20 @@ def test_findings_reach_comments_feedback_and_grades():
         )
     ]
     habit = Finding("habit", "uses the IPython shell", 3, 1)
-    entry = NotebookResult(
-        grades={"relu-tests": CellGrade(1.0, 1.0), "net-tests": CellGrade(1.0, 1.0)},
-        comments={"relu": None, "net": None},
-    )
-    apply_findings([*found, habit], entry, nb)
-    assert entry.grades["relu-tests"].auto_score == 0.0
-    assert entry.grades["net-tests"].auto_score == 1.0
-    assert not entry.grades["relu-tests"].flagged  # the reference costs points, no review
-    assert "course_lib.layers.Relu.forward" in entry.comments["relu"]
-    assert "shell" in entry.comments["relu"]  # cell 3 belongs to the Relu region
+    # the gradebook's grades and comments, as nbgrader's Grade and Comment carry them
+    grades = {g: SimpleNamespace(auto_score=1.0) for g in ("relu-tests", "net-tests")}
+    comments = {g: SimpleNamespace(auto_comment=None) for g in ("relu", "net")}
+    flagged = apply_findings([*found, habit], nb, grades, comments)
+    assert grades["relu-tests"].auto_score == 0.0
+    assert grades["net-tests"].auto_score == 1.0
+    assert not flagged  # the reference costs points, no review
+    assert "course_lib.layers.Relu.forward" in comments["relu"].auto_comment
+    assert "shell" in comments["relu"].auto_comment  # cell 3 belongs to the Relu region
+    assert "IntegrityCheckFailed" not in str(nb.cells[2].outputs)  # it says ReferenceUsed
     notes = [o for o in nb.cells[3].outputs if o.get("name") == "stderr"]
     assert notes and "no points lost" in notes[0].text
     grader = Finding("grader", "imports `course_lib.grading.worker`", 3, 1, ("net-tests",))
-    apply_findings([grader], entry, nb)
-    assert entry.grades["net-tests"].auto_score == 0.0 and entry.grades["net-tests"].flagged
+    assert apply_findings([grader], nb, grades, comments)
+    assert grades["net-tests"].auto_score == 0.0
+    assert "IntegrityCheckFailed" in str(nb.cells[5].outputs)
     assert grader.to_dict("nb")["costs_points"] and grader.to_dict("nb")["cell"] == 3

@@ -72,12 +72,15 @@ def isolated_autograde_preprocessors() -> list[type]:
         SaveAutoGrades,
     )
 
+    from course_lib.grading.notebook import ApplyFindings
+
     return [
         IsolatedExecute,
         IgnorePattern,
         ClearMetadataPreprocessor,
         LimitOutput,
         SaveAutoGrades,
+        ApplyFindings,  # the fairness policy, after SaveAutoGrades (course_lib.grading.findings)
         AssignLatePenalties,
         CheckCellMetadata,
     ]

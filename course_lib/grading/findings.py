@@ -1,38 +1,37 @@
-"""What the grader noticed in a submission, and how each finding reaches the instructor.
+"""What the grader noticed in a submission, and the fairness policy that decides what it costs.
 
-The fairness policy (docs/grading.md): tests run in the verdict process, so nothing a student
-does inside their kernel changes a verdict. In-kernel habits (shell commands, magics,
-``sys.stdout``, standard-library imports, ``setattr`` on their own objects, patching a library
-inside their own kernel) are **reported, never punished**. Only two things cost points:
+The policy (docs/grading.md): tests run in the verdict process, so nothing a student does in
+their kernel changes a verdict, and in-kernel habits are **reported, never punished**. Only two
+kinds of finding cost points:
 
 ``reference``  the reference implementation of an exercise ran while that exercise's tests ran
-               (detected at run time, :mod:`course_lib.grading.refwatch`): every test of that
-               exercise scores 0. The static pass's reference findings are early warnings only
-               (no points lost);
+               (:mod:`course_lib.grading.refwatch`): every test of that exercise scores 0. The
+               static pass's reference findings are early warnings only (no points lost);
 ``grader``     a demonstrable attempt to reach the grader itself (its modules, the verdict
                socket, the gradebook, the watch): the notebook is flagged for review and the
                tests from that point on score 0 until the instructor decides.
 
-Every finding carries its cell and line, and reaches the instructor three ways: the printed
-summary and ``summary.json`` (:meth:`Finding.to_dict`), the gradebook comment of the answer cell
-it belongs to, and the feedback (a note under the cell, an error output on each zeroed test).
+A runtime finding travels from the verdict process as an error output of the test cell
+(:func:`report_outputs`). Every autograde (``course-lib grade``, plain ``nbgrader autograde``, the
+formgrader's button) then runs :class:`course_lib.grading.notebook.ApplyFindings`, which collects
+the findings (:func:`collect_findings`) and applies the policy (:func:`apply_findings`): the
+gradebook's scores, comments and flag, a note under each finding's cell and an error output on
+each zeroed test (so the feedback shows them). The verdict process imports this module: nbformat
+and nbgrader (1.5 s to import) are imported only inside the functions that need them.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
-
-import nbformat
-
-from course_lib.grading.notebook import nbgrader_meta
 
 __all__ = [
     "Finding",
     "apply_findings",
     "collect_findings",
+    "recorded_findings",
     "report_outputs",
     "runtime_findings",
     "runtime_output",
@@ -43,8 +42,8 @@ Kind = Literal["habit", "reference", "grader"]
 #: ename of the error output a test gets for each costly runtime finding.
 ENAMES: Mapping[str, str] = {"reference": "ReferenceUsed", "grader": "GraderAccess"}
 _KIND_OF = {v: k for k, v in ENAMES.items()}
+#: starts the traceback line that carries a runtime finding: ``[kind, exercise, cell, line]``
 _MARK = "[course-lib finding]"
-_MARK_RE = re.compile(re.escape(_MARK) + r" kind=(\w+) exercise=(\S*) cell=(-?\d+) line=(-?\d+)")
 
 
 @dataclass(frozen=True)
@@ -73,14 +72,11 @@ class Finding:
             return "early warning, no points lost (the grader judges by what runs)"
         return "reported, no points lost"
 
-    @property
-    def where(self) -> str:
-        if self.cell is None:
-            return "while a test ran"
-        return f"cell {self.cell + 1}" + (f", line {self.line}" if self.line else "")
-
     def describe(self) -> str:
-        return f"{self.where}: {self.message}"
+        if self.cell is None:
+            return f"while a test ran: {self.message}"
+        line = f", line {self.line}" if self.line else ""
+        return f"cell {self.cell + 1}{line}: {self.message}"
 
     def summary_line(self) -> str:
         """One line for the printed summary and the gradebook comment."""
@@ -90,38 +86,32 @@ class Finding:
         """The finding in ``summary.json`` (``where`` is the printed line)."""
         return {
             "notebook": notebook,
-            "kind": self.kind,
-            "where": self.summary_line(),
-            "cell": self.cell,
-            "line": self.line,
-            "message": self.message,
+            **asdict(self),
             "tests": list(self.tests),
-            "exercise": self.exercise,
-            "detected": self.detected,
+            "where": self.summary_line(),
             "costs_points": self.costs_points,
         }
 
 
 # ------------------------------------------------------------------------------------------
-# runtime findings travel inside the test cell's outputs (so plain nbgrader scores them too)
+# runtime findings travel inside the test cell's outputs (the verdict process writes them)
 
 
 def runtime_output(
     kind: Kind, message: str, *, exercise: str | None, cell: int | None, line: int | None
 ) -> dict[str, Any]:
-    """The error output (nbformat) that makes a test score 0 for a runtime finding."""
+    """The error output (nbformat) that makes a test score 0 for a runtime finding; its last
+    traceback line carries the finding for :func:`runtime_findings`."""
     ename = ENAMES[kind]
-    if cell is not None:
-        message = f"cell {cell + 1}" + (f", line {line}" if line else "") + f": {message}"
-    mark = (
-        f"{_MARK} kind={kind} exercise={exercise or ''} "
-        f"cell={-1 if cell is None else cell} line={line or 0}"
-    )
+    text = Finding(kind, message, cell, line).describe()
     return {
         "output_type": "error",
         "ename": ename,
-        "evalue": message,
-        "traceback": [f"\x1b[0;31m{ename}\x1b[0m: {message}", mark],
+        "evalue": text,
+        "traceback": [
+            f"\x1b[0;31m{ename}\x1b[0m: {text}",
+            f"{_MARK} {json.dumps([kind, exercise, cell, line])}",
+        ],
     }
 
 
@@ -176,51 +166,31 @@ def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[d
     return outputs
 
 
-def _test_positions(nb: Any) -> list[tuple[int, str]]:
-    return [
-        (i, nbgrader_meta(c)["grade_id"])
-        for i, c in enumerate(nb.cells)
-        if c.cell_type == "code"
-        and nbgrader_meta(c).get("grade")
-        and not nbgrader_meta(c).get("solution")
-    ]
-
-
 def runtime_findings(autograded: Any, exercise_tests: Mapping[str, Iterable[str]]) -> list[Finding]:
-    """The runtime findings recorded in an autograded notebook's test outputs."""
-    positions = _test_positions(autograded)
-    seen: set[tuple[str, str, str]] = set()
-    found: list[Finding] = []
-    for index, gid in positions:
-        for output in autograded.cells[index].get("outputs", []):
+    """The runtime findings recorded in an autograded notebook's test outputs, each with the
+    tests it costs: a reference finding every test of its exercise, a grader finding every
+    test from its own on. ``exercise_tests``: exercise name -> grade_ids of its tests."""
+    from course_lib.grading.notebook import grade_id, is_test
+
+    cells = autograded.cells
+    tests = [(i, grade_id(c)) for i, c in enumerate(cells) if c.cell_type == "code" and is_test(c)]
+    found: dict[tuple[str, str, str], Finding] = {}
+    for index, gid in tests:
+        for output in cells[index].get("outputs", []):
             kind = _KIND_OF.get(str(output.get("ename")))
-            if kind is None:
+            marks = [t.split(_MARK, 1)[1] for t in output.get("traceback", []) if _MARK in t]
+            if kind is None or not marks:
                 continue
-            mark = next((m for t in output.get("traceback", []) if (m := _MARK_RE.search(t))), None)
-            if mark is None:
-                continue
-            exercise, cell, line = mark.group(2) or None, int(mark.group(3)), int(mark.group(4))
-            key = (kind, exercise or "", str(output.get("evalue")))
-            if key in seen:
-                continue
-            seen.add(key)
+            _, exercise, cell, line = json.loads(marks[-1])
+            evalue = str(output.get("evalue"))
             if kind == "reference":
-                tests = tuple(sorted(set(exercise_tests.get(exercise or "", ())) | {gid}))
+                costs = tuple(sorted({*exercise_tests.get(exercise or "", ()), gid}))
             else:
-                tests = tuple(g for pos, g in positions if pos >= index)
-            message = re.sub(r"^cell \d+(, line \d+)?: ", "", str(output.get("evalue")))
-            found.append(
-                Finding(
-                    kind,
-                    message,
-                    cell if cell >= 0 else None,
-                    line or None,
-                    tests,
-                    exercise,
-                    "runtime",
-                )
-            )
-    return found
+                costs = tuple(g for pos, g in tests if pos >= index)
+            message = evalue.split(": ", 1)[-1]
+            finding = Finding(kind, message, cell, line, costs, exercise, "runtime")
+            found.setdefault((kind, exercise or "", evalue), finding)
+    return list(found.values())
 
 
 def collect_findings(source: Any, submitted: Any, autograded: Any) -> list[Finding]:
@@ -232,75 +202,71 @@ def collect_findings(source: Any, submitted: Any, autograded: Any) -> list[Findi
 
 
 # ------------------------------------------------------------------------------------------
-# applying findings to the grades, the gradebook comments and the feedback
+# the policy: what the findings cost, and where the instructor and the student see them
 
 
-def _answer_cell_for(nb: Any, index: int | None) -> str | None:
-    """grade_id of the answer cell a finding belongs to (at or before it, else the first)."""
-    answers = [
-        (i, nbgrader_meta(c)["grade_id"])
-        for i, c in enumerate(nb.cells)
-        if nbgrader_meta(c).get("solution") and nbgrader_meta(c).get("grade_id")
-    ]
-    if not answers:
-        return None
-    if index is not None:
-        before = [g for i, g in answers if i <= index]
-        if before:
-            return before[-1]
-    return answers[0][1]
+def apply_findings(
+    findings: list[Finding], autograded: Any, grades: Mapping[str, Any], comments: Mapping[str, Any]
+) -> bool:
+    """Apply the fairness policy to one autograded notebook; True when a finding flags it for
+    review (a reach for the grader that cost points).
 
-
-def apply_findings(findings: list[Finding], entry: Any, autograded: Any) -> None:
-    """Zero the tests findings cost, flag the notebook for grader findings, and write every
-    finding into the gradebook comments and the feedback notebook.
-
-    ``entry``: the worker's result of one notebook
-    (:class:`course_lib.grading.tasks.NotebookResult`: ``grades``, grade_id -> a grade with
-    ``auto_score`` and ``flagged``; ``comments``, comment name -> text).
+    ``grades``: grade_id -> the gradebook's grade (``auto_score``) of each graded cell;
+    ``comments``: grade_id -> the gradebook's comment (``auto_comment``) of each answer cell
+    (nbgrader's ``Grade`` and ``Comment``). Each test a finding costs scores 0 and gets an error
+    output saying why; each finding is added to the comment of the code answer cell at or before
+    its cell (else the first) and noted under its cell, so the feedback shows both.
     """
+    from nbformat.v4 import new_output
 
-    grades = entry.grades
-    comments = entry.comments
-    by_id = {
-        nbgrader_meta(c).get("grade_id"): c
-        for c in autograded.cells
-        if nbgrader_meta(c).get("grade_id")
-    }
+    from course_lib.grading.notebook import grade_id, is_answer
+
+    cells = autograded.cells
+    by_id = {grade_id(c): c for c in cells if grade_id(c)}
+    answers = [(i, grade_id(c)) for i, c in enumerate(cells) if is_answer(c) and grade_id(c)]
+    flagged = False
     for finding in findings:
+        text = finding.describe()
         for gid in finding.tests:
-            grade = grades.get(gid)
-            if grade is not None:
-                grade.auto_score = 0.0
-                if finding.kind == "grader":
-                    grade.flagged = [*grade.flagged, finding.describe()]
-            cell = by_id.get(gid)
-            if cell is not None and not any(
-                finding.message in str(o.get("evalue")) for o in cell.get("outputs", [])
+            if gid in grades:
+                grades[gid].auto_score = 0.0
+                flagged = flagged or finding.kind == "grader"
+            outputs = by_id[gid].setdefault("outputs", []) if gid in by_id else None
+            if outputs is not None and not any(
+                finding.message in str(o.get("evalue")) for o in outputs
             ):
-                cell.setdefault("outputs", []).append(
-                    nbformat.v4.new_output(
+                error = f"\x1b[0;31mIntegrityCheckFailed\x1b[0m: this test scores 0: {text}"
+                outputs.append(
+                    new_output(
                         "error",
                         ename="IntegrityCheckFailed",
-                        evalue=f"this test scores 0: {finding.describe()}",
-                        traceback=[
-                            "\x1b[0;31mIntegrityCheckFailed\x1b[0m: this test scores 0: "
-                            f"{finding.describe()}"
-                        ],
+                        evalue=f"this test scores 0: {text}",
+                        traceback=[error],
                     )
                 )
-        name = _answer_cell_for(autograded, finding.cell)
-        if name is not None:
-            previous = comments.get(name) or ""
-            comments[name] = (previous + "\n" if previous else "") + finding.summary_line()
-        if finding.cell is not None and 0 <= finding.cell < len(autograded.cells):
-            target = autograded.cells[finding.cell]
-            if target.cell_type == "code":
-                target.setdefault("outputs", []).append(
-                    nbformat.v4.new_output(
-                        "stream",
-                        name="stderr",
-                        text=f"Note from the grader ({finding.consequence}): "
-                        f"{finding.describe()}\n",
-                    )
+        before = [g for i, g in answers if finding.cell is not None and i <= finding.cell]
+        comment = comments.get(before[-1] if before else next((g for _, g in answers), None))
+        if comment is not None:
+            comment.auto_comment = "\n".join(
+                filter(None, [comment.auto_comment, finding.summary_line()])
+            )
+        if finding.cell is not None and 0 <= finding.cell < len(cells):
+            if cells[finding.cell].cell_type == "code":
+                note = f"Note from the grader ({finding.consequence}): {text}\n"
+                cells[finding.cell].setdefault("outputs", []).append(
+                    new_output("stream", name="stderr", text=note)
                 )
+    return flagged
+
+
+def recorded_findings(autograded: Any, grades: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The findings ``ApplyFindings`` recorded in an autograded notebook's metadata (as
+    :meth:`Finding.to_dict`, for ``course-lib grade``'s summary). The tests a reach for the
+    grader zeroed are marked ``flagged`` in ``grades`` (the worker's
+    :class:`~course_lib.grading.tasks.CellGrade`): the batch flags the notebook from them."""
+    found = list(autograded.metadata.get("course_lib", {}).get("findings", []))
+    for finding in found:
+        for gid in finding["tests"] if finding["kind"] == "grader" else ():
+            if gid in grades:
+                grades[gid].flagged.append(finding["where"])
+    return found

@@ -16,9 +16,10 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 from nbgrader import utils as nbutils
-from nbgrader.preprocessors import ClearHiddenTests
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 
 __all__ = [
+    "ApplyFindings",
     "FeedbackView",
     "MAX_FILE_BYTES",
     "feedback_preprocessors",
@@ -203,28 +204,56 @@ class FeedbackView(ClearHiddenTests):
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
         if not is_test(cell):
             return cell, resources
-        hidden = _hidden_lines(cell.source)
+        lines = set(cell.source.splitlines())
         cell, resources = super().preprocess_cell(cell, resources, index)
+        hidden = {line.strip() for line in lines - set(cell.source.splitlines())}
+        hidden = {line for line in hidden if len(line) > 3 and "HIDDEN TESTS" not in line}
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error" and hidden:
                 output["traceback"] = [
-                    line for line in output.get("traceback", []) if not _quotes(line, hidden)
+                    line
+                    for line in output.get("traceback", [])
+                    if not any(h in re.sub(r"\x1b\[[0-9;]*m", "", line) for h in hidden)
                 ]
         return cell, resources
 
 
-def _hidden_lines(source: str) -> set[str]:
-    lines, inside = set(), False
-    for line in source.splitlines():
-        if "BEGIN HIDDEN TESTS" in line:
-            inside = True
-        elif "END HIDDEN TESTS" in line:
-            inside = False
-        elif inside and len(line.strip()) > 3:
-            lines.add(line.strip())
-    return lines
+class ApplyFindings(NbGraderPreprocessor):
+    """The fairness policy applied to one autograded notebook, right after nbgrader's
+    ``SaveAutoGrades`` in every autograde (``course-lib grade``, plain ``nbgrader autograde``,
+    the formgrader's button; see ``isolated_autograde_preprocessors``).
 
+    The static pass reads the submitted file, the runtime findings come from the test cells'
+    outputs (:func:`course_lib.grading.findings.collect_findings`); what they cost goes into the
+    gradebook through nbgrader's ``Gradebook`` (scores, answer-cell comments, the notebook
+    flagged for review) and into the notebook (:func:`~course_lib.grading.findings.
+    apply_findings`), which also keeps them in its metadata (``course_lib.findings``, as
+    :meth:`~course_lib.grading.findings.Finding.to_dict`) for ``course-lib grade``'s summary.
+    """
 
-def _quotes(traceback_entry: str, hidden: set[str]) -> bool:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", traceback_entry)
-    return any(line in text for line in hidden)
+    def preprocess(self, nb: NotebookNode, resources: Any) -> Any:
+        from nbgrader.api import Gradebook
+        from nbgrader.coursedir import CourseDirectory
+
+        from course_lib.grading.execute import IsolatedExecute
+        from course_lib.grading.findings import apply_findings, collect_findings
+
+        info = resources["nbgrader"]
+        source = IsolatedExecute(config=self.config)._source_notebook(resources)
+        if source is None:
+            self.log.warning("no source notebook for %s: findings not applied", info["notebook"])
+            return nb, resources
+        course = CourseDirectory(config=self.config)
+        folder = course.format_path(course.submitted_directory, info["student"], info["assignment"])
+        submitted = read_notebook(Path(folder) / f"{info['notebook']}.ipynb")[0]
+        if submitted is not None:
+            submitted = report_changes(submitted, source, [])
+        findings = collect_findings(source, submitted or nb, nb)
+        with Gradebook(info["db_url"]) as gb:
+            sub = gb.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+            grades = {grade.name: grade for grade in sub.grades}
+            if apply_findings(findings, nb, grades, {c.name: c for c in sub.comments}):
+                sub.flagged = True
+            gb.db.commit()
+        nb.metadata["course_lib"] = {"findings": [f.to_dict(info["notebook"]) for f in findings]}
+        return nb, resources

@@ -32,7 +32,7 @@ from pathlib import Path
 import nbformat
 
 from course_lib.grading.course import LIMIT_TRAITS
-from course_lib.grading.findings import apply_findings, collect_findings
+from course_lib.grading.findings import recorded_findings
 from course_lib.grading.notebook import (
     MAX_FILE_BYTES,
     pick_submitted,
@@ -82,10 +82,7 @@ def grade_one(task: GradeTask) -> TaskResult:
             path = root / "autograded" / task.student / task.assignment / f"{name}.ipynb"
             if path.exists():
                 autograded = nbformat.read(str(path), as_version=4)
-                if name in submitted:
-                    findings = collect_findings(sources[name], submitted[name], autograded)
-                    apply_findings(findings, entry, autograded)
-                    result.findings += [f.to_dict(name) for f in findings]
+                result.findings += recorded_findings(autograded, entry.grades)  # ApplyFindings
                 entry.autograded = nbformat.writes(autograded)
             result.notebooks[name] = entry
         result.seconds = round(time.monotonic() - started, 2)
