@@ -127,3 +127,50 @@ def test_a_test_that_times_out_leaves_the_kernel_usable(kernel, session):
     run_in_kernel(kernel[1], OWN_RELU)
     result = session.run(TEST, 60, "relu-tests")
     assert enames(result) == [], result
+
+
+GRADIENT_CHECKS = """
+import numpy as np
+import course_lib.gradcheck
+
+def gradient_check(network, x, t, h=1e-5):
+    grads = network.gradient(x, t)
+    worst = 0.0
+    for key, param in network.params.items():
+        numerical = course_lib.gradcheck.numerical_gradient(lambda _: network.loss(x, t), param, h)
+        error = np.abs(grads[key] - numerical) / np.maximum(np.abs(grads[key]) + np.abs(numerical), 1e-8)
+        worst = max(worst, float(error.max()))
+    return worst
+
+def sloppy_check(network, x, t, h=1e-5):
+    for key, param in network.params.items():
+        for i in np.ndindex(param.shape):
+            param[i] += h  # never put back
+            network.loss(x, t)
+    return 0.0
+"""
+
+PARAMS_TEST = """
+import numpy as np
+import course_lib.models
+x, t = np.random.default_rng(0).standard_normal((6, 5)), np.arange(6) % 4
+good = course_lib.models.TwoLayerNet(5, 4, 4, weight_init_std=0.5, seed=1, dtype=np.float64)
+before = {key: value.copy() for key, value in good.params.items()}
+worst = CHECK(good, x, t)
+for key, value in before.items():
+    moved = np.argwhere(good.params[key] != value)
+    assert not len(moved), f"network.params[{key!r}]{moved[0].tolist()}: changed"
+assert worst < 1e-6, worst
+"""
+
+
+def test_in_place_changes_the_kernel_makes_to_a_tests_arrays_come_back(kernel, session):
+    """ch02's gradient_check test: the student's function moves the entries of the test
+    network's params (read in the kernel from the verdict's object) and puts them back."""
+    run_in_kernel(kernel[1], GRADIENT_CHECKS)
+    result = session.run(PARAMS_TEST.replace("CHECK", "gradient_check"), 60)
+    assert enames(result) == [], result
+    result = session.run(PARAMS_TEST.replace("CHECK", "sloppy_check"), 60)
+    error = next(o for o in result["outputs"] if o["output_type"] == "error")
+    assert error["ename"] == "AssertionError", result
+    assert "network.params['W1'][0, 0]: changed" in error["evalue"], error
