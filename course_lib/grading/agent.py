@@ -12,6 +12,7 @@ controls. The verdict process only ever receives data from it.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import sys
@@ -33,8 +34,10 @@ MAX_STREAM_CHARS = 200_000
 _state: dict[str, Any] = {}
 
 
-class _Forward:
+class _Forward(io.TextIOBase):
     """A text stream that forwards what the student prints to the verdict process."""
+
+    encoding = "utf-8"
 
     def __init__(self, endpoint: Endpoint, name: str, budget: list[int]):
         self.endpoint = endpoint
@@ -51,15 +54,8 @@ class _Forward:
             self.endpoint.send_stream(self.name, piece)
         return len(text)
 
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
+    def writable(self) -> bool:
+        return True
 
 
 def _user_namespace() -> dict[str, Any]:

@@ -1,34 +1,22 @@
 """Which code runs while a student's graded code runs: the reference, and reaches for the grader.
 
-Two halves, one per process:
+**In the verdict process** (pristine), :func:`watch_table` turns exercise names into the
+*fingerprints* of their reference code (``course_lib.reference.EXERCISES``): each function the
+reference object defines, and the ``course_lib`` functions it calls that the instructor's
+solution does not use. A fingerprint hashes what a code object does (instructions, names,
+constants, docstring, positions relative to its first line), not where it lives, so the same
+code compiled again has the same fingerprint. The table travels to the kernel with each test.
 
-**In the verdict process** (pristine, see :mod:`course_lib.grading.verdict`),
-:func:`watch_table` turns an exercise name into the *fingerprints* of its reference
-implementation, taken from ``course_lib.reference.EXERCISES[name]``: the code of every function
-the reference object defines (a class's own methods, a function's body), and of the
-``course_lib`` functions that code calls which the instructor's solution does not use itself
-(``course_lib.functions.sigmoid`` behind ``Sigmoid.forward``). A fingerprint hashes what a code
-object *does* (bytecode, names, constants, docstring, positions relative to its first line),
-not where it lives, so the same code compiled again (``exec(inspect.getsource(Relu))``) has the
-same fingerprint. The table travels to the kernel with each test.
+**In the student's kernel**, :func:`install` runs before any student cell: it keeps its own
+references to ``sys.setprofile`` and friends and adds an audit hook (PEP 578, which Python code
+cannot remove) that notes reaches for the grader. While the agent serves a test (:func:`begin`),
+a profile hook runs inside each operation that runs the student's code (:func:`watched`) and on
+threads started meanwhile, and looks up each new code object once: the reference's own code is
+caught whatever route reached it; a copy compiled again counts when its class (or function)
+carries the reference's docstring. :func:`report` returns the hits and notes.
 
-**In the student's kernel**, :func:`install` runs before any student cell (``IPKernelApp``'s
-``exec_lines``): it keeps its own references to ``sys.setprofile`` and friends (so replacing
-``sys.setprofile`` later changes nothing here) and adds an audit hook (PEP 578; Python code
-cannot remove one) that notes reaches for the grader: importing its modules, opening the
-gradebook or the verdict's socket, replacing the profile hook during a test, changing the
-grader's classes. While the agent serves one test (:func:`begin`), the profile hook is on
-inside each operation that runs the student's code (:func:`watched`) and on threads started
-meanwhile; each new code object is looked up once in the table. A call of the reference,
-whatever route reached it (an import, a name resolved from a string, ``gc``, a bound method kept
-from earlier, a helper class, ``type(...)`` with the reference's dict) runs the reference's own
-code and is caught; a copy compiled again is caught when its class (or function) carries the
-reference's docstring, so a student who types the same short method is never taken for a copy.
-:func:`report` (the agent's answer to ``done``) returns the hits and notes.
-
-Threat model: see docs/grading.md (the kernel is the student's process; code that rewrites the
-agent in memory and answers the grader itself is out of reach, threads already running and child
-processes are not watched, gradient-check replays run unwatched).
+The full design and its threat model (what the watch cannot see): docs/grading.md, "Reference
+use, detected by what runs".
 """
 
 from __future__ import annotations
@@ -193,14 +181,12 @@ def watch_table(
     """The fingerprints of the reference implementations of ``exercises`` (verdict side).
 
     Returns ``{"prints": {fingerprint: [exercise, label, docstring, where, callee]},
-    "names": [[co_name, argcount], ...]}``: ``label`` names the reference function
-    (``course_lib.layers.activations.Relu.forward``), ``docstring`` is what a compiled-again
-    copy must carry to count as a copy (the class's for a method, the function's own
-    otherwise; a docstring the notebook ``handed_out`` to students proves nothing and is
-    dropped, so such code counts only as the reference itself), ``where`` is ``"<file tail>:<first line>"`` of the reference's own code (a code
-    object there IS the reference), ``callee`` marks a library function the reference calls
-    (it counts only when student code calls it directly). ``names`` lets the kernel skip most
-    code objects without hashing them. Exercises without a reference are skipped.
+    "names": [[co_name, argcount], ...]}``. ``label`` names the reference function;
+    ``docstring`` is what a compiled-again copy must carry to count (the class's for a method,
+    else the function's; one the notebook ``handed_out`` proves nothing and is dropped);
+    ``where`` (``"<file tail>:<first line>"``) is where the reference's own code is; ``callee``
+    marks a library function the reference calls (it counts only when student code calls it).
+    ``names`` lets the kernel skip most code objects without hashing them.
     """
     from course_lib.reference import EXERCISES
 
@@ -237,7 +223,6 @@ class _State:
         self.setprofile = sys.setprofile
         self.getprofile = sys.getprofile
         self.thread_setprofile = threading.setprofile
-        self.get_ident = threading.get_ident
         self.getframe = sys._getframe
         self.getlines = linecache.getlines
         bootstrap = getattr(threading.Thread, "_bootstrap_inner", None)
@@ -247,10 +232,9 @@ class _State:
         self.hook: Any = None
         self.table: dict[str, list[Any]] = {}
         self.names: set[tuple[str, int]] = set()
-        self.known: dict[int, Any] = {}
-        self.keep: list[Any] = []
-        self.prints: dict[int, str] = {}  # id(code) -> fingerprint (code kept alive in keep_all)
-        self.keep_all: list[Any] = []
+        # id(code) -> (code, what it is): the code kept alive so its id stays its own
+        self.known: dict[int, tuple[Any, Any]] = {}  # per table: the table's entry or False
+        self.prints: dict[int, tuple[Any, str]] = {}  # across tests: fingerprints (costly)
         self.hits: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
         self.noted: set[tuple[Any, Any]] = set()
@@ -310,11 +294,9 @@ def _owner_doc(frame: Any) -> str:
 def _classify(state: _State, code: Any) -> Any:
     if (code.co_name, code.co_argcount) not in state.names:
         return False
-    fp = state.prints.get(id(code))  # kept across tests: hashing is the costly part
-    if fp is None:
-        fp = state.prints[id(code)] = _print(code)
-        state.keep_all.append(code)
-    return state.table.get(fp) or False
+    if id(code) not in state.prints:
+        state.prints[id(code)] = (code, _print(code))
+    return state.table.get(state.prints[id(code)][1]) or False
 
 
 def _in_library(frame: Any) -> bool:
@@ -324,17 +306,15 @@ def _in_library(frame: Any) -> bool:
 
 def _make_hook(state: _State) -> Any:
     known = state.known
-    keep = state.keep
 
     def hook(frame: Any, event: str, arg: Any) -> None:
         if event != "call":
             return
         code = frame.f_code
-        verdict = known.get(id(code))
-        if verdict is None:
-            verdict = _classify(state, code)
-            known[id(code)] = verdict
-            keep.append(code)
+        entry = known.get(id(code))
+        if entry is None:
+            entry = known[id(code)] = (code, _classify(state, code))
+        verdict = entry[1]
         if verdict:
             exercise, label, doc, where, callee = verdict
             if callee and _in_library(frame.f_back):
@@ -412,19 +392,25 @@ def connect(sock: Any, path: str) -> None:
     sock.connect(path)
 
 
-@contextlib.contextmanager
-def paused() -> Iterator[None]:
-    """Stop watching for a while (the bulk evaluations of a numerical gradient check: they
-    repeat the calls the test made directly, and the hook makes Python code about 4x slower)."""
+def _watching() -> _State | None:
+    """The kernel's state while a test with reference code to watch for is served."""
     state = _STATE
-    if state is None or not state.active or not state.table:
-        yield
-        return
+    return state if state is not None and state.active and state.table else None
+
+
+@contextlib.contextmanager
+def _profiled(state: _State, hook: Any) -> Iterator[None]:
+    """``hook`` as this thread's profile hook for a while; a watching hook that the student's
+    code removed or replaced meanwhile is noted."""
     previous = state.getprofile()
-    _set_hook(state, None)
+    _set_hook(state, hook)
     try:
         yield
     finally:
+        if hook is not None and state.getprofile() is not hook:
+            message = "removed or replaced the grader's profile hook (sys.setprofile) during a test"
+            if not any("profile hook" in n["message"] for n in state.notes):
+                state.notes.append({"kind": "grader", "message": message, "file": "?", "line": 0})
         _set_hook(state, previous)
 
 
@@ -432,31 +418,26 @@ def _set_hook(state: _State, hook: Any) -> None:
     state.setprofile(hook)
 
 
+def paused() -> contextlib.AbstractContextManager[None]:
+    """Stop watching for a while (the bulk evaluations of a numerical gradient check: they
+    repeat the calls the test made directly, and the hook makes Python code about 4x slower)."""
+    state = _watching()
+    return _profiled(state, None) if state is not None else contextlib.nullcontext()
+
+
 def watched(op: Any) -> Any:
     """``op`` (an operation the agent serves: the student's code runs in it) with the profile
     hook on while it runs, and only then: the agent's own work (decoding, encoding, hashing
-    arrays) stays at full speed. A hook the student's code removed or replaced is noted."""
+    arrays) stays at full speed."""
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        state = _STATE
-        if state is None or not state.active or not state.table:
+        state = _watching()
+        if state is None:
             return op(*args, **kwargs)
-        previous = state.getprofile()
-        _set_hook(state, state.hook)
-        try:
+        with _profiled(state, state.hook):
             return op(*args, **kwargs)
-        finally:
-            if state.getprofile() is not state.hook:
-                _removed(state)
-            _set_hook(state, previous)
 
     return run
-
-
-def _removed(state: _State) -> None:
-    message = "removed or replaced the grader's profile hook (sys.setprofile) during a test"
-    if not any("profile hook" in n["message"] for n in state.notes):
-        state.notes.append({"kind": "grader", "message": message, "file": "?", "line": 0})
 
 
 def begin(table: dict[str, Any] | None) -> None:
@@ -470,7 +451,6 @@ def begin(table: dict[str, Any] | None) -> None:
         state.table = prints
         state.names = {(str(n), int(a)) for n, a in (table or {}).get("names") or []}
         state.known.clear()
-        state.keep.clear()
     state.hits = []
     state.saved_thread_profile = getattr(threading, "_profile_hook", None)
     state.active = True

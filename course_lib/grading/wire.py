@@ -182,25 +182,10 @@ def _digest(array: np.ndarray) -> bytes:
 
 
 def _plain(value: Any) -> Any:
-    """A generator's state as msgpack data comparable by ``==`` (MT19937's key array as a list,
-    PCG64's 128-bit integers as strings), and back (:func:`_unplain`)."""
+    """A generator's state as lists, dicts and ints (comparable by ``==``; the setter takes it)."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return {"@nd": value.dtype.str, "v": value.tolist()}
-    if isinstance(value, (int, np.integer)) and abs(int(value)) >= 2**63:
-        return {"@int": str(value)}
-    return int(value) if isinstance(value, np.integer) else value
-
-
-def _unplain(value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    if set(value) == {"@nd", "v"}:
-        return np.array(value["v"], dtype=np.dtype(str(value["@nd"])))
-    if set(value) == {"@int"}:
-        return int(value["@int"])
-    return {k: _unplain(v) for k, v in value.items()}
+    return value.tolist() if isinstance(value, (np.ndarray, np.integer)) else value
 
 
 def _snapshot(value: Any) -> Any:
@@ -221,12 +206,12 @@ def _make_rng(name: Any, state: Any) -> np.random.Generator:
 def _load(target: Any, data: Any) -> None:
     """Write the other side's version ``data`` of a shared value into ``target``, in place."""
     if isinstance(target, np.ndarray):
-        new = data if isinstance(data, np.ndarray) else _from_npy(data)
+        new = _from_npy(data)
         if new.shape == target.shape and target.flags.writeable:
             np.copyto(target, new, casting="unsafe")
         return
     try:
-        target.bit_generator.state = _unplain(data)
+        target.bit_generator.state = data
     except (TypeError, ValueError, KeyError) as exc:
         raise ProtocolError(f"invalid random generator state: {exc}") from exc
 
@@ -359,7 +344,7 @@ class Codec:
             now = _snapshot(value)
             if now != entry[1]:
                 entry[1] = now
-                data = _npy(value) if isinstance(value, np.ndarray) else now
+                data = _npy(value) if isinstance(value, np.ndarray) else self.encode(now)
                 sync.append([key, data])
             # a copy no code here can reach any more (only this table and this frame hold it)
             if key < 0 and isinstance(value, np.ndarray) and sys.getrefcount(value) <= 3:
@@ -372,7 +357,7 @@ class Codec:
         for key, data in message.get("sync") or []:
             value = self._entry(-int(key))
             if value is not None:
-                _load(value, data)
+                _load(value, data if isinstance(value, np.ndarray) else self.decode(data))
                 self.shared[-int(key)][1] = _snapshot(value)
         for key in message.get("gone") or []:
             self._forget(-int(key))
@@ -403,7 +388,7 @@ class Codec:
             if name not in BIT_GENERATORS:
                 raise TypeError(f"a Generator with bit generator {name} cannot be sent")
             key = self._share(value)
-            return {"@": "rng", "w": key, "bg": name, "st": self.shared[key][1]}
+            return {"@": "rng", "w": key, "bg": name, "st": self.encode(self.shared[key][1])}
         if isinstance(value, np.generic) and not isinstance(value, np.object_):
             return {"@": "np", "v": _npy(np.asarray(value))}
         if type(value) in (list, tuple):
@@ -439,7 +424,8 @@ class Codec:
         if tag == "nd":
             return self._receive(-int(data["w"]), _from_npy(data["v"]))
         if tag == "rng":
-            return self._receive(-int(data["w"]), _make_rng(data["bg"], data["st"]))
+            gen = _make_rng(data["bg"], self.decode(data["st"], depth + 1))
+            return self._receive(-int(data["w"]), gen)
         if tag == "np":
             return _from_npy(data["v"])[()]
         if tag == "tuple":
