@@ -221,6 +221,20 @@ def test_release_output_is_the_normalised_student_version(course: CourseDir) -> 
     assert not again.written
 
 
+def test_a_personal_jupyter_config_does_not_change_the_release(
+    course: CourseDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    personal = tmp_path / "jupyter-config"
+    personal.mkdir()
+    (personal / "nbgrader_config.py").write_text(
+        'c.ClearSolutions.code_stub = {"python": "# PERSONAL STUB"}\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(personal))
+    release(course.root, assignments=[SYNTHETIC_ID])
+    text = (course.root / "chapters" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb").read_text()
+    assert "PERSONAL STUB" not in text and "# YOUR CODE HERE" in text
+
+
 def test_normalize_notebook_is_idempotent_and_keeps_nbgrader_metadata() -> None:
     nb = synthetic_notebook()
     nb.cells[3].metadata["nbgrader"]["checksum"] = "abc"

@@ -10,11 +10,13 @@ that preprocessor all come from here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = [
     "load_course_config",
     "nbgrader_environment",
     "normalize_db_url",
+    "with_nbgrader_environment",
 ]
 
 #: Where the nbgrader configuration lives, relative to the course root.
@@ -245,6 +248,18 @@ def normalize_db_url(url: str) -> str:
                 return "postgresql+psycopg2://" + url[len(prefix) :]
             return "postgresql://" + url[len(prefix) :]
     return url
+
+
+@contextlib.contextmanager
+def with_nbgrader_environment() -> Iterator[None]:
+    """``os.environ`` is :func:`nbgrader_environment` inside (for nbgrader's Python API)."""
+    saved = dict(os.environ)
+    os.environ.update(nbgrader_environment())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def nbgrader_environment(base: dict[str, str] | None = None) -> dict[str, str]:

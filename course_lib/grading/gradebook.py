@@ -8,17 +8,16 @@ gradebook is normalised once, in :func:`course_lib.grading.course.normalize_db_u
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import nbformat
-
-from course_lib.grading.course import CourseConfig, nbgrader_environment
+from course_lib.grading.course import CourseConfig, with_nbgrader_environment
+from course_lib.grading.release import generate
 from course_lib.grading.tasks import TaskResult
 
 __all__ = [
@@ -30,32 +29,6 @@ __all__ = [
     "prepare",
     "write_autograded",
 ]
-
-
-@contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    """nbgrader in this process with ``env`` (PATH for alembic) in ``os.environ``."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _generate(course: CourseConfig, root: Path, db_url: str, assignments: Sequence[str]) -> None:
-    """``nbgrader generate_assignment`` (its Python API) for ``assignments`` into ``root``."""
-    from nbgrader.apps import NbGraderAPI
-
-    api = NbGraderAPI(config=course.nbgrader_config(root, db_url))
-    for assignment in assignments:
-        outcome = api.generate_assignment(assignment, force=True, create=True)
-        if not outcome.get("success"):
-            raise RuntimeError(
-                f"nbgrader generate_assignment {assignment} failed:\n"
-                f"{(outcome.get('log') or '')[-3000:]}\n{(outcome.get('error') or '')[-6000:]}"
-            )
 
 
 def prepare(
@@ -70,8 +43,8 @@ def prepare(
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     sqlite = Path(db_url.removeprefix("sqlite:///")) if db_url.startswith("sqlite:///") else None
-    with _environment(nbgrader_environment()):
-        _generate(course, scratch, f"sqlite:///{template}", assignments)
+    with with_nbgrader_environment():
+        generate(course, scratch, f"sqlite:///{template}", assignments)
         for assignment in assignments:
             release = output / "release" / assignment
             shutil.rmtree(release, ignore_errors=True)
@@ -80,7 +53,7 @@ def prepare(
         if sqlite is not None and not sqlite.exists():
             shutil.copyfile(template, sqlite)  # a fresh gradebook: the template is it
         else:
-            _generate(course, output, db_url, assignments)
+            generate(course, output, db_url, assignments)
     return template
 
 
@@ -177,7 +150,7 @@ def _feedback_chunk(
 
     c = feedback_config(course, output, db_url)
     c.CourseDirectory.student_id_exclude = ",".join(exclude)
-    with _environment(nbgrader_environment()), warnings.catch_warnings():
+    with with_nbgrader_environment(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         outcome = NbGraderAPI(config=c).generate_feedback(assignment, force=True)
     if outcome.get("success"):

@@ -3,27 +3,22 @@
 The course root is the directory holding ``graders/nbgrader_config.py``. That file names the
 source and release directories (``solutions`` and ``chapters``) and registers the assignments
 (``c.CourseLib.assignments``). :func:`release` runs the real ``nbgrader generate_assignment``
-into a temporary course directory (with a throw-away SQLite gradebook, so a fresh clone needs
-none), normalises every generated notebook so the output is byte-for-byte reproducible across
-runs and machines, and then either compares the result with ``chapters/`` (``check=True``) or
-swaps it in.
-
-nbgrader does not execute notebooks while generating an assignment, and this module keeps it
-that way: a release of the whole course takes a few seconds.
+(:func:`generate`, also the grader's way of recording assignments in its gradebook) into a
+temporary course directory with a throw-away SQLite gradebook (a fresh clone needs none),
+normalises every generated notebook so the output is byte-for-byte reproducible across runs and
+machines, and then either compares the result with ``chapters/`` (``check=True``) or swaps it in.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import nbformat
 
@@ -36,6 +31,7 @@ from course_lib.grading.course import (
     ignored_name,
     load_course_config,
     nbgrader_environment,
+    with_nbgrader_environment,
 )
 
 __all__ = [
@@ -48,8 +44,8 @@ __all__ = [
     "find_course_root",
     "generate_assignments",
     "load_course_config",
+    "generate",
     "normalize_notebook",
-    "nbgrader_command",
     "nbgrader_environment",
     "notebook_bytes",
     "normalize_tree",
@@ -110,7 +106,7 @@ def normalize_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     metadata (grade ids, points, checksums) is kept untouched, so the autograder still
     recognises every cell.
     """
-    nb = nbformat.from_dict(_deepcopy_json(nb))
+    nb = nbformat.from_dict(copy.deepcopy(nb))
     kept = {k: nb.metadata[k] for k in KEPT_NOTEBOOK_METADATA if k in nb.metadata}
     if isinstance(kept.get("language_info"), dict):
         kept["language_info"] = {
@@ -135,14 +131,6 @@ def normalize_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         else:
             cell.pop("id", None)
     return nb
-
-
-def _deepcopy_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deepcopy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deepcopy_json(v) for v in value]
-    return value
 
 
 def notebook_bytes(nb: nbformat.NotebookNode) -> bytes:
@@ -171,12 +159,24 @@ def normalize_tree(directory: str | os.PathLike[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def nbgrader_command(config: CourseConfig, *args: str) -> list[str]:
-    """The argv of a real ``nbgrader`` call using the course configuration."""
-    # nbgrader shadows jupyter's --config alias; the trait itself works. Without ".py":
-    # nbgrader appends the suffix when it looks for the file.
-    config_stem = config.config_path.with_suffix("")
-    return [sys.executable, "-m", "nbgrader", *args, f"--NbGrader.config_file={config_stem}"]
+def generate(config: CourseConfig, root: Path, db_url: str, assignments: Sequence[str]) -> None:
+    """``nbgrader generate_assignment`` (its Python API) for ``assignments``: the student
+    versions in ``root/release/``, the assignments recorded in the gradebook ``db_url``.
+
+    Only the course's configuration counts (no per-user Jupyter configuration is read), and
+    nbgrader executes nothing: a release of the whole course takes a few seconds.
+    """
+    from nbgrader.apps import NbGraderAPI
+
+    api = NbGraderAPI(config=config.nbgrader_config(root, db_url))
+    with with_nbgrader_environment():
+        for assignment in assignments:
+            outcome = api.generate_assignment(assignment, force=True, create=True)
+            if not outcome.get("success"):
+                raise ReleaseError(
+                    f"nbgrader generate_assignment failed for {assignment}:\n"
+                    f"{(outcome.get('log') or '')[-3000:]}\n{(outcome.get('error') or '')[-6000:]}"
+                )
 
 
 def generate_assignments(
@@ -186,59 +186,22 @@ def generate_assignments(
     *,
     db_url: str | None = None,
 ) -> None:
-    """Run ``nbgrader generate_assignment`` for ``assignments`` and write the normalised
-    student versions to ``destination/<assignment>/``.
+    """Generate the student versions of ``assignments`` (:func:`generate`) and write them,
+    normalised, to ``destination/<assignment>/``.
 
-    The notebooks are generated in a temporary course directory holding copies of the
-    sources, so nothing in the course root is touched. ``db_url`` is the gradebook nbgrader
-    records the assignments in; by default a temporary SQLite file that is thrown away.
+    ``db_url`` is the gradebook nbgrader records the assignments in; by default a temporary
+    SQLite file that is thrown away. Nothing in the course root is touched.
     """
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    if not assignments:
-        return
     with tempfile.TemporaryDirectory(prefix="course-lib-release-") as tmp:
-        course = Path(tmp) / "course"
-        sources = course / config.source_directory
-        for assignment in assignments:
-            shutil.copytree(
-                config.source_path / assignment,
-                sources / assignment,
-                ignore=lambda _d, names: [n for n in names if ignored_name(n)],
-            )
-        url = db_url or "sqlite:///" + str(Path(tmp) / "gradebook.db")
-        # "*" matches exactly the copied assignments: one nbgrader start-up for all of them.
-        cmd = nbgrader_command(
-            config,
-            "generate_assignment",
-            "*" if len(assignments) > 1 else assignments[0],
-            f"--CourseDirectory.root={course}",
-            f"--CourseDirectory.db_url={url}",
-            "--force",
-            "--log-level=WARN",
-        )
-        env = nbgrader_environment()
-        env.pop("COURSE_LIB_GRADEBOOK_URL", None)  # the command line sets the gradebook
-        # Only the course config counts: no per-user Jupyter config may change the release.
-        env["JUPYTER_CONFIG_DIR"] = str(Path(tmp) / "jupyter-config")
-        env.pop("JUPYTER_CONFIG_PATH", None)
-        proc = subprocess.run(
-            cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False, timeout=600
-        )
-        released = course / config.release_directory
-        produced = sorted(p.name for p in released.iterdir()) if released.is_dir() else []
-        if proc.returncode != 0 or produced != sorted(assignments):
-            log = (proc.stderr + proc.stdout).strip()
-            raise ReleaseError(
-                f"nbgrader generate_assignment failed for {', '.join(assignments)} "
-                f"(exit code {proc.returncode}; produced {produced or 'nothing'}):\n{log}"
-            )
-        normalize_tree(released)
+        generate(config, Path(tmp), db_url or f"sqlite:///{tmp}/gradebook.db", assignments)
+        normalize_tree(Path(tmp) / "release")
         for assignment in assignments:
             target = destination / assignment
             if target.exists():
                 shutil.rmtree(target)
-            shutil.copytree(released / assignment, target)
+            shutil.copytree(Path(tmp) / "release" / assignment, target)
 
 
 def update_gradebook(config: CourseConfig, assignments: Sequence[str] | None = None) -> list[str]:
