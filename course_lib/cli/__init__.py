@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 #: Subcommand modules, in the order ``course-lib --help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
@@ -27,6 +29,13 @@ SUBCOMMANDS: tuple[str, ...] = (
     "bench",
     "kernels",
 )
+
+
+def options_for(function: Callable[..., Any], args: argparse.Namespace, **given: Any) -> dict:
+    """Keyword arguments for ``function``: the options in ``args`` named as its parameters,
+    then ``given`` (options named otherwise, or computed), which win."""
+    names = inspect.signature(function).parameters
+    return {**{k: v for k, v in vars(args).items() if k in names}, **given}
 
 
 def version() -> str:

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from course_lib.cli import options_for
+
 #: CPU flags OpenBLAS's SkylakeX (AVX-512) kernels need.
 AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -196,22 +198,15 @@ def run(args: argparse.Namespace) -> int:
     if str(bench_dir) not in sys.path:
         sys.path.insert(0, str(bench_dir))
     harness = importlib.import_module("bench_harness")
-    harness.run_benchmarks(
-        quick=args.quick,
-        models=args.models,
-        impls=args.impls,
-        threads=args.threads,
-        repeat=args.repeat,
-        warmup=args.warmup,
-        rounds=args.rounds,
+    options = options_for(  # quick, models, impls, threads, repeat, rounds, clock...
+        harness.run_benchmarks,
+        args,
         inference=not args.no_inference,
         numgrad=not args.no_numgrad,
         out_dir=args.out,
-        data_dir=args.data_dir,
-        openblas_coretype=args.openblas_coretype,
-        clock=args.clock,
         notebook_memory=None if args.quick or args.no_notebook_memory else NOTEBOOK_MEMORY_CHAPTER,
     )
+    harness.run_benchmarks(**options)
     return 0
 
 

@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 
+from course_lib.cli import options_for
+
 _CHILD_MARK = "_COURSE_LIB_TRAIN_CHILD"
 
 
@@ -102,17 +104,8 @@ def run(args: argparse.Namespace) -> int:
         return subprocess.run(cmd, env=env, check=False).returncode
 
     try:
-        record = run_recipe(
-            args.recipe,
-            data_dir=args.data_dir,
-            epochs=args.epochs,
-            train_size=args.train_size,
-            test_size=args.test_size,
-            seed=args.seed,
-            save_params=args.save,
-            out=args.out,
-            progress_every=args.progress_every,
-        )
+        # recipe, data_dir, epochs, train_size, test_size, seed, out, progress_every
+        record = run_recipe(**options_for(run_recipe, args, save_params=args.save))
     except ValueError as exc:
         print(f"course-lib train: {exc}", file=sys.stderr)
         return 2

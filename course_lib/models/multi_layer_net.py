@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,33 +102,30 @@ class MultiLayerNet(MultiLayerNetExtend):
     """(Affine - activation) x len(hidden_size_list) - Affine - Softmax, with weight decay.
 
     The book's ``MultiLayerNet(input_size, hidden_size_list, output_size,
-    activation='relu', weight_init_std='relu', weight_decay_lambda=0)``.
+    activation='relu', weight_init_std='relu', weight_decay_lambda=0)``: a
+    :class:`MultiLayerNetExtend` without dropout and batch normalization, whose
+    arguments it takes but ``use_dropout``, ``dropout_ration`` and ``use_batchnorm``.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size_list: Sequence[int],
-        output_size: int,
-        activation: str = "relu",
-        weight_init_std: float | str = "relu",
-        weight_decay_lambda: float = 0,
-        *,
-        dtype: Any = np.float32,
-        seed: SeedLike = None,
-        layers: LayerFactories | None = None,
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size_list,
-            output_size,
-            activation=activation,
-            weight_init_std=weight_init_std,
-            weight_decay_lambda=weight_decay_lambda,
-            dtype=dtype,
-            seed=seed,
-            layers=layers,
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = _BOOK_SIGNATURE.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"MultiLayerNet: {exc} (dropout and batch normalization: MultiLayerNetExtend)"
+            ) from None
+        super().__init__(*bound.args[1:], **bound.kwargs)
+
+
+_EXTENDED = inspect.signature(MultiLayerNetExtend.__init__)
+_BOOK_SIGNATURE = _EXTENDED.replace(
+    parameters=[
+        p
+        for name, p in _EXTENDED.parameters.items()
+        if name not in ("use_dropout", "dropout_ration", "use_batchnorm", "dropout_ratio")
+    ]
+)
+MultiLayerNet.__init__.__signature__ = _BOOK_SIGNATURE  # type: ignore[attr-defined]
 
 
 _DEFAULT_LAYERS = {
