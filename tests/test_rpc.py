@@ -301,3 +301,20 @@ def test_arrays_kept_on_the_other_side_stay_shared():
     np.testing.assert_array_equal(KERNEL_CODE["layer"].W, [[4.0, 1.0], [1.0, 1.0]])
     verdict.request("done")
     thread.join(5)
+
+
+def test_arrays_no_side_can_reach_are_forgotten():
+    verdict, kernel, thread = _pair(KERNEL_CODE)
+    layer = verdict.request("getname", None, "layer")
+    forward = layer.forward
+    for i in range(200):  # a fresh input each call, its output dropped: nothing stays shared
+        forward(np.full((1, 2), float(i)))
+    kept = verdict.request("getname", None, "layer").W  # one array read and kept here
+    forward(np.ones((1, 2)))
+    assert len(verdict.codec.shared) <= 3 and len(kernel.codec.shared) <= 3, (
+        verdict.codec.shared,
+        kernel.codec.shared,
+    )
+    assert any(entry[0] is kept for entry in verdict.codec.shared.values())
+    verdict.request("done")
+    thread.join(5)

@@ -63,7 +63,7 @@ MAX_EVENTS = 20
 
 def _const_key(value: Any, depth: int) -> str:
     if hasattr(value, "co_code"):
-        return "code:" + (_print(value, depth + 1) if depth < 8 else value.co_name)
+        return "code:" + (fingerprint(value, depth + 1) if depth < 8 else value.co_name)
     if isinstance(value, frozenset):
         return "frozenset:" + repr(sorted(repr(v) for v in value))
     if isinstance(value, tuple):
@@ -71,8 +71,9 @@ def _const_key(value: Any, depth: int) -> str:
     return f"{type(value).__name__}:{value!r}"
 
 
-def _print(code: Any, depth: int = 0) -> str:
-    """Hash of the normalised instructions of ``code`` (see :func:`fingerprint`)."""
+def fingerprint(code: Any, depth: int = 0) -> str:
+    """What a code object does, independent of its file and first line (see the module doc):
+    a hash of its normalised instructions, names, constants and relative positions."""
     h = hashlib.blake2b(digest_size=16)
     first = code.co_firstlineno
     h.update(repr((code.co_name, code.co_varnames, code.co_freevars, code.co_cellvars)).encode())
@@ -104,11 +105,6 @@ def _print(code: Any, depth: int = 0) -> str:
 _SAME_AS = {"LOAD_METHOD": "LOAD_ATTR"}
 _SKIPPED = frozenset({"CACHE", "EXTENDED_ARG", "NOP", "RESUME", "PRECALL", "PUSH_NULL"})
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
-
-
-def fingerprint(code: Any) -> str:
-    """What a code object does, independent of its file and first line (see the module doc)."""
-    return _print(code)
 
 
 def _functions_of(obj: Any) -> Iterable[tuple[str, Any]]:
@@ -295,7 +291,7 @@ def _classify(state: _State, code: Any) -> Any:
     if (code.co_name, code.co_argcount) not in state.names:
         return False
     if id(code) not in state.prints:
-        state.prints[id(code)] = (code, _print(code))
+        state.prints[id(code)] = (code, fingerprint(code))
     return state.table.get(state.prints[id(code)][1]) or False
 
 

@@ -216,6 +216,17 @@ def _load(target: Any, data: Any) -> None:
         raise ProtocolError(f"invalid random generator state: {exc}") from exc
 
 
+def _held_here() -> int:
+    """``sys.getrefcount`` of a value only a shared-table entry and a local variable hold (as in
+    :meth:`Codec.changes`), measured rather than assumed (it differs between Python versions)."""
+    entry = [np.empty(0)]
+    value = entry[0]
+    return sys.getrefcount(value)
+
+
+_HELD_HERE = _held_here()
+
+
 def describe(obj: Any) -> dict[str, Any]:
     """Name, module and kind of an object sent by reference."""
     if isinstance(obj, type):
@@ -243,7 +254,7 @@ class Codec:
     Objects of this side that cannot travel by value are kept in ``self.objects`` and sent as
     references; a proxy of the other side's object sent back is sent as its handle. Shared
     arrays and generators (see the module doc) are in ``self.shared``: key -> [value or weak
-    reference, snapshot]; a key is positive when this side made the value, negative when the
+    reference, snapshot, id]; a key is positive when this side made the value, negative when the
     other side did, and crosses negated.
     """
 
@@ -306,7 +317,7 @@ class Codec:
             key = self._new_key()
             self._keys[id(value)] = key
             held = weakref.ref(value) if isinstance(value, np.ndarray) else value
-            self.shared[key] = [held, None]
+            self.shared[key] = [held, None, id(value)]
         self.shared[key][1] = _snapshot(value)
         return key
 
@@ -326,7 +337,7 @@ class Codec:
             self._keys[id(value)] = key
             # ours (key > 0) held weakly; the other side's copy held (see changes)
             ours = key > 0 and isinstance(value, np.ndarray)
-            self.shared[key] = [weakref.ref(value) if ours else value, None]
+            self.shared[key] = [weakref.ref(value) if ours else value, None, id(value)]
         self.shared[key][1] = _snapshot(value)
         return value
 
@@ -347,7 +358,7 @@ class Codec:
                 data = _npy(value) if isinstance(value, np.ndarray) else self.encode(now)
                 sync.append([key, data])
             # a copy no code here can reach any more (only this table and this frame hold it)
-            if key < 0 and isinstance(value, np.ndarray) and sys.getrefcount(value) <= 3:
+            if key < 0 and isinstance(value, np.ndarray) and sys.getrefcount(value) <= _HELD_HERE:
                 gone.append(key)
                 self._forget(key)
         return {"sync": sync, "gone": gone}
@@ -363,10 +374,9 @@ class Codec:
             self._forget(-int(key))
 
     def _forget(self, key: int) -> None:
-        value = self._entry(key)
-        self.shared.pop(key, None)
-        if value is not None and self._keys.get(id(value)) == key:
-            del self._keys[id(value)]
+        entry = self.shared.pop(key, None)
+        if entry is not None and self._keys.get(entry[2]) == key:
+            del self._keys[entry[2]]
 
     # -- encoding
     def encode(self, value: Any, depth: int = 0) -> Any:
