@@ -10,10 +10,12 @@ The chapter-like code below is written independently of the warm-up's own worklo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,36 @@ def test_a_jupyter_kernel_uses_the_warmed_cache(warmed):
     out = json.loads("".join(chunks).strip().splitlines()[-1])
     assert out["cache_dir"] == str(home / ".cache" / "course_lib" / "numba")
     assert out["report"] and compiled(out["report"]) == {}, out["report"]
+
+
+def test_course_sh_start_launches_the_warm_up(warmed, tmp_path):
+    """`./course.sh start` starts the warm-up in the background, with JupyterLab's environment:
+    here (a HOME already warmed) it finds the stamp in HOME's cache and says so in its log."""
+    home, _ = warmed
+    venv = tmp_path / "venv"  # stands for an installed .venv: course.sh must not install
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "course-lib").symlink_to(BIN / "course-lib")
+    python = venv / "bin" / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in -m) echo "test: course.sh tried to install" >&2; exit 97;; esac\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    installed = b"extra=course constraints=constraints.txt\n" + b"".join(
+        (REPO / name).read_bytes() for name in ("pyproject.toml", "constraints.txt")
+    )
+    (venv / ".course-installed-course").write_text(hashlib.sha256(installed).hexdigest() + "\n")
+    env = fresh_env(home, COURSE_VENV=str(venv), COURSE_LIB_WORKSPACE=str(tmp_path / "work"))
+    proc = run(["./course.sh", "start", "--prepare-only"], env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = venv / "warm-kernels.log"
+    expected = f"already cached in {home / '.cache' / 'course_lib' / 'numba'}"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and expected in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert log.is_file(), "course.sh start did not start the warm-up"
+    assert expected in log.read_text()
 
 
 def test_the_grader_path_is_unaffected(warmed):
