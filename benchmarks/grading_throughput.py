@@ -36,6 +36,7 @@ import platform
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,44 @@ def _cpu(children: bool = True) -> float:
     if children:
         usage.append(resource.getrusage(resource.RUSAGE_CHILDREN))
     return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+class SandboxCPU(threading.Thread):
+    """CPU seconds of the processes in bubblewrap sandboxes below this process.
+
+    A sandboxed kernel lives in its own PID namespace; the grader ends it by killing bwrap, so
+    no process of ours ever reaps it and ``RUSAGE_CHILDREN`` never counts it. This thread reads
+    the CPU time of every such process (a descendant whose ``NSpid`` has two entries) from
+    /proc every ``interval`` seconds and keeps the last value seen: it misses at most the last
+    interval of each. Its own CPU time is reported, to be subtracted from this process's.
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.seen, self.own = interval, {}, 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self.done.wait(self.interval):
+            for proc in me.children(recursive=True):
+                try:
+                    with open(f"/proc/{proc.pid}/status") as fh:
+                        nspid = next(line for line in fh if line.startswith("NSpid:"))
+                    if len(nspid.split()) > 2:
+                        times = proc.cpu_times()
+                        self.seen[(proc.pid, proc.create_time())] = times.user + times.system
+                except (OSError, StopIteration, psutil.Error):
+                    continue
+            self.own = time.thread_time()
+
+    def stop(self) -> float:
+        """Stop sampling; the CPU seconds of the sandboxed processes seen."""
+        self.done.set()
+        self.join()
+        return sum(self.seen.values())
 
 
 def _stop_forkserver() -> None:
@@ -92,6 +131,8 @@ def run(root: Path, assignment: str, students: int, jobs: int, dask: str | None)
         source = _submissions(root, assignment, students, Path(tmp) / "submitted")
         _stop_forkserver()
         load_before, cpu_before, main_before = os.getloadavg()[0], _cpu(), _cpu(children=False)
+        sandboxed = SandboxCPU()
+        sandboxed.start()
         started = time.monotonic()
         result = grade_batch(
             Path(tmp) / "submitted",
@@ -104,7 +145,9 @@ def run(root: Path, assignment: str, students: int, jobs: int, dask: str | None)
         seconds = time.monotonic() - started
         time.sleep(1.0)  # the fork server reaps its last worker (its CPU time counts)
         _stop_forkserver()
-        cpu, main_cpu = _cpu() - cpu_before, _cpu(children=False) - main_before
+        kernels = sandboxed.stop()
+        main_cpu = _cpu(children=False) - main_before - sandboxed.own
+        cpu = _cpu() - cpu_before - sandboxed.own + kernels
         assert result.submissions == students
         wanted = _auto_points(source)
         scores = sorted(float(e[assignment]["score"]) for e in result.students.values())
@@ -121,6 +164,10 @@ def run(root: Path, assignment: str, students: int, jobs: int, dask: str | None)
         "cpu_per_submission": None if dask else round(cpu / students, 2),
         # this process: preparing the gradebook, merging results, the summary
         "cpu_main_seconds": round(main_cpu, 1),
+        # of which in sandboxed kernels (sampled, see SandboxCPU); the sampler's own CPU is not
+        # counted
+        "cpu_sandboxed_seconds": round(kernels, 1),
+        "cpu_sampler_seconds": round(sandboxed.own, 2),
         "load_before": round(load_before, 1),
         "load_after": round(os.getloadavg()[0], 1),
     }
@@ -156,22 +203,23 @@ def profile(root: Path, assignment: str) -> dict:
     """One submission in this process: wall time per phase, CPU of this process and children."""
     from nbgrader.apps import NbGraderAPI
 
-    from course_lib.grading import gradebook, worker
+    from course_lib.grading import gradebook, verdict, worker
     from course_lib.grading.course import load_course
     from course_lib.grading.execute import IsolatedExecute
     from course_lib.grading.tasks import GradeTask
+    from course_lib.grading.verdict_process import VerdictProcess
 
     totals: dict[str, float] = collections.defaultdict(float)
     for name in (
         "preprocess",
         "_start_verdict",
-        "_verdict_ready",
+        "_connect_verdict",
         "start_new_kernel_client",
         "_run_test_cell",
         "execute_cell",
-        "_stop_verdict",
     ):
         _timed(IsolatedExecute, name, totals)
+    _timed(VerdictProcess, "stop", totals)
     _timed(NbGraderAPI, "autograde", totals)
     course = load_course(root)
     tmp = Path(tempfile.mkdtemp(prefix="grading-profile-"))
@@ -186,8 +234,11 @@ def profile(root: Path, assignment: str) -> dict:
         "student000", assignment, tmp / "submitted" / "student000" / assignment,
         course, template, course.limits, env={"COURSE_QUICK": "1"},
     )  # fmt: skip
+    verdict.preimport()  # as the batch's fork server does, once per batch
     cwd = os.getcwd()
     os.chdir(tmp)
+    sandboxed = SandboxCPU()
+    sandboxed.start()
     try:
         cpu0, own0, t0 = _cpu(), resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         result = worker.grade_one(task)
@@ -196,8 +247,9 @@ def profile(root: Path, assignment: str) -> dict:
     finally:
         os.chdir(cwd)
         shutil.rmtree(tmp, ignore_errors=True)
-    own_cpu = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime
-    kernel_start = totals["start_new_kernel_client"] - totals["_verdict_ready"]
+    kernel_cpu = sandboxed.stop()
+    own_cpu = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime - sandboxed.own
+    kernel_start = totals["start_new_kernel_client"] - totals["_connect_verdict"]
     phases = {
         "whole submission (worker.grade_one)": wall,
         "  worker: read, copy the gradebook, static pass": wall - totals["autograde"],
@@ -205,23 +257,25 @@ def profile(root: Path, assignment: str) -> dict:
         "    nbgrader bookkeeping (all but the execution)": totals["autograde"]
         - totals["preprocess"],
         "    IsolatedExecute": totals["preprocess"],
-        "      verdict start (spawn; imports; setup, waited for after the kernel)": totals[
-            "_start_verdict"
-        ]
-        + totals["_verdict_ready"],
+        "      verdict start (fork; setup, waited for after the kernel)": totals["_start_verdict"]
+        + totals["_connect_verdict"],
         "      kernel start (without waiting for the verdict)": kernel_start,
         "      notebook cells in the kernel": totals["execute_cell"] - totals["_run_test_cell"],
         "      test cells in the verdict": totals["_run_test_cell"],
-        "      verdict stop": totals["_stop_verdict"],
+        "      verdict stop": totals["stop"],
         "prepare (once per batch, not in the above)": totals["prepare (once per batch)"],
     }
     return {
         "score": [result.score, result.status],
+        "log_tail": result.log[-3000:] if result.status != "graded" else "",
         "wall_seconds": {k: round(v, 2) for k, v in phases.items()},
         "cpu_seconds": {
-            "all processes": round(cpu, 2),
+            "all processes": round(cpu - sandboxed.own + kernel_cpu, 2),
             "worker (this process)": round(own_cpu, 2),
-            "kernel + verdict (children)": round(cpu - own_cpu, 2),
+            "children reaped (verdict; kernel without the sandbox)": round(
+                cpu - sandboxed.own - own_cpu, 2
+            ),
+            "sandboxed kernel (sampled)": round(kernel_cpu, 2),
         },
         "load": round(os.getloadavg()[0], 1),
     }

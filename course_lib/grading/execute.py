@@ -6,13 +6,14 @@
 outputs (``SaveAutoGrades``) and writes the autograded notebook. What changes:
 
 - **autograder test cells run in the verdict process** (:mod:`course_lib.grading.verdict`), a
-  pristine ``python -I`` process started before the kernel runs any student code; the student's
+  pristine process forked before the kernel runs any student code; the student's
   objects are reached through data-only remote calls. Nothing a student cell does to
   ``numpy``, ``course_lib``, the test helpers or builtins inside the kernel changes how a test
   computes its expected values or judges the answer;
 - **the kernel starts with resource limits** (:mod:`course_lib.grading.launcher`): address
-  space (a ``MemoryError`` in the cell), CPU time, file size, no core dumps, and, when the
-  grader runs as root, an unprivileged user;
+  space (a ``MemoryError`` in the cell), CPU time, file size, no core dumps, and in a
+  bubblewrap sandbox (:mod:`course_lib.grading.sandbox`), or without one, when the grader runs
+  as root, as an unprivileged user;
 - **a kernel that dies** (``os._exit``, a segfault, the memory limit, ``exit()``) or hangs past
   its timeout (even ignoring interrupts) is restarted: the dying cell gets an error output, the
   cells before it are replayed silently, and the notebook goes on (at most ``max_restarts``);
@@ -25,38 +26,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any
 
 import nbformat
-from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Float, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 
 from course_lib.grading.agent import BOOT
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
-from course_lib.grading.sandbox import probe, sandboxed_command
+from course_lib.grading.sandbox import LimitedKernelManager, launcher_args, sandbox_folder
 from course_lib.grading.static import verdict_init
+from course_lib.grading.verdict import named_error
+from course_lib.grading.verdict_process import VerdictProcess
 
 #: The defaults of every limit (the one place they are set: :class:`Limits`).
 _LIMITS = Limits()
 
-__all__ = [
-    "IsolatedExecute",
-    "LimitedKernelManager",
-    "isolated_autograde_preprocessors",
-    "kernel_command",
-]
+__all__ = ["IsolatedExecute", "isolated_autograde_preprocessors"]
 
 
 def isolated_autograde_preprocessors() -> list[type]:
@@ -86,80 +79,8 @@ def isolated_autograde_preprocessors() -> list[type]:
     ]
 
 
-class LimitedKernelManager(AsyncKernelManager):
-    """Starts the kernel through :mod:`course_lib.grading.launcher` (limits, user)."""
-
-    launcher_args = List(Unicode(), default_value=[]).tag(config=True)
-    #: run the kernel in a bubblewrap sandbox (:mod:`course_lib.grading.sandbox`)
-    sandboxed = Bool(False).tag(config=True)
-    #: folders the sandboxed kernel may write besides its working directory (the sockets)
-    sandbox_writable = List(Unicode(), default_value=[]).tag(config=True)
-    #: the kernel's working directory (the notebook's folder)
-    sandbox_cwd = Unicode("").tag(config=True)
-    #: folders never visible to the kernel even below a system folder (the course directory)
-    sandbox_hidden = List(Unicode(), default_value=[]).tag(config=True)
-
-    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        cmd = kernel_command(super().format_kernel_cmd(extra_arguments), self.launcher_args)
-        if not self.sandboxed:
-            return cmd
-        wrapped = sandboxed_command(
-            cmd,
-            cwd=self.sandbox_cwd or os.getcwd(),
-            writable=self.sandbox_writable,
-            read_only=[self.connection_file],
-            hidden=self.sandbox_hidden,
-        )
-        if wrapped is None:  # bwrap stopped working since the probe
-            raise RuntimeError(probe().describe())
-        return wrapped
-
-
-def kernel_command(cmd: list[str], launcher_args: list[str]) -> list[str]:
-    """How a student's kernel ``cmd`` is started: through :mod:`course_lib.grading.launcher`
-    with ``launcher_args`` (limits, user, working directory; see
-    :meth:`IsolatedExecute.launcher_args`). The one place the kernel command is built."""
-    return [sys.executable, "-m", "course_lib.grading.launcher", *launcher_args, "--", *cmd]
-
-
-_CAN_RUN: dict[str, bool] = {}
-
-
-def _user_can_run_python(user: str) -> bool:
-    """Whether ``user`` can execute this interpreter and read the course library (checked in a
-    forked child that drops to ``user``; e.g. a Python installed under /root cannot)."""
-    if user in _CAN_RUN:
-        return _CAN_RUN[user]
-    import pwd
-
-    import course_lib
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        _CAN_RUN[user] = False
-        return False
-    paths = [os.path.realpath(sys.executable), os.path.dirname(course_lib.__file__)]
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(entry.pw_gid)
-            os.setuid(entry.pw_uid)
-            ok = os.access(paths[0], os.X_OK) and os.access(paths[1], os.R_OK | os.X_OK)
-            code = 0 if ok else 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    _CAN_RUN[user] = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    return _CAN_RUN[user]
-
-
 def _error(ename: str, evalue: str) -> NotebookNode:
-    return nbformat.v4.new_output(
-        "error", ename=ename, evalue=evalue, traceback=[f"\x1b[0;31m{ename}\x1b[0m: {evalue}"]
-    )
+    return nbformat.from_dict(named_error(ename, evalue))
 
 
 class IsolatedExecute(Execute):
@@ -212,7 +133,7 @@ class IsolatedExecute(Execute):
 
     # ------------------------------------------------------------------ lifecycle
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
-        self._verdict: subprocess.Popen[str] | None = None
+        self._verdict: VerdictProcess | None = None
         self._restarts = 0
         self._gave_up = False
         self._deadline = time.monotonic() + self.notebook_timeout
@@ -222,13 +143,14 @@ class IsolatedExecute(Execute):
         self.timings: list[tuple[int, bool, float]] = []
         self._exit_cells: set[int] = set()
         self.kernel_manager_class = LimitedKernelManager
-        self._sandbox_dir = self._prepare_sandbox()
+        self._sandbox_dir = sandbox_folder(self.sandbox, self._events)
         if self.isolate_tests:
             self._start_verdict(nb, resources)
         try:
             return super().preprocess(nb, resources, km)
         finally:
-            self._stop_verdict()
+            if self._verdict is not None:
+                self._verdict.stop()
             if self._sandbox_dir is not None:
                 shutil.rmtree(self._sandbox_dir, ignore_errors=True)
             if resources is not None:
@@ -236,15 +158,23 @@ class IsolatedExecute(Execute):
 
     def create_kernel_manager(self) -> Any:
         km = super().create_kernel_manager()
-        km.launcher_args = self.launcher_args()
+        km.launcher_args = launcher_args(
+            memory=self.memory_limit,
+            cpu=self.cpu_limit or int(self.notebook_timeout) + 60,
+            fsize=self.file_size_limit,
+            user=None if self._sandbox_dir else self.kernel_user,
+            workdir=self.scratch_directory,
+            events=self._events,
+        )
         if self._sandbox_dir is not None:
             # no network in the sandbox: the kernel's ZeroMQ sockets are files in a shared folder
             km.transport = "ipc"
             km.ip = os.path.join(self._sandbox_dir, "kernel")
-            km.sandboxed = True
-            km.sandbox_writable = [self._sandbox_dir]
-            km.sandbox_cwd = self._kernel_cwd() or os.getcwd()
-            km.sandbox_hidden = self._course_folders()
+            km.sandbox = {
+                "cwd": self._kernel_cwd() or os.getcwd(),
+                "writable": [self._sandbox_dir],
+                "hidden": self._course_folders(),
+            }
         return km
 
     def _course_folders(self) -> list[str]:
@@ -259,43 +189,6 @@ class IsolatedExecute(Execute):
             folders += [solutions, os.path.dirname(solutions)]
         return folders
 
-    def _prepare_sandbox(self) -> str | None:
-        """The folder of the sockets shared with a sandboxed kernel, or None without sandbox."""
-        if self.sandbox not in ("auto", "bwrap", "off"):
-            raise ValueError(
-                f"IsolatedExecute.sandbox must be auto, bwrap or off: {self.sandbox!r}"
-            )
-        if self.sandbox == "off":
-            return None
-        status = probe()
-        if not status.available:
-            if self.sandbox == "bwrap":
-                raise RuntimeError(status.describe())
-            self._events.append(status.describe())
-            return None
-        # in the system's temporary folder, not the (deep) scratch folder: Unix socket paths,
-        # the verdict's included, are limited to 107 bytes
-        return tempfile.mkdtemp(prefix="cg-")
-
-    def launcher_args(self) -> list[str]:
-        """The launcher's options from this preprocessor's limits."""
-        args = [
-            f"--memory={self.memory_limit}",
-            f"--cpu={self.cpu_limit or int(self.notebook_timeout) + 60}",
-            f"--fsize={self.file_size_limit}",
-            "--nproc=4096",
-        ]
-        if self.kernel_user and os.geteuid() == 0 and self._sandbox_dir is None:
-            if _user_can_run_python(self.kernel_user):
-                args.append(f"--user={self.kernel_user}")
-            else:
-                self._events.append(
-                    f"kernel runs as root: user {self.kernel_user!r} cannot run {sys.executable}"
-                )
-        if self.scratch_directory:
-            args.append(f"--workdir={self.scratch_directory}")
-        return args
-
     async def async_start_new_kernel_client(self) -> Any:
         kc = await super().async_start_new_kernel_client()
         self._connect_verdict()
@@ -305,6 +198,8 @@ class IsolatedExecute(Execute):
 
     # ------------------------------------------------------------------ verdict process
     def _start_verdict(self, nb: NotebookNode, resources: Any) -> None:
+        """Fork the verdict process (:mod:`course_lib.grading.verdict_process`); it runs the
+        notebook's setup while the kernel starts."""
         source_nb = self._source_notebook(resources)
         init = verdict_init(source_nb if source_nb is not None else nb)
         init["cells"] = [c.source if c.cell_type == "code" else "" for c in nb.cells]
@@ -314,29 +209,7 @@ class IsolatedExecute(Execute):
         env.setdefault("MPLBACKEND", "Agg")
         if self._sandbox_dir is not None:  # the verdict's socket, reachable from the sandbox
             env["TMPDIR"] = self._sandbox_dir
-        self._verdict = subprocess.Popen(
-            [sys.executable, "-I", "-m", "course_lib.grading.verdict"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=self.scratch_directory or None,
-        )
-        # it imports the library while the kernel starts; _verdict_ready waits for it before
-        # the kernel runs any cell
-        self._verdict_init: dict[str, Any] | None = {"cmd": "init", **init}
-
-    def _verdict_ready(self) -> None:
-        """Wait for the verdict process's imports and send it the notebook's setup (once)."""
-        init, self._verdict_init = self._verdict_init, None
-        if init is None:
-            return
-        ready = self._verdict_read(timeout=120)
-        if not ready.get("ready"):
-            raise RuntimeError(f"the verdict process did not start: {ready}")
-        for err in self._verdict_call(init).get("errors", []):
-            self.log.warning("verdict setup: %s", err)
+        self._verdict = VerdictProcess(init, env, self.scratch_directory or None)
 
     def _source_folder(self, resources: Any) -> str:
         """The assignment's source folder: ``source_directory`` (``course-lib grade`` sets it), or
@@ -363,52 +236,19 @@ class IsolatedExecute(Execute):
             return None
         return nbformat.read(path, as_version=4)
 
-    def _verdict_read(self, timeout: float) -> dict[str, Any]:
-        assert self._verdict is not None and self._verdict.stdout is not None
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(self._verdict.stdout, selectors.EVENT_READ)
-        try:
-            if not sel.select(timeout):
-                return {"error": "timeout"}
-        finally:
-            sel.close()
-        line = self._verdict.stdout.readline()
-        if not line:
-            return {"error": "the verdict process exited"}
-        return json.loads(line)
-
-    def _verdict_call(self, cmd: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-        if self._verdict is None or self._verdict.poll() is not None:
-            return {"error": "the verdict process is not running"}
-        assert self._verdict.stdin is not None
-        self._verdict.stdin.write(json.dumps(cmd) + "\n")
-        self._verdict.stdin.flush()
-        return self._verdict_read(timeout)
-
     def _connect_verdict(self) -> None:
+        """Hand the (new) kernel's connection to the verdict process."""
         if self._verdict is None or self.km is None:
             return
-        self._verdict_ready()
         info = self.km.get_connection_info(session=False)
         info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
         pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
-        self._verdict_call({"cmd": "kernel", "connection_info": info, "pid": pid})
-
-    def _stop_verdict(self) -> None:
-        proc, self._verdict = self._verdict, None
-        if proc is None:
-            return
-        with contextlib.suppress(Exception):
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            proc.stdin.flush()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        answer = self._verdict.call({"cmd": "kernel", "connection_info": info, "pid": pid})
+        if self._verdict.setup_errors is None:
+            raise RuntimeError(f"the verdict process did not start: {answer}")
+        for err in self._verdict.setup_errors:
+            self.log.warning("verdict setup: %s", err)
+        self._verdict.setup_errors.clear()  # said once, not after every kernel restart
 
     # ------------------------------------------------------------------ cells
     def output(self, outs: list, msg: dict, display_id: Any, cell_index: int) -> Any:
@@ -533,7 +373,7 @@ class IsolatedExecute(Execute):
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(
             None,
-            lambda: self._verdict_call(
+            lambda: self._verdict.call(  # type: ignore[union-attr]
                 {
                     "cmd": "run",
                     "source": cell.source,

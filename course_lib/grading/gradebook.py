@@ -12,10 +12,12 @@ import os
 import shutil
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import nbformat
+
 from course_lib.grading.course import CourseConfig, with_nbgrader_environment
 from course_lib.grading.release import generate
 from course_lib.grading.tasks import TaskResult
@@ -144,10 +146,16 @@ def feedback_config(course: CourseConfig, output: Path, db_url: str) -> Any:
 def _feedback_chunk(
     course: CourseConfig, output: Path, db_url: str, assignment: str, exclude: list[str]
 ) -> str:
-    """Feedback of every student of ``assignment`` but ``exclude``; nbgrader's log when it
-    failed (library warnings are not shown: the outcome is checked per student)."""
+    """Feedback of every student of ``assignment`` but ``exclude``, in a process of the pool;
+    nbgrader's log when it failed. What the libraries print goes to a log file, not to the
+    batch's terminal (the outcome is checked per student)."""
     from nbgrader.apps import NbGraderAPI
 
+    log = output / ".grader" / "logs" / f"feedback--{assignment}--{os.getpid()}.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
     c = feedback_config(course, output, db_url)
     c.CourseDirectory.student_id_exclude = ",".join(exclude)
     with with_nbgrader_environment(), warnings.catch_warnings():
@@ -156,14 +164,6 @@ def _feedback_chunk(
     if outcome.get("success"):
         return ""
     return ((outcome.get("log") or "") + (outcome.get("error") or ""))[-6000:]
-
-
-def _feedback_process(args: tuple, log_path: str) -> None:
-    """:func:`_feedback_chunk` in a child process, its output in ``log_path``."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    print(_feedback_chunk(*args), flush=True)
 
 
 def feedback(
@@ -176,31 +176,25 @@ def feedback(
     context: Any = None,
 ) -> list[str]:
     """Feedback HTML for ``students`` of ``assignment``, over ``jobs`` processes (created from
-    ``context``, a multiprocessing context; default: in this process). Returns one problem
-    per student whose feedback was not written."""
+    ``context``, a multiprocessing context; default: the platform's). Returns one problem per
+    student whose feedback was not written."""
     chunks = [c for c in (students[i :: max(1, jobs)] for i in range(max(1, jobs))) if c]
     for student in students:
         shutil.rmtree(output / "feedback" / student / assignment, ignore_errors=True)
-
     everyone = [p.name for p in (output / "autograded").iterdir() if p.is_dir()]
-
-    def exclude(chunk: list[str]) -> list[str]:  # other chunks, and students not regraded now
-        return [s for s in everyone if s not in chunk]
-
-    logs = []
-    if context is None:
-        for chunk in chunks:
-            logs.append(_feedback_chunk(course, output, db_url, assignment, exclude(chunk)))
-    else:
-        procs, paths = [], []
-        for i, chunk in enumerate(chunks):
-            paths.append(output / ".grader" / "logs" / f"feedback--{assignment}--{i}.log")
-            args = ((course, output, db_url, assignment, exclude(chunk)), str(paths[-1]))
-            procs.append(context.Process(target=_feedback_process, args=args))
-            procs[-1].start()
-        for proc, path in zip(procs, paths, strict=True):
-            proc.join(3600)
-            logs.append(path.read_text(errors="replace").strip() if path.exists() else "")
+    # each process leaves out the other chunks, and the students not regraded now
+    excluded = [[s for s in everyone if s not in chunk] for chunk in chunks]
+    logs: list[str] = []
+    with ProcessPoolExecutor(max(1, len(chunks)), mp_context=context) as pool:
+        futures = [
+            pool.submit(_feedback_chunk, course, output, db_url, assignment, leave_out)
+            for leave_out in excluded
+        ]
+        for future in futures:
+            try:
+                logs.append(future.result())
+            except Exception as exc:  # reported with the students it leaves without feedback
+                logs.append(f"{type(exc).__name__}: {exc}")
     release = sorted(p.name for p in (output / "release" / assignment).glob("*.ipynb"))
     missing = []
     for student in students:

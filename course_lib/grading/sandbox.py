@@ -1,28 +1,19 @@
 """How a student's kernel is confined: bubblewrap when it can run, resource limits always.
 
 The grader starts every kernel through :mod:`course_lib.grading.launcher` (address space, CPU
-time, file size). Where `bubblewrap <https://github.com/containers/bubblewrap>`_ (``bwrap``,
+time, file size; :class:`LimitedKernelManager`). Where `bubblewrap <https://github.com/containers/bubblewrap>`_ (``bwrap``,
 Debian package ``bubblewrap``) can run, the launcher itself runs inside a bwrap sandbox whose
-file system is built from an allow-list, not a deny-list:
-
-- **read-only**: the system (``/usr``, ``/etc``, ``/bin``, ``/lib*``, ``/opt``), the Python
-  installation and virtual environment, the ``course_lib`` package, the datasets
-  (``$COURSE_LIB_DATA`` and the dataset cache) and the kernel's connection file;
-- **writable**: the submission's own working directory (the notebook's folder, as nbgrader
-  gives it), a private ``/tmp`` and home (empty, in memory), and the directory of the sockets
-  shared with the grader (the kernel's ZeroMQ sockets use the ``ipc`` transport, as there is
-  no network);
-- **absent**: everything else — the course directory with ``solutions/`` and the source
-  notebooks' hidden tests, the gradebook, other students' submissions, the grader's home, the
-  instructor's output folder;
-- **no network** (a new, empty network namespace: even 127.0.0.1 is the sandbox's own), its own
-  process tree (no signals to the grader), IPC, UTS and cgroup namespaces, and a new user
-  namespace in which the kernel is ``nobody`` with no capabilities.
+file system is built from an allow-list (:func:`system_plan`): read-only, the system, Python,
+the ``course_lib`` package, the datasets and the kernel's connection file; writable, the
+notebook's folder, the sockets' folder and an in-memory ``/tmp`` and home; nothing else (the
+course directory with ``solutions/``, the gradebook, other submissions). It has no network (an
+empty network namespace: the kernel's ZeroMQ sockets use the ``ipc`` transport), its own
+process tree, IPC, UTS and cgroup namespaces, and a user namespace in which the kernel is
+``nobody`` without capabilities (docs/grading.md, "Tamper resistance", item 6).
 
 Where bwrap cannot run (macOS, a container without user namespaces, the package not installed)
-:func:`probe` says why, the grader reports it once, and the kernel runs with today's isolation:
-resource limits, the unprivileged ``--kernel-user`` when grading as root, and the verdict
-process (tests never run in the kernel; see ``docs/grading.md``).
+:func:`probe` says why, the grader reports it once, and the kernel runs with the resource
+limits, the unprivileged ``--kernel-user`` when grading as root, and the verdict process.
 """
 
 from __future__ import annotations
@@ -34,10 +25,23 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["SandboxPlan", "SandboxStatus", "bwrap_command", "probe", "system_plan"]
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Dict, List, Unicode
+
+__all__ = [
+    "LimitedKernelManager",
+    "SandboxPlan",
+    "SandboxStatus",
+    "bwrap_command",
+    "launcher_args",
+    "probe",
+    "sandbox_folder",
+    "system_plan",
+]
 
 #: Top-level system folders the kernel may read (those that exist; symlinks are kept as links).
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -47,6 +51,11 @@ HIDDEN_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 SANDBOX_HOME = "/tmp/kernel-home"
 #: The unprivileged account the kernel appears as inside the sandbox's user namespace.
 NOBODY = 65534
+#: New ipc, pid, net, uts, cgroup and user namespaces; no capabilities; ends with the grader.
+NAMESPACES = (
+    *("--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)),
+    *("--die-with-parent", "--cap-drop", "ALL"),
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ def probe() -> SandboxStatus:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return SandboxStatus(False, None, "bwrap not found: install the package bubblewrap")
-    cmd = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc", "true"]
+    cmd = [bwrap, *NAMESPACES, "--ro-bind", "/", "/", "--proc", "/proc", "true"]
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -103,20 +112,6 @@ def probe() -> SandboxStatus:
             False, bwrap, f"bwrap failed: {message[-1] if message else run.returncode}"
         )
     return SandboxStatus(True, bwrap, "")
-
-
-def _namespace_args() -> list[str]:
-    return [
-        "--unshare-all",  # ipc, pid, net, uts, cgroup
-        "--unshare-user",
-        "--uid",
-        str(NOBODY),
-        "--gid",
-        str(NOBODY),
-        "--die-with-parent",
-        "--cap-drop",
-        "ALL",
-    ]
 
 
 def _python_paths() -> list[str]:
@@ -139,32 +134,23 @@ def _python_paths() -> list[str]:
     return sorted(p for p in paths if p)
 
 
-def _course_lib_paths() -> list[str]:
-    """The course library (an editable install lives in the repository: only the package)."""
-    import course_lib
-
-    package = os.path.dirname(os.path.realpath(course_lib.__file__))
-    return [package]
-
-
-def _data_paths() -> list[str]:
-    """The datasets a chapter may load: ``$COURSE_LIB_DATA``, else the per-user dataset cache."""
-    from course_lib.datasets.paths import get_data_dir
-
-    return [str(get_data_dir())]
-
-
 def system_plan(
     *,
     writable: Iterable[str | os.PathLike[str]],
     read_only: Iterable[str | os.PathLike[str]] = (),
     hidden: Iterable[str | os.PathLike[str]] = (),
 ) -> SandboxPlan:
-    """The allow-list for one kernel: the system, Python, course_lib, datasets, plus the given
+    """The allow-list for one kernel: the system, Python, course_lib, the datasets
+    (``$COURSE_LIB_DATA``, else the dataset cache), plus the given
     ``read_only`` files (the connection file) and ``writable`` folders (the notebook's folder,
     the sockets' folder). Paths that do not exist are left out, except ``writable`` ones."""
+    import course_lib
+    from course_lib.datasets.paths import get_data_dir
+
+    # an editable install of the library lives in the repository: only the package is bound
+    library = os.path.dirname(os.path.realpath(course_lib.__file__))
     ro: list[str] = []
-    for path in [*SYSTEM_DIRS, *_python_paths(), *_course_lib_paths(), *_data_paths()]:
+    for path in [*SYSTEM_DIRS, *_python_paths(), library, str(get_data_dir())]:
         if os.path.lexists(path):
             ro.append(os.path.abspath(path))
     ro += [os.path.abspath(os.fspath(p)) for p in read_only if os.path.exists(p)]
@@ -198,7 +184,7 @@ def bwrap_command(
     (read-only) so that the chapters load the data the grader has, not an empty cache."""
     from course_lib.datasets.paths import ENV_VAR, get_data_dir
 
-    args = [bwrap, *_namespace_args()]  # bwrap's root starts empty: only what follows exists
+    args = [bwrap, *NAMESPACES]  # bwrap's root starts empty: only what follows exists
     # first the in-memory folders, so that binds below them (a connection file or a notebook
     # folder under /tmp) are not covered by them
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
@@ -217,44 +203,24 @@ def bwrap_command(
         args += ["--bind", path, path]
     for path in ["/", *plan.hidden]:  # writes outside the writable folders fail (EROFS)
         args += ["--remount-ro", path]
-    args += [
-        "--setenv",
-        "HOME",
-        SANDBOX_HOME,
-        "--setenv",
-        "IPYTHONDIR",
-        f"{SANDBOX_HOME}/.ipython",
-        "--setenv",
-        "MPLCONFIGDIR",
-        f"{SANDBOX_HOME}/.matplotlib",
-        "--setenv",
-        "JUPYTER_RUNTIME_DIR",
-        f"{SANDBOX_HOME}/runtime",
-        "--setenv",
-        "TMPDIR",
-        "/tmp",
-        "--setenv",
-        ENV_VAR,
-        str(get_data_dir()),
-        *[arg for name, value in (env or {}).items() for arg in ("--setenv", name, value)],
-        "--setenv",
-        "USER",
-        "nobody",
-        "--setenv",
-        "LOGNAME",
-        "nobody",
+    variables = {
+        "HOME": SANDBOX_HOME,
+        "IPYTHONDIR": f"{SANDBOX_HOME}/.ipython",
+        "MPLCONFIGDIR": f"{SANDBOX_HOME}/.matplotlib",
+        "JUPYTER_RUNTIME_DIR": f"{SANDBOX_HOME}/runtime",
+        "TMPDIR": "/tmp",
+        ENV_VAR: str(get_data_dir()),
+        **(env or {}),
+        "USER": "nobody",
+        "LOGNAME": "nobody",
         # the grader's process id means nothing in the sandbox's process tree (ipykernel would
-        # think its parent exited); 1 turns ipykernel's parent polling off, and --die-with-parent
-        # ends the kernel with the grader instead
-        "--setenv",
-        "JPY_PARENT_PID",
-        "1",
-        "--chdir",
-        cwd,
-        "--",
-        *command,
-    ]
-    return args
+        # think its parent exited); 1 turns ipykernel's parent polling off, and
+        # --die-with-parent ends the kernel with the grader instead
+        "JPY_PARENT_PID": "1",
+    }
+    for name, value in variables.items():
+        args += ["--setenv", name, value]
+    return [*args, "--chdir", cwd, "--", *command]
 
 
 def sandboxed_command(
@@ -274,3 +240,87 @@ def sandboxed_command(
         return None
     plan = system_plan(writable=[cwd, *writable], read_only=read_only, hidden=hidden)
     return bwrap_command(status.bwrap, plan, command, cwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# starting the kernel
+
+
+class LimitedKernelManager(AsyncKernelManager):
+    """Starts the kernel through :mod:`course_lib.grading.launcher` with ``launcher_args``
+    (:func:`launcher_args`) and, when ``sandbox`` is set (:func:`sandboxed_command`'s ``cwd``,
+    ``writable`` and ``hidden``), inside bwrap; the one place the kernel command is built."""
+
+    launcher_args = List(Unicode())
+    sandbox = Dict()
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = [
+            *(sys.executable, "-m", "course_lib.grading.launcher", *self.launcher_args, "--"),
+            *super().format_kernel_cmd(extra_arguments),
+        ]
+        if not self.sandbox:
+            return cmd
+        wrapped = sandboxed_command(cmd, read_only=[self.connection_file], **self.sandbox)
+        if wrapped is None:  # bwrap stopped working since the probe
+            raise RuntimeError(probe().describe())
+        return wrapped
+
+
+def sandbox_folder(mode: str, events: list[str]) -> str | None:
+    """The folder of the sockets shared with a sandboxed kernel, or None without the sandbox.
+
+    ``mode``: ``auto`` (the sandbox where bwrap runs; else why not goes to ``events``),
+    ``bwrap`` (required: RuntimeError where it cannot run) or ``off``."""
+    if mode not in ("auto", "bwrap", "off"):
+        raise ValueError(f"IsolatedExecute.sandbox must be auto, bwrap or off: {mode!r}")
+    if mode == "off":
+        return None
+    status = probe()
+    if not status.available:
+        if mode == "bwrap":
+            raise RuntimeError(status.describe())
+        events.append(status.describe())
+        return None
+    # in the system's temporary folder, not the (deep) scratch folder: Unix socket paths, the
+    # verdict's included, are limited to 107 bytes
+    return tempfile.mkdtemp(prefix="cg-")
+
+
+def launcher_args(
+    *, memory: int, cpu: int, fsize: int, user: str | None, workdir: str, events: list[str]
+) -> list[str]:
+    """The launcher's options. ``user``: the account the kernel runs as when the grader runs
+    as root (without the sandbox), if that account can run this Python (else why not goes to
+    ``events`` and the kernel stays root)."""
+    args = [f"--memory={memory}", f"--cpu={cpu}", f"--fsize={fsize}", "--nproc=4096"]
+    if user and os.geteuid() == 0:
+        if _user_can_run_python(user):
+            args.append(f"--user={user}")
+        else:
+            events.append(f"kernel runs as root: user {user!r} cannot run {sys.executable}")
+    if workdir:
+        args.append(f"--workdir={workdir}")
+    return args
+
+
+@functools.cache
+def _user_can_run_python(user: str) -> bool:
+    """Whether ``user`` can run this interpreter and import the course library (e.g. a Python
+    installed under /root cannot)."""
+    import pwd
+
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+        run = subprocess.run(
+            [sys.executable, "-c", "import course_lib"],
+            user=user,
+            group=gid,
+            extra_groups=[],
+            cwd="/",
+            capture_output=True,
+            timeout=60,
+        )
+    except (KeyError, OSError, subprocess.SubprocessError):
+        return False
+    return run.returncode == 0

@@ -203,8 +203,9 @@ def run_task(task: GradeTask) -> TaskResult:
         env.update(dict.fromkeys(_THREAD_VARS, "1"))
         env.setdefault("MPLBACKEND", "Agg")
         limit = task.seconds_allowed
-        if _use_forkserver():
-            exitcode = _run_forked(task, result_path, log_path, env, scratch, limit)
+        context = forkserver_context()
+        if context is not None:
+            exitcode = _run_forked(context, task, result_path, log_path, env, scratch, limit)
         else:
             task_path = scratch / "task.json"
             task_path.write_text(task.to_json())
@@ -225,19 +226,16 @@ def run_task(task: GradeTask) -> TaskResult:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _use_forkserver() -> bool:
-    """A fork server where this process may have children (not inside a daemonic Dask worker)."""
-    return (
-        "forkserver" in multiprocessing.get_all_start_methods()
-        and not multiprocessing.current_process().daemon
-        and os.environ.get("COURSE_LIB_GRADE_FORKSERVER", "1") != "0"
-    )
-
-
 def forkserver_context() -> Any:
     """The fork server's multiprocessing context, or None where this process may not have
     children (inside a daemonic Dask worker) or ``COURSE_LIB_GRADE_FORKSERVER=0``."""
-    return _forkserver() if _use_forkserver() else None
+    if (
+        "forkserver" not in multiprocessing.get_all_start_methods()
+        or multiprocessing.current_process().daemon
+        or os.environ.get("COURSE_LIB_GRADE_FORKSERVER", "1") == "0"
+    ):
+        return None
+    return _forkserver()
 
 
 def _forkserver() -> Any:
@@ -247,19 +245,28 @@ def _forkserver() -> Any:
             # the server (and every task forked from it) must not start BLAS threads
             for var in _THREAD_VARS:
                 os.environ.setdefault(var, "1")
+            from course_lib.grading.verdict import library_modules
+
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+            # the verdict processes are forks of the tasks: the library they judge with too
+            ctx.set_forkserver_preload([*FORKSERVER_PRELOAD, *library_modules()])
             _forkserver_ctx = ctx
         return _forkserver_ctx
 
 
 def _run_forked(
-    task: GradeTask, result_path: Path, log_path: Path, env: dict[str, str], cwd: Path, limit: float
+    context: Any,
+    task: GradeTask,
+    result_path: Path,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+    limit: float,
 ) -> int | None:
     """The worker in a child of the fork server; None when it was killed at ``limit``."""
     from course_lib.grading.worker import forked_main
 
-    proc = _forkserver().Process(
+    proc = context.Process(
         target=forked_main, args=(task, str(result_path), str(log_path), env, str(cwd))
     )
     proc.start()
@@ -296,31 +303,15 @@ def _run_subprocess(
             proc.wait()
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode("utf-8", "replace")
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def kill_tree(pid: int) -> None:
-    """Kill a worker and every process below it (kernels run in their own sessions)."""
-    victims = _descendants(pid) if os.path.exists("/proc") else []
-    for victim in [pid, *victims]:
-        with contextlib.suppress(OSError):  # already gone
-            os.kill(victim, signal.SIGKILL)
+    """Kill a worker, every process below it (kernels run in their own sessions) and what is
+    left in its session (a process whose parent ended)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):  # already gone
+        worker = psutil.Process(pid)
+        for victim in [worker, *worker.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)

@@ -1,14 +1,14 @@
 """The verdict process: runs autograder test cells where student code cannot reach them.
 
-``python -I -m course_lib.grading.verdict`` is started by the grader for each notebook before
-the student's kernel runs any cell. It imports NumPy, ``course_lib`` and the test helpers
-(``course_lib.grading.checks``) right away, so what it uses is the library as installed, not as
-a student cell may have modified it later. It then waits for commands (JSON lines on stdin):
-
-``init``    the source notebook's import statements and helper definitions, the names the
-            exercises ask students to define, the kernel's connection information;
-``run``     run one test cell (its source as restored by nbgrader from the gradebook) and
-            answer with the cell's outputs in nbformat form, so nbgrader scores and shows them.
+The grader starts one verdict process per notebook before the student's kernel runs any cell
+(:mod:`course_lib.grading.verdict_process`: a fork of the grader, which never runs student
+code). It holds NumPy, ``course_lib`` and the test helpers (``course_lib.grading.checks``)
+imported before any student code ran (:func:`preimport`), so what it uses is the library as
+installed, not as a student cell may have modified it later. :class:`VerdictSession` is its
+state: the notebook's setup (imports and helpers), the kernel's connection, and
+:meth:`VerdictSession.run`, which runs one test cell (its source as restored by nbgrader from
+the gradebook) and answers with the cell's outputs in nbformat form, so nbgrader scores and
+shows them.
 
 Names a test cell uses that the verdict process does not define itself (the student's
 ``Relu``, ``network``, ...) are looked up in the kernel and arrive as data or as proxies
@@ -23,7 +23,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
-import json
 import os
 import pkgutil
 import secrets
@@ -46,7 +45,7 @@ from course_lib.grading.rpc import (
     RemoteTimeout,
 )
 
-__all__ = ["CellTimeout", "VerdictSession", "main"]
+__all__ = ["CellTimeout", "VerdictSession", "library_modules", "named_error", "preimport"]
 
 #: Characters of test output kept before the rest is dropped.
 MAX_OUTPUT_CHARS = 200_000
@@ -96,16 +95,23 @@ _NOT_PREIMPORTED = (
 )
 
 
-def _preimport() -> None:
-    """Import the library now, before any student code runs anywhere."""
+def library_modules() -> list[str]:
+    """The modules the verdict process imports before any student code runs anywhere: the
+    library (but :data:`_NOT_PREIMPORTED`), the test helpers, NumPy's submodules tests use."""
     import course_lib
 
-    for info in pkgutil.walk_packages(course_lib.__path__, "course_lib."):
-        if info.name.startswith(_NOT_PREIMPORTED):
-            continue
-        with contextlib.suppress(Exception):
-            importlib.import_module(info.name)
-    for name in ("course_lib.grading.checks", "numpy.linalg", "numpy.random", "numpy.testing"):
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
+        if not info.name.startswith(_NOT_PREIMPORTED)
+    ]
+    return [*names, "course_lib.grading.checks", "numpy.linalg", "numpy.random", "numpy.testing"]
+
+
+def preimport() -> None:
+    """Import :func:`library_modules` (already done where the process was forked from the
+    batch's fork server, :mod:`course_lib.grading.verdict_process`)."""
+    for name in library_modules():
         with contextlib.suppress(Exception):
             importlib.import_module(name)
 
@@ -352,12 +358,16 @@ class VerdictSession:
             exec(compile(tree, "<test cell>", "exec"), self.ns)
             if last_expr is not None:
                 result = eval(compile(last_expr, "<test cell>", "eval"), self.ns)
-        except (CellTimeout, RemoteTimeout) as exc:
+        except (CellTimeout, RemoteTimeout):
             timed_out = True
-            error = _timeout_output(timeout, exc)
+            error = named_error(
+                "CellTimeoutError",
+                f"the test did not finish within {timeout:g} s: your code may loop forever or be "
+                "far too slow for the test's input",
+            )
         except ProtocolError as exc:
             kernel_ok = False
-            error = _named_error(
+            error = named_error(
                 "KernelError",
                 f"{exc}. Your kernel died or stopped answering while this test ran "
                 "(a crash, os._exit, exit(), or running out of memory).",
@@ -399,21 +409,14 @@ def _raise_timeout(signum: int, frame: Any) -> None:
     raise CellTimeout()
 
 
-def _named_error(ename: str, evalue: str) -> dict[str, Any]:
+def named_error(ename: str, evalue: str) -> dict[str, Any]:
+    """An nbformat error output that says ``ename: evalue`` (no traceback of the grader)."""
     return {
         "output_type": "error",
         "ename": ename,
         "evalue": evalue,
         "traceback": [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"],
     }
-
-
-def _timeout_output(timeout: float, exc: BaseException) -> dict[str, Any]:
-    return _named_error(
-        "CellTimeoutError",
-        f"the test did not finish within {timeout:g} s: your code may loop forever or be far "
-        "too slow for the test's input",
-    )
 
 
 _INTERNAL_FILES = ("course_lib/grading/rpc.py", "course_lib/grading/verdict.py")
@@ -441,55 +444,3 @@ def _error_output(exc: BaseException, where: str) -> dict[str, Any]:
         lines += kept[-40:]
     lines.append(f"\x1b[0;31m{ename}\x1b[0m: {evalue}")
     return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
-
-
-def main() -> int:
-    """Serve commands from stdin until ``quit`` (one JSON object per line each way)."""
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
-    sys.stdout = sys.stderr
-    _preimport()
-    session = VerdictSession()
-
-    def answer(obj: dict[str, Any]) -> None:
-        out.write(json.dumps(obj, allow_nan=True) + "\n")
-        out.flush()
-
-    answer({"ready": True})
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        cmd = json.loads(line)
-        kind = cmd.get("cmd")
-        try:
-            if kind == "init":
-                answer(
-                    session.init(
-                        cmd.get("setup", []),
-                        cmd.get("student_names", []),
-                        cmd.get("exercises"),
-                        cmd.get("allow"),
-                        cmd.get("cells"),
-                        cmd.get("handed_out", ""),
-                    )
-                )
-            elif kind == "kernel":
-                session.connect_kernel(cmd["connection_info"], cmd.get("pid"))
-                answer({"ok": True})
-            elif kind == "run":
-                answer(
-                    session.run(cmd["source"], float(cmd.get("timeout", 60)), cmd.get("grade_id"))
-                )
-            elif kind == "quit":
-                answer({"ok": True})
-                break
-            else:
-                answer({"error": f"unknown command {kind!r}"})
-        except Exception as exc:
-            answer({"error": f"{type(exc).__name__}: {exc}", "kernel_ok": False})
-    session.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
