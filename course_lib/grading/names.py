@@ -2,9 +2,9 @@
 
 Which names the instructor's answer cells define (what students must write, the exercises and
 the tests that follow each), the imports and helpers the test cells use (the verdict process's
-setup), and which names refer to ``course_lib`` objects (:class:`Refs`, followed through
-imports and assignments) for the static pass (:mod:`course_lib.grading.static`) and for the
-objects the solution itself uses (:func:`solution_allowlist`).
+setup), and which ``course_lib`` objects code names through its imports (:class:`Imports`) for
+the static pass (:mod:`course_lib.grading.static`) and for the objects the solution itself uses
+(:func:`solution_allowlist`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import nbformat
 from course_lib.grading.notebook import grade_id, is_answer, is_test
 
 __all__ = [
-    "Refs",
+    "Imports",
     "allowed",
     "bound_names",
     "code_cells",
@@ -191,56 +191,41 @@ def local_names(node: ast.AST) -> set[str]:
     return local - declared_global
 
 
-class Refs:
-    """What the notebook's names refer to, statement by statement: ``imported`` (local name ->
-    the dotted name it imports: ``np`` -> ``numpy``) and ``origins`` (local name -> the
-    ``course_lib`` objects it refers to or is made from)."""
+class Imports:
+    """What the imported names of the notebook refer to, statement by statement (``np`` ->
+    ``numpy``, ``L`` -> ``course_lib.layers``); a name bound again otherwise is forgotten."""
 
     def __init__(self) -> None:
-        self.imported: dict[str, str] = {}
-        self.origins: dict[str, set[str]] = {}
+        self.names: dict[str, str] = {}
+
+    def bind(self, node: ast.stmt) -> None:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            self.names.update(import_targets(node))
+        else:
+            for name in bound_names(node):
+                self.names.pop(name, None)
 
     def resolve(self, node: ast.expr) -> str | None:
         """The dotted name ``node`` spells, its root replaced by what that root imports
         (``sys.stdout.write``); None unless the root is an imported name."""
         parts = dotted(node)
-        if not parts or parts[0] not in self.imported:
+        if not parts or parts[0] not in self.names:
             return None
-        return ".".join([self.imported[parts[0]], *parts[1:]])
+        return ".".join([self.names[parts[0]], *parts[1:]])
 
-    def origins_of(self, node: ast.AST) -> set[str]:
-        """The ``course_lib`` objects an expression or statement refers to (the most specific:
+    def course_lib_objects(self, node: ast.AST) -> set[str]:
+        """The ``course_lib`` objects a statement names (the most specific:
         ``course_lib.layers.Relu``, not also ``course_lib.layers``)."""
         found: set[str] = set()
         local = local_names(node)
         for sub in ast.walk(node):
-            if isinstance(sub, (ast.Import, ast.ImportFrom)) and sub is not node:
-                found |= set(import_targets(sub).values())  # an import inside a function
-            elif isinstance(sub, (ast.Attribute, ast.Name)):
-                parts = dotted(sub)
-                if parts and parts[0] not in local:
-                    rest = parts[1:]
-                    found |= {".".join([o, *rest]) for o in self.origins.get(parts[0], ())}
-        found = {o for o in found if o.startswith("course_lib")}
+            if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                found |= set(import_targets(sub).values())
+            elif isinstance(sub, (ast.Attribute, ast.Name)) and dotted(sub):
+                if dotted(sub)[0] not in local and (name := self.resolve(sub)):
+                    found.add(name)
+        found = {o for o in found if o.split(".")[0] == "course_lib"}
         return {o for o in found if not any(p.startswith(o + ".") for p in found)}
-
-    def bind(self, node: ast.stmt, origins: set[str] | None = None) -> None:
-        """Record what the names ``node`` binds now refer to: its imports, else ``origins``."""
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for local, target in import_targets(node).items():
-                self.imported[local] = target
-                self.bind_name(local, {target})
-            return
-        for name in bound_names(node):
-            self.imported.pop(name, None)
-            self.bind_name(name, origins or set())
-
-    def bind_name(self, name: str, origins: set[str]) -> None:
-        origins = {o for o in origins if o.startswith("course_lib")}
-        if origins:
-            self.origins[name] = origins
-        else:
-            self.origins.pop(name, None)
 
 
 def import_targets(node: ast.Import | ast.ImportFrom) -> dict[str, str]:
@@ -263,14 +248,11 @@ def allowed(origin: str, allow: set[str]) -> bool:
 
 def solution_allowlist(source_nb: nbformat.NotebookNode) -> set[str]:
     """course_lib objects the instructor's answers use (so students may use them too)."""
-    refs = Refs()
+    imports = Imports()
     allow: set[str] = set()
     for _, cell, tree in code_cells(source_nb):
         for node in tree.body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                refs.bind(node)
-                if is_answer(cell):
-                    allow |= {o for n in bound_names(node) for o in refs.origins.get(n, ())}
-            elif is_answer(cell):
-                allow |= refs.origins_of(node)
+            if is_answer(cell):
+                allow |= imports.course_lib_objects(node)
+            imports.bind(node)
     return allow

@@ -8,10 +8,10 @@ is decided by what runs (:mod:`course_lib.grading.refwatch`). This pass gives th
 ``habit``      shell commands and magics, ``sys.stdout``, ``exec``, ``setattr``, imports of
                ``inspect`` / ``types`` / ``gc`` ..., assigning attributes of imported modules:
                reported with cell and line, no points lost;
-``reference``  a statement binds an exercise's name (``Relu``) to code that uses ``course_lib``
-               objects the instructor's solution does not use (followed through imports and
-               assignments; the notebook's stuck-student fallback lines are allowed): an early
-               warning, no points lost here (the run-time watch decides);
+``reference``  a statement that binds an exercise's name (``Relu``), or any name in an answer
+               cell, names ``course_lib`` objects the instructor's solution does not use
+               (through the notebook's imports; its stuck-student fallback lines are allowed):
+               an early warning at that line, no points lost (the run-time watch decides);
 ``grader``     code that names the grader itself: importing ``course_lib.grading`` modules
                other than the checks the notebooks use, assigning attributes of the checks,
                strings naming the grader's modules, its socket or the gradebook: the notebook
@@ -30,7 +30,7 @@ import nbformat
 
 from course_lib.grading.findings import Finding
 from course_lib.grading.names import (
-    Refs,
+    Imports,
     allowed,
     bound_names,
     code_cells,
@@ -96,8 +96,8 @@ def _is_grader(name: str) -> bool:
 class _Scanner(ast.NodeVisitor):
     """Habit and grader hits of one statement of student code: (line, message, kind)."""
 
-    def __init__(self, refs: Refs):
-        self.refs = refs
+    def __init__(self, imports: Imports):
+        self.imports = imports
         self.hits: list[tuple[int, str, str]] = []
 
     def hit(self, node: ast.AST, message: str, kind: str = "habit") -> None:
@@ -119,7 +119,7 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         spelled = ".".join(dotted(node) or [])
-        real = self.refs.resolve(node)
+        real = self.imports.resolve(node)
         if isinstance(node.ctx, (ast.Store, ast.Del)) and real is not None:
             verb = "assigns" if isinstance(node.ctx, ast.Store) else "deletes"
             shown = f"`{spelled}`" if real == spelled else f"`{spelled}` (`{real}`)"
@@ -157,7 +157,7 @@ class _Scanner(ast.NodeVisitor):
             name in ("setattr", "delattr") and dotted(first) in (["self"], ["cls"])
         ):
             self.hit(node, f"calls `{name}()`")
-        root = ".".join(dotted(first) or []) if first and self.refs.resolve(first) else None
+        root = ".".join(dotted(first) or []) if first and self.imports.resolve(first) else None
         if name == "vars" and first and (root or not isinstance(first, ast.Name)):
             self.hit(node, "calls `vars()` on a module or object it did not create")
         if name == "getattr" and len(args) > 1:
@@ -200,84 +200,61 @@ def scan_submission(
     def tests_after(index: int) -> tuple[str, ...]:
         return tuple(g for pos, g in zip(positions, order) if pos > index)
 
-    refs = Refs()
+    imports = Imports()
     findings: list[Finding] = []
     for index, cell, tree in code_cells(submitted_nb):
         if grade_id(cell) in test_ids:
             continue  # nbgrader restores test cells from the gradebook
+        after = tests_after(index)
+        # the exercises an answer cell is for: those it binds that a test after it judges
+        own = {
+            n
+            for node in tree.body
+            for n in bound_names(node)
+            if set(exercises.get(n, ())) & set(after)
+        }
         student = is_answer(cell) or cell.source.strip() not in trusted
         for node in tree.body:
-            is_import = isinstance(node, (ast.Import, ast.ImportFrom))
-            if is_import:
-                refs.bind(node)
-            fallback = ast.dump(node) in fallbacks  # a stuck-student line: allowed
             if student:
-                findings += _habits(node, refs, index, tests_after(index))
-                if not fallback:
-                    findings += _reference(
-                        node, refs, allow, exercises, index, tests_after(index), is_answer(cell)
-                    )
-            if not is_import:
-                refs.bind(node, set() if fallback else refs.origins_of(node))
-            for name in bound_names(node) & exercises.keys():
-                # an exercise's own name does not carry origins: its tests judge it, and later
-                # exercises may build on it as on a fallback
-                refs.bind_name(name, set())
+                findings += _findings(
+                    node, imports, allow, fallbacks, own, index, after, is_answer(cell)
+                )
+            imports.bind(node)
     return findings
 
 
-def _habits(node: ast.stmt, refs: Refs, index: int, after: tuple[str, ...]) -> list[Finding]:
-    """Habit and grader findings of one statement of student code."""
-    scanner = _Scanner(refs)
+def _findings(
+    node: ast.stmt,
+    imports: Imports,
+    allow: set[str],
+    fallbacks: set[str],
+    own: set[str],
+    index: int,
+    after: tuple[str, ...],
+    answer: bool,
+) -> list[Finding]:
+    """The findings of one statement of student code in cell ``index``: its habits and reaches
+    for the grader, and the early reference warning when it binds an exercise ``own`` (one a
+    test ``after`` the cell judges), or any name in an answer cell, to code naming a
+    ``course_lib`` object the solution does not use (the notebook's ``fallbacks`` excepted)."""
+    scanner = _Scanner(imports)
     scanner.visit(node)
-    return [
+    found = [
         Finding("grader", message, index, line, after)
         if kind == "grader"
         else Finding("habit", message, index, line)
         for line, message, kind in scanner.hits
     ]
-
-
-def _reference(
-    node: ast.stmt,
-    refs: Refs,
-    allow: set[str],
-    exercises: dict[str, set[str]],
-    index: int,
-    after: tuple[str, ...],
-    answer: bool,
-) -> list[Finding]:
-    """The early reference warning of one statement of student code (see the module docstring):
-    an answer cell importing the reference, or a statement binding an exercise that a test
-    after it judges to code that uses the reference."""
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        imported = [refs.origins.get(n, set()) for n in bound_names(node)] if answer else []
-        return [
-            Finding(
-                "reference",
-                f"imports the reference implementation `{origin}` in an answer cell; "
-                "write your own code instead",
-                index,
-                node.lineno,
-            )
-            for origins in imported
-            for origin in sorted(origins)
-            if not allowed(origin, allow)
-        ]
-    bad = sorted(o for o in refs.origins_of(node) if not allowed(o, allow))
-    names = sorted(bound_names(node) & exercises.keys())
-    if not bad or not any(g in exercises[n] for n in names for g in after):
-        return []
-    shown = ", ".join(f"`{o}`" for o in bad[:3])
-    return [
-        Finding(
-            "reference",
-            f"`{names[0]}` uses the reference implementation ({shown}) instead of your own code",
-            index,
-            node.lineno,
-            exercise=names[0],
+    bad = sorted(o for o in imports.course_lib_objects(node) if not allowed(o, allow))
+    bound = bound_names(node)
+    names = sorted(bound & own) or (sorted(own) if answer and bound else [])
+    if bad and names and ast.dump(node) not in fallbacks:
+        shown = ", ".join(f"`{o}`" for o in bad[:3])
+        message = (
+            f"`{names[0]}` uses the reference implementation ({shown}) instead of your own code"
         )
-    ]
+        found.append(Finding("reference", message, index, node.lineno, exercise=names[0]))
+    return found
 
 
 def verdict_init(
