@@ -42,9 +42,9 @@ __all__ = [
     "TreeDiff",
     "compare_trees",
     "find_course_root",
+    "generate",
     "generate_assignments",
     "load_course_config",
-    "generate",
     "normalize_notebook",
     "nbgrader_environment",
     "notebook_bytes",
@@ -183,19 +183,13 @@ def generate_assignments(
     config: CourseConfig,
     assignments: Sequence[str],
     destination: str | os.PathLike[str],
-    *,
-    db_url: str | None = None,
 ) -> None:
-    """Generate the student versions of ``assignments`` (:func:`generate`) and write them,
-    normalised, to ``destination/<assignment>/``.
-
-    ``db_url`` is the gradebook nbgrader records the assignments in; by default a temporary
-    SQLite file that is thrown away. Nothing in the course root is touched.
-    """
+    """Generate the student versions of ``assignments`` (:func:`generate`, with a gradebook
+    that is thrown away) and write them, normalised, to ``destination/<assignment>/``."""
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="course-lib-release-") as tmp:
-        generate(config, Path(tmp), db_url or f"sqlite:///{tmp}/gradebook.db", assignments)
+        generate(config, Path(tmp), f"sqlite:///{tmp}/gradebook.db", assignments)
         normalize_tree(Path(tmp) / "release")
         for assignment in assignments:
             target = destination / assignment
@@ -212,9 +206,8 @@ def update_gradebook(config: CourseConfig, assignments: Sequence[str] | None = N
     ``chapters/`` is only ever written by :func:`release`.
     """
     names = _select(config, assignments)
-    url = config.db_url
     with tempfile.TemporaryDirectory(prefix="course-lib-gradebook-") as tmp:
-        generate_assignments(config, names, tmp, db_url=url)
+        generate(config, Path(tmp), config.db_url, names)
     return names
 
 
