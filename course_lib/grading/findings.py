@@ -1,29 +1,20 @@
-"""What the grader noticed in a submission, and the fairness policy that decides what it costs.
+"""What the grader noticed in a submission, and the fairness policy that decides what it costs
+(docs/grading.md, "Fairness policy"): habits are reported, never punished; a ``reference``
+finding (an exercise's reference implementation ran during its tests) zeroes every test of that
+exercise; a ``grader`` finding (a reach for the grader itself) flags the notebook for review and
+zeroes the tests from there on. The static pass's reference findings are early warnings only.
 
-The policy (docs/grading.md): tests run in the verdict process, so nothing a student does in
-their kernel changes a verdict, and in-kernel habits are **reported, never punished**. Only two
-kinds of finding cost points:
-
-``reference``  the reference implementation of an exercise ran while that exercise's tests ran
-               (:mod:`course_lib.grading.refwatch`): every test of that exercise scores 0. The
-               static pass's reference findings are early warnings only (no points lost);
-``grader``     a demonstrable attempt to reach the grader itself (its modules, the verdict
-               socket, the gradebook, the watch): the notebook is flagged for review and the
-               tests from that point on score 0 until the instructor decides.
-
-A runtime finding travels from the verdict process as an error output of the test cell
-(:func:`report_outputs`). Every autograde (``course-lib grade``, plain ``nbgrader autograde``, the
-formgrader's button) then runs :class:`course_lib.grading.notebook.ApplyFindings`, which collects
-the findings (:func:`collect_findings`) and applies the policy (:func:`apply_findings`): the
-gradebook's scores, comments and flag, a note under each finding's cell and an error output on
-each zeroed test (so the feedback shows them). The verdict process imports this module: nbformat
-and nbgrader (1.5 s to import) are imported only inside the functions that need them.
+Runtime findings travel from the verdict process as error outputs of the test cell
+(:func:`report_outputs`); every autograde then runs :class:`course_lib.grading.notebook.
+ApplyFindings`, which collects the findings and applies the policy (:func:`apply_findings`).
+The verdict process imports this module: nbformat and nbgrader (1.5 s to import) are imported
+only inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -33,7 +24,6 @@ __all__ = [
     "collect_findings",
     "recorded_findings",
     "report_outputs",
-    "runtime_findings",
     "runtime_output",
 ]
 
@@ -101,17 +91,17 @@ def runtime_output(
     kind: Kind, message: str, *, exercise: str | None, cell: int | None, line: int | None
 ) -> dict[str, Any]:
     """The error output (nbformat) that makes a test score 0 for a runtime finding; its last
-    traceback line carries the finding for :func:`runtime_findings`."""
-    ename = ENAMES[kind]
+    traceback line carries the finding for :func:`collect_findings`."""
     text = Finding(kind, message, cell, line).describe()
+    return _error(ENAMES[kind], text, f"{_MARK} {json.dumps([kind, exercise, cell, line])}")
+
+
+def _error(ename: str, text: str, *more: str) -> dict[str, Any]:
     return {
         "output_type": "error",
         "ename": ename,
         "evalue": text,
-        "traceback": [
-            f"\x1b[0;31m{ename}\x1b[0m: {text}",
-            f"{_MARK} {json.dumps([kind, exercise, cell, line])}",
-        ],
+        "traceback": [f"\x1b[0;31m{ename}\x1b[0m: {text}", *more],
     }
 
 
@@ -135,44 +125,41 @@ def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[d
     ``report``: :func:`course_lib.grading.refwatch.report` (``hits`` of the reference,
     ``notes`` of reaches for the grader); ``cells``: the submitted notebook's cell sources.
     """
-    outputs = []
-    seen: set[Any] = set()
-    for hit in (report or {}).get("hits") or []:
-        key = (hit.get("exercise"), hit.get("label"))
+    items = [("reference", h) for h in (report or {}).get("hits") or []]
+    items += [("grader", n) for n in (report or {}).get("notes") or []]
+    outputs, seen = [], set()
+    for kind, item in items:
+        key = (item.get("exercise"), item.get("label"), item.get("message"))
         if key in seen:
             continue
         seen.add(key)
-        cell, line = _locate(hit, cells)
-        how = "a copy of " if hit.get("copy") else ""
-        message = (
-            f"your `{hit.get('exercise')}` ran {how}the reference implementation "
-            f"`{hit.get('label')}`: this exercise scores 0. Write your own code "
-            "(the stuck-student line belongs after the exercise's tests)."
-        )
-        exercise = hit.get("exercise")
-        outputs.append(
-            runtime_output("reference", message, exercise=exercise, cell=cell, line=line)
-        )
-    for note in (report or {}).get("notes") or []:
-        if note.get("message") in seen:
-            continue
-        seen.add(note.get("message"))
-        cell, line = _locate(note, cells)
-        message = (
-            f"your code {note.get('message')}: an attempt to reach the grader; "
-            "the notebook is flagged for your instructor's review."
-        )
-        outputs.append(runtime_output("grader", message, exercise=None, cell=cell, line=line))
+        cell, line = _locate(item, cells)
+        if kind == "reference":
+            how = "a copy of " if item.get("copy") else ""
+            message = (
+                f"your `{item.get('exercise')}` ran {how}the reference implementation "
+                f"`{item.get('label')}`: this exercise scores 0. Write your own code "
+                "(the stuck-student line belongs after the exercise's tests)."
+            )
+        else:
+            message = (
+                f"your code {item.get('message')}: an attempt to reach the grader; "
+                "the notebook is flagged for your instructor's review."
+            )
+        exercise = item.get("exercise") if kind == "reference" else None
+        outputs.append(runtime_output(kind, message, exercise=exercise, cell=cell, line=line))
     return outputs
 
 
-def runtime_findings(autograded: Any, exercise_tests: Mapping[str, Iterable[str]]) -> list[Finding]:
-    """The runtime findings recorded in an autograded notebook's test outputs, each with the
-    tests it costs: a reference finding every test of its exercise, a grader finding every
-    test from its own on. ``exercise_tests``: exercise name -> grade_ids of its tests."""
+def collect_findings(source: Any, autograded: Any) -> list[Finding]:
+    """The findings of an autograded notebook: the static pass over the code as it ran (locked
+    cells restored, deleted tests put back), then the runtime findings its test outputs carry,
+    each with the tests it costs: a reference finding every test of its exercise, a grader
+    finding every test from its own on."""
     from course_lib.grading.notebook import grade_id, is_test
+    from course_lib.grading.static import exercise_tests, scan_submission
 
-    cells = autograded.cells
+    exercises, cells = exercise_tests(source), autograded.cells
     tests = [(i, grade_id(c)) for i, c in enumerate(cells) if c.cell_type == "code" and is_test(c)]
     found: dict[tuple[str, str, str], Finding] = {}
     for index, gid in tests:
@@ -184,21 +171,13 @@ def runtime_findings(autograded: Any, exercise_tests: Mapping[str, Iterable[str]
             _, exercise, cell, line = json.loads(marks[-1])
             evalue = str(output.get("evalue"))
             if kind == "reference":
-                costs = tuple(sorted({*exercise_tests.get(exercise or "", ()), gid}))
+                costs = tuple(sorted({*exercises.get(exercise or "", ()), gid}))
             else:
                 costs = tuple(g for pos, g in tests if pos >= index)
             message = evalue.split(": ", 1)[-1]
             finding = Finding(kind, message, cell, line, costs, exercise, "runtime")
             found.setdefault((kind, exercise or "", evalue), finding)
-    return list(found.values())
-
-
-def collect_findings(source: Any, submitted: Any, autograded: Any) -> list[Finding]:
-    """Static findings of the submission and runtime findings of its autograded notebook."""
-    from course_lib.grading.static import exercise_tests, scan_submission
-
-    tests = exercise_tests(source)
-    return scan_submission(source, submitted) + runtime_findings(autograded, tests)
+    return scan_submission(source, autograded) + list(found.values())
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,7 +196,7 @@ def apply_findings(
     output saying why; each finding is added to the comment of the code answer cell at or before
     its cell (else the first) and noted under its cell, so the feedback shows both.
     """
-    from nbformat.v4 import new_output
+    from nbformat import from_dict
 
     from course_lib.grading.notebook import grade_id, is_answer
 
@@ -233,17 +212,10 @@ def apply_findings(
                 flagged = flagged or finding.kind == "grader"
             outputs = by_id[gid].setdefault("outputs", []) if gid in by_id else None
             if outputs is not None and not any(
-                finding.message in str(o.get("evalue")) for o in outputs
+                finding.message in o.get("evalue", "") for o in outputs
             ):
-                error = f"\x1b[0;31mIntegrityCheckFailed\x1b[0m: this test scores 0: {text}"
-                outputs.append(
-                    new_output(
-                        "error",
-                        ename="IntegrityCheckFailed",
-                        evalue=f"this test scores 0: {text}",
-                        traceback=[error],
-                    )
-                )
+                error = _error("IntegrityCheckFailed", f"this test scores 0: {text}")
+                outputs.append(from_dict(error))
         before = [g for i, g in answers if finding.cell is not None and i <= finding.cell]
         comment = comments.get(before[-1] if before else next((g for _, g in answers), None))
         if comment is not None:
@@ -253,9 +225,8 @@ def apply_findings(
         if finding.cell is not None and 0 <= finding.cell < len(cells):
             if cells[finding.cell].cell_type == "code":
                 note = f"Note from the grader ({finding.consequence}): {text}\n"
-                cells[finding.cell].setdefault("outputs", []).append(
-                    new_output("stream", name="stderr", text=note)
-                )
+                stream = {"output_type": "stream", "name": "stderr", "text": note}
+                cells[finding.cell].setdefault("outputs", []).append(from_dict(stream))
     return flagged
 
 

@@ -1,5 +1,6 @@
 """What the grader knows about a notebook: its cells' nbgrader roles, reading a submitted file,
-how a submission differs from its source, and the feedback copy without hidden tests.
+how a submission differs from its source, and the two preprocessors the grader adds to
+nbgrader's: the feedback copy without hidden tests and the fairness policy after autograding.
 
 Cell roles come from ``nbgrader.utils`` (``is_grade``, ``is_solution``, ``is_locked``), so they
 mean exactly what they mean to nbgrader.
@@ -221,19 +222,13 @@ class FeedbackView(ClearHiddenTests):
 class ApplyFindings(NbGraderPreprocessor):
     """The fairness policy applied to one autograded notebook, right after nbgrader's
     ``SaveAutoGrades`` in every autograde (``course-lib grade``, plain ``nbgrader autograde``,
-    the formgrader's button; see ``isolated_autograde_preprocessors``).
-
-    The static pass reads the submitted file, the runtime findings come from the test cells'
-    outputs (:func:`course_lib.grading.findings.collect_findings`); what they cost goes into the
-    gradebook through nbgrader's ``Gradebook`` (scores, answer-cell comments, the notebook
-    flagged for review) and into the notebook (:func:`~course_lib.grading.findings.
-    apply_findings`), which also keeps them in its metadata (``course_lib.findings``, as
-    :meth:`~course_lib.grading.findings.Finding.to_dict`) for ``course-lib grade``'s summary.
-    """
+    the formgrader's button). The findings of the notebook as it ran (static pass and test
+    outputs) cost what :func:`course_lib.grading.findings.apply_findings` says, in nbgrader's
+    gradebook (scores, answer-cell comments, the notebook's flag) and in the notebook, which
+    keeps them in its metadata (``course_lib.findings``) for ``course-lib grade``'s summary."""
 
     def preprocess(self, nb: NotebookNode, resources: Any) -> Any:
         from nbgrader.api import Gradebook
-        from nbgrader.coursedir import CourseDirectory
 
         from course_lib.grading.execute import IsolatedExecute
         from course_lib.grading.findings import apply_findings, collect_findings
@@ -243,12 +238,7 @@ class ApplyFindings(NbGraderPreprocessor):
         if source is None:
             self.log.warning("no source notebook for %s: findings not applied", info["notebook"])
             return nb, resources
-        course = CourseDirectory(config=self.config)
-        folder = course.format_path(course.submitted_directory, info["student"], info["assignment"])
-        submitted = read_notebook(Path(folder) / f"{info['notebook']}.ipynb")[0]
-        if submitted is not None:
-            submitted = report_changes(submitted, source, [])
-        findings = collect_findings(source, submitted or nb, nb)
+        findings = collect_findings(source, nb)
         with Gradebook(info["db_url"]) as gb:
             sub = gb.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
             grades = {grade.name: grade for grade in sub.grades}
