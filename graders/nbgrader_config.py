@@ -69,7 +69,9 @@ c.Execute.timeout = int(os.environ.get("COURSE_LIB_CELL_TIMEOUT", "300"))
 # Autograding exactly as `course-lib grade` does, also for plain `nbgrader autograde` and the
 # formgrader's Autograde button: test cells run in the verdict process, the kernel starts with
 # resource limits inside a bubblewrap sandbox where bwrap can run (no network, no view of this
-# course directory, the gradebook or other submissions; see docs/grading.md). Set
+# course directory, the gradebook or other submissions), and the fairness policy is applied
+# after nbgrader saves the scores (ApplyFindings: a reference used at run time costs its whole
+# exercise, a reach for the grader flags the notebook; see docs/grading.md). Set
 # COURSE_LIB_SANDBOX=bwrap to refuse grading without the sandbox, =off to grade without it.
 from course_lib.grading.execute import isolated_autograde_preprocessors  # noqa: E402
 from course_lib.grading.notebook import feedback_preprocessors  # noqa: E402
