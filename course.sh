@@ -56,9 +56,10 @@ ensure_venv() {
 
 # Compile the layers' kernels ahead (course-lib warm-kernels: once per install, at once when
 # already done), niced in the background: JupyterLab opens now, and by the time a notebook
-# trains a network its kernels are cached. Output: $VENV/warm-kernels.log.
+# trains a network its kernels are cached. Output: $VENV/warm-kernels.log. Started from a
+# subshell, so that init reaps it, not JupyterLab (which this shell becomes).
 warm_kernels() {
-    nice -n 10 "$VENV/bin/course-lib" warm-kernels </dev/null >"$VENV/warm-kernels.log" 2>&1 &
+    (nice -n 10 "$VENV/bin/course-lib" warm-kernels </dev/null >"$VENV/warm-kernels.log" 2>&1 &)
 }
 
 command="${1:-}"
