@@ -311,3 +311,36 @@ def test_without_bwrap_the_grader_says_so_once_and_grades(synthetic_course, tmp_
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     for student in ("alice", "bob"):
         assert summary["students"][student][SYNTHETIC_ID]["score"] == 3.0
+
+
+def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp_path):
+    """The verdict process is a fork of the grader (no fresh ``python -I``): its ``sys.path``
+    must still be what ``-I`` gives, without the empty entry (the working directory),
+    relative entries, ``PYTHONPATH`` and the user's site-packages; and it must not see a
+    module planted there, even one the grader has not imported yet."""
+    from course_lib.grading.verdict_process import VerdictProcess
+
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "cg_planted_module.py").write_text("PLANTED = True\n")
+    env = {**os.environ, "PYTHONPATH": str(planted)}
+    check = (
+        "import sys\n"
+        f"assert {str(planted)!r} not in sys.path and '' not in sys.path, sys.path\n"
+        "assert all(p.startswith('/') for p in sys.path), sys.path\n"
+    )
+    plant = "import cg_planted_module\n"
+    saved = list(sys.path)
+    sys.path[:0] = ["", str(planted), "relative/folder"]
+    try:
+        verdict = VerdictProcess(
+            {"setup": [check, plant], "student_names": [], "cells": []}, env, str(planted)
+        )
+        answer = verdict.call({"cmd": "nothing"})  # any command: the setup ran before it
+        verdict.stop()
+    finally:
+        sys.path[:] = saved
+    assert "unknown command" in answer["error"]
+    assert verdict.setup_errors is not None and len(verdict.setup_errors) == 1
+    assert "ModuleNotFoundError" in verdict.setup_errors[0], verdict.setup_errors
+    assert verdict.process.exitcode == 0

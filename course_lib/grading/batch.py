@@ -37,7 +37,7 @@ from course_lib.grading.course import (
     load_course,
     normalize_db_url,
 )
-from course_lib.grading.tasks import GradeTask, TaskResult, run_task
+from course_lib.grading.tasks import GradeTask, TaskResult, forkserver_context, run_task
 
 __all__ = ["BatchResult", "GradeOptions", "grade_batch", "normalize_db_url"]
 
@@ -152,6 +152,7 @@ class Batch:
 
     # 1 -----------------------------------------------------------------------------------------
     def prepare(self) -> list[GradeTask]:
+        forkserver_context()  # its imports run while the gradebook is prepared
         self.template = gradebook.prepare(
             self.course, self.output, self.db_url, self.assignments, self.work
         )
@@ -233,8 +234,6 @@ class Batch:
     def report(self) -> BatchResult:
         self.log(f"graded in {time.monotonic() - self.started:.1f} s")
         if self.options.feedback:
-            from course_lib.grading.tasks import forkserver_context
-
             for assignment in self.assignments:
                 students = sorted(s for s, a in self.found if a == assignment)
                 self.result.feedback_problems += gradebook.feedback(

@@ -127,20 +127,15 @@ class IsolatedExecute(Execute):
     def _timeout_default(self) -> int:
         return _LIMITS.cell_timeout
 
-    def __init__(self, **kw: Any) -> None:
-        kw.setdefault("kernel_manager_class", LimitedKernelManager)
-        super().__init__(**kw)
-
     # ------------------------------------------------------------------ lifecycle
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:
         self._verdict: VerdictProcess | None = None
         self._restarts = 0
-        self._gave_up = False
+        self._gave_up: str | None = None  # why the cells left are not run
         self._deadline = time.monotonic() + self.notebook_timeout
         self._cell_chars: dict[int, int] = {}
         self._interrupted: set[int] = set()
         self._events: list[str] = []
-        self.timings: list[tuple[int, bool, float]] = []
         self._exit_cells: set[int] = set()
         self.kernel_manager_class = LimitedKernelManager
         self._sandbox_dir = sandbox_folder(self.sandbox, self._events)
@@ -287,22 +282,17 @@ class IsolatedExecute(Execute):
     ) -> NotebookNode:
         if cell.cell_type != "code" or not cell.source.strip():
             return cell
+        if not self._gave_up and time.monotonic() > self._deadline:
+            limit = self.notebook_timeout
+            self._gave_up = f"not run: the notebook used up its time limit of {limit:g} s"
         if self._gave_up:
-            cell.outputs = [_error("NotRun", self._gave_up_reason)]
-            return cell
-        if time.monotonic() > self._deadline:
-            self._give_up(
-                f"not run: the notebook used up its time limit of {self.notebook_timeout:g} s"
-            )
-            cell.outputs = [_error("NotRun", self._gave_up_reason)]
+            cell.outputs = [_error("NotRun", self._gave_up)]
             return cell
         started = time.monotonic()
         try:
             return await self._execute_cell(cell, cell_index, execution_count, store_history)
         finally:
-            took = time.monotonic() - started
-            self.timings.append((cell_index, nbutils.is_grade(cell), round(took, 2)))
-            self.log.info("cell %d ran in %.2f s", cell_index, took)
+            self.log.info("cell %d ran in %.2f s", cell_index, time.monotonic() - started)
 
     async def _execute_cell(
         self,
@@ -398,15 +388,11 @@ class IsolatedExecute(Execute):
         return cell
 
     # ------------------------------------------------------------------ restarts
-    def _give_up(self, reason: str) -> None:
-        self._gave_up = True
-        self._gave_up_reason = reason
-
     async def _restart_kernel(self, failed_index: int) -> None:
         assert self.km is not None
         self._restarts += 1
         if self._restarts > self.max_restarts:
-            self._give_up(
+            self._gave_up = (
                 f"not run: the kernel died or hung {self._restarts} times, the grader stopped here"
             )
             with contextlib.suppress(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
 import signal
@@ -227,19 +228,17 @@ def run_task(task: GradeTask) -> TaskResult:
 
 
 def forkserver_context() -> Any:
-    """The fork server's multiprocessing context, or None where this process may not have
-    children (inside a daemonic Dask worker) or ``COURSE_LIB_GRADE_FORKSERVER=0``."""
+    """The fork server's multiprocessing context, its server started (it imports
+    :data:`FORKSERVER_PRELOAD` and the verdict's library while the caller goes on), or None
+    where this process may not have children (inside a daemonic Dask worker) or
+    ``COURSE_LIB_GRADE_FORKSERVER=0``."""
+    global _forkserver_ctx
     if (
         "forkserver" not in multiprocessing.get_all_start_methods()
         or multiprocessing.current_process().daemon
         or os.environ.get("COURSE_LIB_GRADE_FORKSERVER", "1") == "0"
     ):
         return None
-    return _forkserver()
-
-
-def _forkserver() -> Any:
-    global _forkserver_ctx
     with _forkserver_lock:
         if _forkserver_ctx is None:
             # the server (and every task forked from it) must not start BLAS threads
@@ -247,10 +246,10 @@ def _forkserver() -> Any:
                 os.environ.setdefault(var, "1")
             from course_lib.grading.verdict import library_modules
 
-            ctx = multiprocessing.get_context("forkserver")
+            _forkserver_ctx = multiprocessing.get_context("forkserver")
             # the verdict processes are forks of the tasks: the library they judge with too
-            ctx.set_forkserver_preload([*FORKSERVER_PRELOAD, *library_modules()])
-            _forkserver_ctx = ctx
+            _forkserver_ctx.set_forkserver_preload([*FORKSERVER_PRELOAD, *library_modules()])
+        multiprocessing.forkserver.ensure_running()
         return _forkserver_ctx
 
 

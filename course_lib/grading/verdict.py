@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import io
 import os
 import pkgutil
 import secrets
@@ -57,32 +58,39 @@ class CellTimeout(BaseException):
     """The test cell ran out of time."""
 
 
-class _Capture:
-    def __init__(self, events: list[list[str]], name: str, budget: list[int]):
-        self.events, self.name, self.budget = events, name, budget
+class _Output:
+    """What a test cell printed (here and in the kernel), in order, at most
+    :data:`MAX_OUTPUT_CHARS` characters; :meth:`stream` is a file for ``sys.stdout``."""
 
-    def write(self, text: str) -> int:
-        _append_stream(self.events, self.name, str(text), self.budget)
-        return len(text)
+    def __init__(self) -> None:
+        self.streams: list[list[str]] = []  # [name, text], consecutive texts of a name joined
+        self.left = MAX_OUTPUT_CHARS
 
-    def flush(self) -> None:
-        pass
+    def add(self, name: str, text: str) -> None:
+        name = name if name in ("stdout", "stderr") else "stdout"
+        if self.left <= 0 or not text:
+            return
+        piece = text[: self.left]
+        self.left -= len(piece)
+        if self.left <= 0:
+            piece += "\n... output truncated by the grader ...\n"
+        if self.streams and self.streams[-1][0] == name:
+            self.streams[-1][1] += piece
+        else:
+            self.streams.append([name, piece])
 
-    def isatty(self) -> bool:
-        return False
+    def stream(self, name: str) -> io.TextIOBase:
+        output = self
 
+        class Stream(io.TextIOBase):
+            def write(self, text: str) -> int:
+                output.add(name, str(text))
+                return len(text)
 
-def _append_stream(events: list[list[str]], name: str, text: str, budget: list[int]) -> None:
-    if budget[0] <= 0 or not text:
-        return
-    piece = text[: budget[0]]
-    budget[0] -= len(piece)
-    if budget[0] <= 0:
-        piece += "\n... output truncated by the grader ...\n"
-    if events and events[-1][0] == name:
-        events[-1][1] += piece
-    else:
-        events.append([name, piece])
+        return Stream()
+
+    def outputs(self) -> list[dict[str, Any]]:
+        return [{"output_type": "stream", "name": n, "text": t} for n, t in self.streams]
 
 
 #: Modules no test uses: the command line, widgets, the grader itself, and the course home
@@ -135,8 +143,7 @@ class VerdictSession:
         self.kc: Any = None
         self.kernel_pid: int | None = None
         self.endpoint: Endpoint | None = None
-        self._events: list[list[str]] = []
-        self._budget = [MAX_OUTPUT_CHARS]
+        self._output = _Output()
         self.exercises: dict[str, list[str]] = {}
         self.allow: list[str] = []
         self.cells: list[str] = []
@@ -249,7 +256,10 @@ class VerdictSession:
             # proxies and mirror classes belong to one connection: handles restart with it
             self.factory = ProxyFactory()
             self.endpoint = Endpoint(
-                conn, self.factory, ops=READ_ONLY_OPS, on_stream=self._on_stream
+                conn,
+                self.factory,
+                ops=READ_ONLY_OPS,
+                on_stream=lambda name, text: self._output.add(name, text),  # this test's
             )
         return msg_id
 
@@ -295,11 +305,6 @@ class VerdictSession:
                 return conn
             conn.close()
 
-    def _on_stream(self, name: str, text: str) -> None:
-        _append_stream(
-            self._events, name if name in ("stdout", "stderr") else "stdout", text, self._budget
-        )
-
     def _finish_serving(self, msg_id: str, timed_out: bool) -> bool:
         """Tell the agent the test is over; return whether the kernel is responsive."""
         ep = self.endpoint
@@ -329,10 +334,8 @@ class VerdictSession:
         return False
 
     def run(self, source: str, timeout: float, grade_id: str | None = None) -> dict[str, Any]:
-        self._events = []
+        self._output = _Output()
         self._report = None
-        self._budget = [MAX_OUTPUT_CHARS]
-        outputs: list[dict[str, Any]] = []
         error: dict[str, Any] | None = None
         result: Any = None
         timed_out = False
@@ -343,7 +346,7 @@ class VerdictSession:
         try:
             tree = ast.parse(source, "<test cell>")
         except SyntaxError as exc:
-            return {"outputs": [_error_output(exc, "test cell")], "kernel_ok": True}
+            return {"outputs": [_error_output(exc)], "kernel_ok": True}
         last_expr = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last_expr = ast.Expression(tree.body.pop().value)
@@ -353,8 +356,8 @@ class VerdictSession:
             assert self.endpoint is not None
             self.endpoint.deadline = deadline
             signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.monotonic()) + 1.0)
-            sys.stdout = _Capture(self._events, "stdout", self._budget)  # type: ignore[assignment]
-            sys.stderr = _Capture(self._events, "stderr", self._budget)  # type: ignore[assignment]
+            sys.stdout = self._output.stream("stdout")
+            sys.stderr = self._output.stream("stderr")
             exec(compile(tree, "<test cell>", "exec"), self.ns)
             if last_expr is not None:
                 result = eval(compile(last_expr, "<test cell>", "eval"), self.ns)
@@ -373,7 +376,7 @@ class VerdictSession:
                 "(a crash, os._exit, exit(), or running out of memory).",
             )
         except BaseException as exc:
-            error = _error_output(exc, "test cell")
+            error = _error_output(exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old_handler)
@@ -383,8 +386,7 @@ class VerdictSession:
             timed_out = timed_out or time.monotonic() > deadline
         if msg_id is not None and kernel_ok:
             kernel_ok = self._finish_serving(msg_id, timed_out)
-        for name, text in self._events:
-            outputs.append({"output_type": "stream", "name": name, "text": text})
+        outputs = self._output.outputs()
         findings = report_outputs(self._report, self.cells)
         if error is not None:
             outputs.append(error)
@@ -422,7 +424,7 @@ def named_error(ename: str, evalue: str) -> dict[str, Any]:
 _INTERNAL_FILES = ("course_lib/grading/rpc.py", "course_lib/grading/verdict.py")
 
 
-def _error_output(exc: BaseException, where: str) -> dict[str, Any]:
+def _error_output(exc: BaseException) -> dict[str, Any]:
     ename = getattr(exc, "remote_type", None) if isinstance(exc, RemoteError) else None
     ename = ename or type(exc).__name__
     evalue = str(exc)

@@ -89,16 +89,21 @@ class VerdictProcess:
         self.conn.close()
 
 
-def _isolated_path(path: list[str]) -> list[str]:
-    """``sys.path`` as ``python -I`` would have it (see the module docstring)."""
-    dropped = set(os.environ.get("PYTHONPATH", "").split(os.pathsep))
+def _isolated_path(path: list[str], env: dict[str, str]) -> list[str]:
+    """``sys.path`` as ``python -I`` would have it (see the module docstring): without the
+    ``PYTHONPATH`` of this process or of ``env``."""
+    dropped = {
+        entry
+        for pythonpath in (os.environ.get("PYTHONPATH", ""), env.get("PYTHONPATH", ""))
+        for entry in pythonpath.split(os.pathsep)
+    }
     user_site = site.getusersitepackages()
     return [p for p in path if p and os.path.isabs(p) and p not in dropped and p != user_site]
 
 
 def _serve(conn: Any, init: dict[str, Any], env: dict[str, str], cwd: str | None) -> None:
     """The forked process: serve commands until ``quit`` (see the module docstring)."""
-    sys.path[:] = _isolated_path(sys.path)
+    sys.path[:] = _isolated_path(sys.path, env)
     os.environ.clear()
     os.environ.update(env)
     tempfile.tempdir = None  # TMPDIR may have changed (the sandbox's socket folder)
