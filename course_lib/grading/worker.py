@@ -10,8 +10,8 @@ Every grading task runs :func:`grade_one` in a process of its own (see
 2. runs the real ``nbgrader autograde`` (Python API) against a private copy of the template
    gradebook, with :class:`course_lib.grading.execute.IsolatedExecute` in place of ``Execute``
    and ``OverwriteCells.add_missing_cells`` on;
-3. applies the static checks (:mod:`course_lib.grading.static`): flagged tests get score 0 and an
-   error output that says why;
+3. reads the findings that autograde's :class:`course_lib.grading.notebook.ApplyFindings` (the
+   fairness policy, run after ``SaveAutoGrades``) recorded in each autograded notebook;
 4. returns a :class:`~course_lib.grading.tasks.TaskResult` (grades, comments, autograded
    notebooks) for the batch to merge into the one gradebook.
 
