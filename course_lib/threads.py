@@ -15,22 +15,43 @@ other library's thread needs the core). The policy is one number, applied to all
   OpenBLAS's threads between two kernels) unless ``NUMBA_THREADING_LAYER`` says
   otherwise. See docs/performance.md for the measurements behind this choice.
 
-Kernels and products run one after the other, never at the same time, so the
-pools take turns on the same cores.
+Most kernels and products run one after the other, so the pools take turns on
+the same cores. A convolution's blocks of images are the exception: every block is
+a small patch copy and a small product, far too little work to split over threads
+(a 2-thread BLAS call or Numba kernel costs tens of microseconds to start and to
+join, on a virtual machine more). :func:`run_shares` instead gives each thread its
+own share of the blocks, with BLAS held to one thread meanwhile: one hand-over per
+layer instead of two per block.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-__all__ = ["NUMBA_LAYER", "prepare_numba", "set_threads", "thread_info", "threads"]
+__all__ = [
+    "NUMBA_LAYER",
+    "prepare_numba",
+    "run_shares",
+    "set_threads",
+    "single_threaded_blas",
+    "thread_info",
+    "threads",
+]
+
+T = TypeVar("T")
 
 #: Numba's threading layer unless NUMBA_THREADING_LAYER is set (measured: docs/performance.md).
 NUMBA_LAYER = "workqueue"
 
 _threads: int | None = None
+_pool: ThreadPoolExecutor | None = None  # run_shares' helper threads
+_pool_size = 0
+_blas: list[Any] | None = None  # threadpoolctl's controllers of the loaded BLAS libraries
 
 
 def _cores() -> int:
@@ -87,6 +108,66 @@ def set_threads(n: int) -> int:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     return n
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS runs on the calling thread only, inside the block (its thread count restored after).
+
+    Setting OpenBLAS's count is a plain function call (under a microsecond); the
+    libraries are looked up once, through ``threadpoolctl``.
+    """
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    before = [c.num_threads for c in _blas]
+    for c in _blas:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(_blas, before, strict=True):
+            c.set_num_threads(n)
+
+
+def run_shares(work: Callable[[Sequence[T]], None], items: Sequence[T]) -> None:
+    """Call ``work(share)`` on :func:`threads` contiguous shares of ``items``, in parallel.
+
+    The calling thread takes the first share, helper threads the others; BLAS is
+    single-threaded meanwhile (see :func:`single_threaded_blas`), so each thread
+    runs its own products. ``work`` must release the GIL for its heavy parts
+    (NumPy's products and the serial Numba kernels do) and must not start a
+    parallel Numba kernel (Numba's workqueue pool cannot be entered from two
+    threads). With one thread, or one item, ``work(items)`` runs here, as is.
+    """
+    global _pool, _pool_size
+    n = min(threads(), len(items))
+    if n <= 1:
+        work(items)
+        return
+    shares = [items[i * len(items) // n : (i + 1) * len(items) // n] for i in range(n)]
+    if _pool is None or _pool_size < n - 1:
+        _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="course_lib")
+        _pool_size = n - 1
+    with single_threaded_blas():
+        futures = [_pool.submit(work, share) for share in shares[1:]]
+        try:
+            work(shares[0])
+        finally:
+            for f in futures:
+                f.result()
+
+
+def _forget_pool() -> None:
+    """In a forked child the helper threads do not exist: start a new pool when needed."""
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def thread_info() -> dict[str, Any]:

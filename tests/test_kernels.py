@@ -107,6 +107,55 @@ def test_convolution_paths_agree(switch, rng, dtype, xs, ws, stride, pad, grad, 
     assert_same(ref, fast, dtype, f"Convolution {xs} * {ws}")
 
 
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_convolution_blocks_shared_over_threads(switch, rng, n_threads):
+    """Each thread takes its own blocks of images (threads.run_shares): same results."""
+    x = channels_last(rng.standard_normal((9, 16, 12, 12))).astype(np.float32)
+    W = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    dout = rng.standard_normal((9, 16, 12, 12)).astype(np.float32)
+
+    def make():
+        layer = Convolution(W, b, 1, 1)
+        layer.block_bytes = 1  # one image per block: 9 blocks over the threads
+        return layer
+
+    before = threads.threads()
+    threads.set_threads(n_threads)
+    try:
+        ref, fast = both(switch, make, x, dout)
+        again = switch("numba", lambda: make().forward(x))
+    finally:
+        threads.set_threads(before)
+    assert_same(ref, fast, np.float32, f"Convolution on {n_threads} threads")
+    np.testing.assert_array_equal(again, fast[0])  # deterministic: no race between threads
+
+
+def test_run_shares_covers_every_item_once_and_restores_blas():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = threads.threads()
+    seen, inside = [], []
+
+    def work(share):
+        inside.append(blas_threads())
+        seen.extend(share)
+
+    threads.set_threads(3)
+    try:
+        outside = blas_threads()
+        threads.run_shares(work, range(10))
+        after = blas_threads()
+    finally:
+        threads.set_threads(before)
+    assert sorted(seen) == list(range(10)) and len(inside) == 3
+    assert all(counts == [1] * len(counts) for counts in inside), inside  # 1-thread BLAS inside
+    assert after == outside == [3] * len(outside)  # and restored after
+
+
 POOL = [
     ((6, 30, 24, 24), 2, 2, 2),  # SimpleConvNet's pooling: windows tile the image
     ((3, 16, 7, 7), 2, 2, 2),  # odd size: the last row and column are dropped

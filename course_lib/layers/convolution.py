@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from course_lib import kernels
+from course_lib import kernels, threads
 from course_lib.layers.base import Layer, keeps_caches
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -55,6 +55,18 @@ def _pad_channels_last(img: np.ndarray, pad: int) -> np.ndarray:
     out = np.zeros((N, H + 2 * pad, W + 2 * pad, C), dtype=img.dtype)
     out[:, pad : pad + H, pad : pad + W, :] = img
     return out
+
+
+def _reuse(old: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``old`` when it is a C-contiguous array of this shape and dtype, else a new empty one.
+
+    A training step's patch matrices are as large as the activations (45 MB for
+    DeepConvNet's second layer); overwriting the last step's instead of allocating
+    fresh ones spares the operating system's page faults and zero-filling each step.
+    """
+    if old is not None and old.shape == shape and old.dtype == dtype and old.flags.c_contiguous:
+        return old
+    return np.empty(shape, dtype=dtype)
 
 
 def _patches(img: np.ndarray, filter_h: int, filter_w: int, stride: int) -> np.ndarray:
@@ -153,8 +165,9 @@ class Convolution(Layer):
         img = np.ascontiguousarray(img, dtype=dtype)  # NHWC memory: copied only if not already
         out = np.empty((N, OH, OW, FN), dtype=dtype)
         keep = keeps_caches()
+        spare = self.cols if keep and self.cols else []  # the last pass's buffers, reused
         if C == 1:  # grey images: the transposed patch matrix with a row of ones, as above
-            colT = np.empty((K + 1, N * OH * OW), dtype=dtype)
+            colT = _reuse(spare[0].T if spare else None, (K + 1, N * OH * OW), dtype)
             fast.grey_patches(img[..., 0], FH, FW, s, p, OH, OW, colT)
             colT[K] = 1
             W_and_b = np.concatenate([col_W, self.b.reshape(1, FN)]).astype(dtype, copy=False)
@@ -162,18 +175,28 @@ class Convolution(Layer):
             self._cache(cols=[colT.T])
             return out.transpose(0, 3, 1, 2)
         col_W = col_W.astype(dtype, copy=False)
+        b = self.b.astype(dtype, copy=False)
         per_block = max(1, self.block_bytes // (OH * OW * K * dtype.itemsize))
-        cols: list[np.ndarray] = []
-        buffer = None
-        for start in range(0, N, per_block):
-            n = min(per_block, N - start)
-            if keep or buffer is None or len(buffer) != n * OH * OW:
-                buffer = np.empty((n * OH * OW, K), dtype=dtype)
-            fast.im2col(img[start : start + n], FH, FW, s, p, OH, OW, buffer)
-            np.matmul(buffer, col_W, out=out[start : start + n].reshape(-1, FN))
-            if keep:
-                cols.append(buffer)
-        fast.add_bias(out.reshape(-1, FN), self.b.astype(dtype, copy=False))
+        starts = range(0, N, per_block)
+        cols: list[np.ndarray] = [None] * len(starts) if keep else []
+
+        def work(share: range) -> None:  # one thread's blocks; serial kernels, 1-thread BLAS
+            buffer = None
+            for start in share:
+                n = min(per_block, N - start)
+                if keep:
+                    i = start // per_block
+                    buffer = _reuse(spare[i] if i < len(spare) else None, (n * OH * OW, K), dtype)
+                elif buffer is None or len(buffer) != n * OH * OW:
+                    buffer = np.empty((n * OH * OW, K), dtype=dtype)
+                fast.im2col.serial(img[start : start + n], FH, FW, s, p, OH, OW, buffer)
+                rows = out[start : start + n].reshape(-1, FN)
+                np.matmul(buffer, col_W, out=rows)
+                fast.add_bias.serial(rows, b)
+                if keep:
+                    cols[start // per_block] = buffer
+
+        threads.run_shares(work, starts)
         self._cache(cols=cols)
         return out.transpose(0, 3, 1, 2)
 
@@ -187,26 +210,11 @@ class Convolution(Layer):
         dtype = np.result_type(d, self.W)
         K = FH * FW * C
 
-        dW = np.zeros((FN, self.cols[0].shape[1]), dtype=dtype)  # K columns, K + 1 for grey
         fast = kernels.fast() if dtype in _FAST_DTYPES else None
-        dimg = None
-        if self.input_grad and fast is not None:  # col2im skips the border: no padded image
-            dimg = np.empty((N, H, W, C), dtype=dtype)
-            col_W_T = self.W.transpose(0, 2, 3, 1).reshape(FN, K).astype(dtype, copy=False)
-        elif self.input_grad:
-            dimg = np.zeros((N, H + 2 * p, W + 2 * p, C), dtype=dtype)
-        W_by_offset = self.W.transpose(2, 3, 0, 1).copy()  # (FH, FW, FN, C), contiguous blocks
-        start = 0
-        for col in self.cols:  # the blocks of images of forward, small enough for the cache
-            n = len(col) // (OH * OW)
-            d_block = d[start * OH * OW : (start + n) * OH * OW]
-            dW += d_block.T @ col
-            if dimg is not None and fast is not None:
-                dcol = d_block @ col_W_T  # (n*OH*OW, K): every patch's gradient
-                fast.col2im(dcol, FH, FW, self.stride, p, OH, OW, dimg[start : start + n])
-            elif dimg is not None:
-                self._add_input_grad(dimg[start : start + n], d_block, W_by_offset)
-            start += n
+        if fast is not None:
+            dW, dimg = self._backward_compiled(fast, d, dtype)
+        else:
+            dW, dimg = self._backward_numpy(d, dtype)
         if dW.shape[1] > K:  # grey images: the column of ones gave the bias gradient
             self.db = dW[:, K].copy()
             dW = dW[:, :K]
@@ -218,6 +226,68 @@ class Convolution(Layer):
         if fast is not None:
             return dimg.transpose(0, 3, 1, 2)
         return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)
+
+    def _backward_numpy(
+        self, d: np.ndarray, dtype: np.dtype
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """dW (FN, K or K + 1) and the padded image gradient (N, Hp, Wp, C) or None."""
+        N, _, H, W = self.x_shape
+        rows = len(d) // N  # OH * OW
+        p = self.pad
+        dW = np.zeros((self.W.shape[0], self.cols[0].shape[1]), dtype=dtype)
+        dimg = None
+        if self.input_grad:
+            dimg = np.zeros((N, H + 2 * p, W + 2 * p, self.W.shape[1]), dtype=dtype)
+        W_by_offset = self.W.transpose(2, 3, 0, 1).copy()  # (FH, FW, FN, C), contiguous blocks
+        start = 0
+        for col in self.cols:  # the blocks of images of forward, small enough for the cache
+            n = len(col) // rows
+            d_block = d[start * rows : (start + n) * rows]
+            dW += d_block.T @ col
+            if dimg is not None:
+                self._add_input_grad(dimg[start : start + n], d_block, W_by_offset)
+            start += n
+        return dW, dimg
+
+    def _backward_compiled(
+        self, fast, d: np.ndarray, dtype: np.dtype
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """backward with the compiled kernels, the blocks shared out over the threads.
+
+        Returns dW (FN, K or K + 1) and the image gradient (N, H, W, C) or None. Each
+        thread sums its own blocks' ``dW``; the image gradient of a block is ``dcol =
+        d @ W`` scattered back by ``col2im`` (the border skipped: no padded image).
+        """
+        FN, C, FH, FW = self.W.shape
+        N, _, H, W = self.x_shape
+        OH = (H + 2 * self.pad - FH) // self.stride + 1
+        OW = (W + 2 * self.pad - FW) // self.stride + 1
+        rows = OH * OW
+        dimg = np.empty((N, H, W, C), dtype=dtype) if self.input_grad else None
+        W_T = self.W.transpose(0, 2, 3, 1).reshape(FN, FH * FW * C).astype(dtype, copy=False)
+        blocks, start = [], 0
+        for col in self.cols:
+            blocks.append((start, col))
+            start += len(col) // rows
+        sums: list[np.ndarray] = []
+
+        def work(share: list[tuple[int, np.ndarray]]) -> None:  # serial kernels, 1-thread BLAS
+            dW = np.zeros((FN, self.cols[0].shape[1]), dtype=dtype)
+            part, dcol = np.empty_like(dW), None
+            for start, col in share:
+                n = len(col) // rows
+                d_block = d[start * rows : (start + n) * rows]
+                dW += np.matmul(d_block.T, col, out=part)
+                if dimg is not None:
+                    if dcol is None or len(dcol) != len(d_block):  # one buffer per thread
+                        dcol = np.empty((len(d_block), FH * FW * C), dtype=dtype)
+                    np.matmul(d_block, W_T, out=dcol)  # (n*OH*OW, K): every patch's gradient
+                    s, p = self.stride, self.pad
+                    fast.col2im.serial(dcol, FH, FW, s, p, OH, OW, dimg[start : start + n])
+            sums.append(dW)
+
+        threads.run_shares(work, blocks)
+        return sum(sums[1:], sums[0]), dimg
 
     @staticmethod
     def _grey_patches(patches: np.ndarray, dtype: np.dtype) -> np.ndarray:
