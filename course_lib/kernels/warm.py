@@ -107,13 +107,20 @@ def compile_report() -> dict[str, dict[str, int]]:
     """What this process did per dispatcher: ``{name: {"compiled": n, "loaded": n}}``.
 
     ``compiled`` counts the signatures compiled here (Numba's cache misses), ``loaded``
-    those loaded from the disk cache (its hits). Kernels never used are left out; an
-    empty report means Numba was not used (or not imported).
+    those loaded from the disk cache (its hits), for the kernels of every module of
+    :mod:`course_lib.kernels` loaded. Kernels never used are left out; an empty report
+    means Numba was not used (or not imported).
     """
-    if "course_lib.kernels._numba" not in sys.modules:
+    if "numba" not in sys.modules:  # nothing compiled; and do not import it here
         return {}
     report = {}
-    for name, d in dispatchers(sys.modules["course_lib.kernels._numba"]).items():
+    found = {
+        name if module_name.endswith("._numba") else f"{module_name}.{name}": d
+        for module_name, module in list(sys.modules.items())
+        if module_name.startswith("course_lib.kernels.") and module is not None
+        for name, d in dispatchers(module).items()
+    }
+    for name, d in found.items():
         stats = d.stats
         compiled, loaded = sum(stats.cache_misses.values()), sum(stats.cache_hits.values())
         if compiled or loaded:
