@@ -48,7 +48,8 @@ DTYPES = ("float32", "float64")
 def workload(dtype: str = "float32", seed: int = 0) -> None:
     """One chapter's use of the layers, small: every model, every optimizer, inference.
 
-    The sizes are the chapters' (a training batch of 100 MNIST-shaped inputs, the
+    The book's models, and a network of the layers they leave out (chapter 5's kind,
+    :func:`_layers_net`). The sizes are the chapters' (a training batch of 100 MNIST-shaped inputs, the
     fully connected nets' accuracy on a test set of 10,000, the convolutional nets'
     gradient checks on a few images in float64), so each layer takes the path it
     takes in a notebook; ``dtype`` is the models' dtype.
@@ -74,6 +75,7 @@ def workload(dtype: str = "float32", seed: int = 0) -> None:
     convolutional = (
         models.SimpleConvNet(dtype=dt, seed=seed),
         models.DeepConvNet(dtype=dt, seed=seed),
+        _layers_net(dt, seed),
     )
     for net, x, x_test in [
         *[(net, test[:100], test) for net in fully_connected],
@@ -83,6 +85,38 @@ def workload(dtype: str = "float32", seed: int = 0) -> None:
         for make in optimizers.OPTIMIZERS.values():
             make().update(net.params, grads)
         net.accuracy(x_test, labels[: len(x_test)])  # inference
+
+
+def _layers_net(dtype: Any, seed: int) -> Any:
+    """Chapter 5's kind of network, from the layers the book's models leave out.
+
+    conv 3x3 - pool - LeakyReLU - conv 3x3 - batch norm - sigmoid - global average - affine.
+    """
+    import numpy as np
+
+    from course_lib import layers as L
+    from course_lib.models import Sequential
+
+    rng = np.random.default_rng(seed)
+
+    def conv(c_in: int, c_out: int) -> Any:
+        W = rng.standard_normal((c_out, c_in, 3, 3)) * np.sqrt(2.0 / (9 * c_in))
+        return L.Convolution(W.astype(dtype), np.zeros(c_out, dtype), pad=1)
+
+    net = Sequential(
+        [
+            conv(1, 16),
+            L.Pooling(2, 2, stride=2),
+            L.LeakyRelu(0.01),
+            conv(16, 32),
+            L.BatchNormalization(np.ones(32, dtype), np.zeros(32, dtype)),
+            L.Sigmoid(),
+            L.GlobalAvgPooling(),
+            L.Affine(rng.standard_normal((32, 10)).astype(dtype) * 0.1, np.zeros(10, dtype)),
+        ],
+        seed=seed,
+    )
+    return net
 
 
 def dispatchers(module: ModuleType) -> dict[str, Any]:
