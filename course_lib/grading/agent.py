@@ -12,6 +12,7 @@ controls. The verdict process only ever receives data from it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -106,23 +107,16 @@ def serve(path: str, token: str, watch: dict[str, Any] | None = None) -> None:
     answer to ``done``.
     """
     endpoint = _state.get("endpoint")
-    if (
-        endpoint is None
-        or endpoint.closed
-        or _state.get("path") != path
-        or _state.get("token") != token
-    ):
+    if endpoint is None or endpoint.closed or _state.get("key") != (path, token):
         if endpoint is not None:
-            try:
+            with contextlib.suppress(OSError):
                 endpoint.sock.close()
-            except OSError:
-                pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         refwatch.connect(sock, path)
         sock.sendall(token.encode("ascii") + b"\n" + str(os.getpid()).encode("ascii") + b"\n")
         # the verdict's objects (a function a test passes in) arrive as proxies
         endpoint = Endpoint(sock, ProxyFactory(), ops=KERNEL_OPS, on_done=refwatch.report)
-        _state.update(endpoint=endpoint, path=path, token=token)
+        _state.update(endpoint=endpoint, key=(path, token))
     budget = [MAX_STREAM_CHARS]
     saved = sys.stdout, sys.stderr
     sys.stdout = _Forward(endpoint, "stdout", budget)

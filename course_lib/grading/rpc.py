@@ -1,23 +1,18 @@
 """The endpoint of the data-only remote calls between the verdict process and a kernel.
 
-The grader runs every autograder test cell in a *verdict process* that never executes student
-code (see :mod:`course_lib.grading.verdict`). The student's classes and functions stay in the
-student's kernel; the verdict process sees them as proxies (:mod:`course_lib.grading.proxies`),
-and every use of a proxy becomes a request over a Unix socket to an agent in the kernel
-(:mod:`course_lib.grading.agent`). The wire format (frames, values, arrays, exceptions, random
-generators, and the copy-restore of arrays) is :mod:`course_lib.grading.wire`.
+Test cells run in a *verdict process* that never executes student code
+(:mod:`course_lib.grading.verdict`); the student's objects stay in the kernel and are seen as
+proxies (:mod:`course_lib.grading.proxies`), each use a request over a Unix socket to the
+kernel's agent (:mod:`course_lib.grading.agent`). Values, arrays and their copy-restore are the
+wire format's (:mod:`course_lib.grading.wire`).
 
-An :class:`Endpoint` sends requests and serves the other side's; the operations it serves come
-in as a table (``{name: function(target object or None, args, kwargs) -> value}``), so this
-module knows nothing of grading: :data:`OBJECT_OPS` is the plain object protocol (get and set
-attributes, call, index, iterate, copy), :data:`READ_ONLY_OPS` the part the kernel may use on
-the verdict process's objects (call and read, never assign or reach private attributes), and
-each process adds its own (the agent: ``getname``, the gradient-check replay).
-
-The protocol is symmetric: a function a test passes to the student's code stays in the
-verdict process and is called back through the same socket. Every message carries the changes
-to the arrays and generators that crossed, so in-place changes made on either side are seen on
-the other when the call returns (copy-restore) or calls back.
+An :class:`Endpoint` sends requests and serves the other side's from a table of operations
+(``{name: function(target object or None, args, kwargs) -> value}``), so this module knows
+nothing of grading: :data:`OBJECT_OPS` is the plain object protocol, :data:`READ_ONLY_OPS` what
+the kernel may do with the verdict process's objects (call and read public attributes, never
+assign), and each process adds its own (the agent: ``getname``, the gradient-check replay). The
+protocol is symmetric: a function a test passes to the student's code stays in the verdict
+process and is called back through the same socket.
 """
 
 from __future__ import annotations

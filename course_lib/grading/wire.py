@@ -15,9 +15,9 @@ key, and every message carries the shared values that changed since the last one
 (:meth:`Codec.changes`, applied by :meth:`Codec.apply`), so an in-place change on either side is
 seen on the other when the call returns or calls back, whatever container the value crossed in
 (an argument, a dict, the attribute of an object read earlier). A changed array is found by a
-digest and only changed arrays are sent. The side that made a value holds it weakly; the side
-with the copy holds it while its own code can still reach it (or its last change is unsent), then
-both forget it. The endpoint that sends and serves requests is :mod:`course_lib.grading.rpc`.
+digest and only changed arrays are sent. The side that made an array holds it weakly, the side
+with the copy while its own code can still reach it (and until its last change is sent); when
+either lets go, both forget it (generators, which cannot be held weakly, stay). The endpoint that sends and serves requests is :mod:`course_lib.grading.rpc`.
 """
 
 from __future__ import annotations
