@@ -244,3 +244,13 @@ def test_an_unwritable_numba_cache_dir_is_replaced_with_a_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(home / ".cache" / "course_lib" / "numba")
     assert "cannot be written" in proc.stderr
+
+
+def test_no_warm_up_where_the_numpy_layers_are_chosen(tmp_path):
+    proc = run(
+        [str(BIN / "course-lib"), "warm-kernels"],
+        fresh_env(tmp_path, COURSE_LIB_KERNELS="numpy"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing compiled ahead: COURSE_LIB_KERNELS=numpy" in proc.stdout
+    assert not list(tmp_path.rglob("*.nbi")), "kernels were compiled"

@@ -230,8 +230,10 @@ def warm(
     from course_lib import kernels
 
     cache = kernels.cache_dir()  # raises OSError with no writable folder
+    if os.environ.get(kernels._ENV, "").strip().lower() == "numpy":
+        return {"skipped": True, "cache_dir": str(cache), "why": f"{kernels._ENV}=numpy"}
     if not force and is_warm():
-        return {"skipped": True, "cache_dir": str(cache)}
+        return {"skipped": True, "cache_dir": str(cache), "why": "already cached"}
     if not kernels._numba_available():
         raise ImportError("numba is not installed: nothing to compile (the NumPy layers run)")
     t0 = time.perf_counter()
@@ -239,6 +241,7 @@ def warm(
     report = compile_report()
     result = {
         "skipped": False,
+        "why": "warmed",
         "cache_dir": str(cache),
         "seconds": round(time.perf_counter() - t0, 2),
         "compiled": sum(r["compiled"] for r in report.values()),
@@ -271,8 +274,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
     elif args.quiet:
         pass
-    elif result["skipped"]:
+    elif result["why"] == "already cached":
         print(f"compiled kernels already cached in {result['cache_dir']}")
+    elif result["skipped"]:
+        print(f"nothing compiled ahead: {result['why']} (the NumPy layers run)")
     else:
         print(
             f"compiled kernels cached in {result['cache_dir']}: {result['compiled']} compiled, "
