@@ -203,10 +203,9 @@ def profile(root: Path, assignment: str) -> dict:
     """One submission in this process: wall time per phase, CPU of this process and children."""
     from nbgrader.apps import NbGraderAPI
 
-    from course_lib.grading import gradebook, verdict, worker
+    from course_lib.grading import gradebook, tasks, verdict
     from course_lib.grading.course import load_course
     from course_lib.grading.execute import IsolatedExecute
-    from course_lib.grading.tasks import GradeTask
     from course_lib.grading.verdict_process import VerdictProcess
 
     totals: dict[str, float] = collections.defaultdict(float)
@@ -230,7 +229,7 @@ def profile(root: Path, assignment: str) -> dict:
         course, tmp / "out", f"sqlite:///{tmp / 'out' / 'gradebook.db'}", [assignment], tmp / "w"
     )
     totals["prepare (once per batch)"] = time.monotonic() - started
-    task = GradeTask(
+    task = tasks.GradeTask(
         "student000", assignment, tmp / "submitted" / "student000" / assignment,
         course, template, course.limits, env={"COURSE_QUICK": "1"},
     )  # fmt: skip
@@ -241,7 +240,7 @@ def profile(root: Path, assignment: str) -> dict:
     sandboxed.start()
     try:
         cpu0, own0, t0 = _cpu(), resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-        result = worker.grade_one(task)
+        result = tasks.grade_one(task)
         own1 = resource.getrusage(resource.RUSAGE_SELF)
         wall, cpu = time.monotonic() - t0, _cpu() - cpu0
     finally:
@@ -251,7 +250,7 @@ def profile(root: Path, assignment: str) -> dict:
     own_cpu = own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime - sandboxed.own
     kernel_start = totals["start_new_kernel_client"] - totals["_connect_verdict"]
     phases = {
-        "whole submission (worker.grade_one)": wall,
+        "whole submission (tasks.grade_one)": wall,
         "  worker: read, copy the gradebook, static pass": wall - totals["autograde"],
         "  nbgrader autograde": totals["autograde"],
         "    nbgrader bookkeeping (all but the execution)": totals["autograde"]

@@ -73,7 +73,6 @@ class BatchResult:
 
     students: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
-    output: Path | None = None
     feedback_problems: list[str] = field(default_factory=list)
 
     @property
@@ -146,7 +145,7 @@ class Batch:
         ]
         self.assignments = self.assignments or available
         self.started = time.monotonic()
-        self.result = BatchResult(output=self.output)
+        self.result = BatchResult()
         self.found: dict[tuple[str, str], Submission] = {}
         self.template: Path | None = None
 

@@ -25,7 +25,6 @@ from course_lib.grading.tasks import TaskResult
 __all__ = [
     "export_csv",
     "feedback",
-    "feedback_config",
     "max_score",
     "merge",
     "prepare",
@@ -133,30 +132,25 @@ def export_csv(course: CourseConfig, db_url: str, path: Path) -> None:
 # feedback
 
 
-def feedback_config(course: CourseConfig, output: Path, db_url: str) -> Any:
-    """nbgrader's configuration for feedback: grades, then the copy without hidden tests
-    (:class:`course_lib.grading.notebook.FeedbackView`), then the page's CSS."""
-    from course_lib.grading.notebook import feedback_preprocessors
-
-    c = course.nbgrader_config(output, db_url)
-    c.GenerateFeedback.preprocessors = feedback_preprocessors()
-    return c
-
-
 def _feedback_chunk(
     course: CourseConfig, output: Path, db_url: str, assignment: str, exclude: list[str]
 ) -> str:
-    """Feedback of every student of ``assignment`` but ``exclude``, in a process of the pool;
-    nbgrader's log when it failed. What the libraries print goes to a log file, not to the
-    batch's terminal (the outcome is checked per student)."""
+    """Feedback of every student of ``assignment`` but ``exclude``, in a process of the pool
+    (nbgrader's steps: grades, the copy without hidden tests,
+    :class:`course_lib.grading.notebook.FeedbackView`, the page's CSS); nbgrader's log when it
+    failed. What the libraries print goes to a log file, not to the batch's terminal (the
+    outcome is checked per student)."""
     from nbgrader.apps import NbGraderAPI
+
+    from course_lib.grading.notebook import feedback_preprocessors
 
     log = output / ".grader" / "logs" / f"feedback--{assignment}--{os.getpid()}.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    c = feedback_config(course, output, db_url)
+    c = course.nbgrader_config(output, db_url)
+    c.GenerateFeedback.preprocessors = feedback_preprocessors()
     c.CourseDirectory.student_id_exclude = ",".join(exclude)
     with with_nbgrader_environment(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,11 +1,24 @@
-"""One submission's grading task: the contract with the worker, and the process that runs it.
+"""One submission's grading task: the contract, the grading itself, and its process.
 
-:class:`GradeTask` is everything the worker needs, :class:`TaskResult` everything it gives
-back; the batch and the worker exchange nothing else. :func:`run_task` runs the worker in a
-process of its own (forked from a fork server that has nbgrader imported, or
-``python -m course_lib.grading.worker`` where this process may not fork children, e.g. inside
-a daemonic Dask worker), in its own session, and kills it with every process below it at the
-time limit. It never raises: a crash or a timeout becomes a failed :class:`TaskResult`.
+:class:`GradeTask` is everything the grading of one submission needs, :class:`TaskResult`
+everything it gives back; the batch and the task exchange nothing else. :func:`run_task` runs
+:func:`grade_one` in a process of its own (forked from a fork server that has nbgrader and the
+verdict's library imported, or ``python -m course_lib.grading.tasks TASK.json RESULT.json``
+where this process may not fork children, e.g. inside a daemonic Dask worker), in its own
+session, and kills it with every process below it at the time limit. It never raises: a crash
+or a timeout becomes a failed :class:`TaskResult`. :func:`grade_one`
+
+1. reads the submitted files *without modifying them*, copying them into a private course
+   directory (:mod:`course_lib.grading.notebook`: unreadable files are reported and left out,
+   an old nbformat is upgraded, a wrongly named notebook is graded under the expected name,
+   edited or deleted test cells are reported);
+2. runs the real ``nbgrader autograde`` (Python API) against a private copy of the template
+   gradebook, with :class:`course_lib.grading.execute.IsolatedExecute` in place of ``Execute``
+   and ``OverwriteCells.add_missing_cells`` on;
+3. reads the findings that autograde's :class:`course_lib.grading.notebook.ApplyFindings` (the
+   fairness policy, run after ``SaveAutoGrades``) recorded in each autograded notebook;
+4. returns a :class:`TaskResult` (grades, comments, autograded notebooks) for the batch to
+   merge into the one gradebook.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -22,25 +36,34 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nbformat
+
 from course_lib.grading.course import (
     DEFAULT_KERNEL_USER,
+    LIMIT_TRAITS,
     CourseConfig,
     Limits,
     load_course_config,
     nbgrader_environment,
 )
+from course_lib.grading.findings import recorded_findings
+from course_lib.grading.notebook import MAX_FILE_BYTES, pick_submitted, report_changes
 
 __all__ = [
     "CellGrade",
     "GradeTask",
     "NotebookResult",
     "TaskResult",
+    "forked_main",
     "forkserver_context",
+    "grade_one",
     "kill_tree",
+    "main",
     "run_task",
 ]
 
@@ -53,7 +76,7 @@ class GradeTask:
     assignment: str
     submission_dir: Path
     course: CourseConfig
-    #: the SQLite gradebook holding the assignment, copied privately by the worker
+    #: the SQLite gradebook holding the assignment, copied privately by the task
     template_gradebook: Path
     limits: Limits
     isolate: bool = True
@@ -66,7 +89,7 @@ class GradeTask:
         return self.limits.task_seconds(len(self.course.notebooks(self.assignment)))
 
     def to_json(self) -> str:
-        """The task as JSON for a fresh worker process (which reloads the course once)."""
+        """The task as JSON for a fresh process (which reloads the course once)."""
         data = {k: v for k, v in asdict(self).items() if k != "course"}
         data["course_root"] = str(self.course.root)
         return json.dumps(data, default=str)
@@ -122,7 +145,7 @@ class TaskResult:
     notebooks: dict[str, NotebookResult] = field(default_factory=dict)
     log: str = ""
     seconds: float = 0.0
-    #: CPU seconds of the worker, its kernels and its verdict process
+    #: CPU seconds of the task's process, its verdict process and its kernels (not sandboxed)
     cpu_seconds: float = 0.0
 
     @property
@@ -168,12 +191,162 @@ class TaskResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# the task's process
+# the grading, in the task's process
+
+
+def grade_one(task: GradeTask) -> TaskResult:
+    """Grade one submission (see the module docstring)."""
+    started, cpu_started = time.monotonic(), _cpu_seconds()
+    problems: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix=f"grade-{task.assignment}-", dir=os.getcwd()))
+    os.chmod(work, 0o755)
+    try:
+        root = work / "course"
+        sub_dir = root / "submitted" / task.student / task.assignment
+        sub_dir.mkdir(parents=True)
+        db_path = root / "gradebook.db"
+        shutil.copyfile(task.template_gradebook, db_path)
+        source_dir = task.course.source_path / task.assignment
+        names = task.course.notebooks(task.assignment)
+        sources = {n: nbformat.read(str(source_dir / f"{n}.ipynb"), as_version=4) for n in names}
+        submitted = {}
+        for name in names:
+            nb = pick_submitted(task.submission_dir, name, sources[name], problems)
+            if nb is not None:
+                submitted[name] = report_changes(nb, sources[name], problems)
+                nbformat.write(submitted[name], str(sub_dir / f"{name}.ipynb"))
+        _copy_other_files(task.submission_dir, sub_dir)
+
+        outcome = _autograde(task, root, f"sqlite:///{db_path}", work)
+        if not outcome.get("success"):
+            problems.append("nbgrader could not autograde this submission")
+        graded = _read_grades(task, f"sqlite:///{db_path}", names)
+        result = TaskResult(
+            task.student,
+            task.assignment,
+            "graded" if outcome.get("success") and len(submitted) == len(names) else "failed",
+            problems=problems,
+            log=((outcome.get("log") or "") + (outcome.get("error") or ""))[-20000:],
+        )
+        for name in names:
+            entry = graded.get(name, NotebookResult())
+            path = root / "autograded" / task.student / task.assignment / f"{name}.ipynb"
+            if path.exists():
+                autograded = nbformat.read(str(path), as_version=4)
+                result.findings += recorded_findings(autograded, entry.grades)  # ApplyFindings
+                entry.autograded = nbformat.writes(autograded)
+            result.notebooks[name] = entry
+        result.seconds = round(time.monotonic() - started, 2)
+        result.cpu_seconds = round(_cpu_seconds() - cpu_started, 2)
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (kernels, verdict)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _copy_other_files(submission: Path, destination: Path) -> None:
+    """Non-notebook files (data a student saved, timestamp.txt); symlinks are never followed."""
+    for path in submission.iterdir() if submission.is_dir() else []:
+        if path.suffix == ".ipynb" or path.is_symlink() or not path.is_file():
+            continue
+        if path.stat().st_size <= MAX_FILE_BYTES:
+            shutil.copyfile(path, destination / path.name)
+
+
+def _autograde(task: GradeTask, root: Path, db_url: str, work: Path) -> dict:
+    """``nbgrader autograde`` (its Python API) with the grader's execution preprocessor."""
+    from nbgrader.apps import NbGraderAPI
+
+    from course_lib.grading.execute import isolated_autograde_preprocessors
+
+    c = task.course.nbgrader_config(root, db_url)
+    c.OverwriteCells.add_missing_cells = True
+    c.Autograde.autograde_preprocessors = isolated_autograde_preprocessors()
+    for limit, trait in LIMIT_TRAITS.items():
+        c.IsolatedExecute[trait] = getattr(task.limits, limit)
+    c.IsolatedExecute.isolate_tests = task.isolate
+    c.IsolatedExecute.source_directory = str(task.course.source_path / task.assignment)
+    c.IsolatedExecute.scratch_directory = str(work)
+    c.IsolatedExecute.kernel_user = task.kernel_user
+    c.IsolatedExecute.shutdown_kernel = "immediate"  # nothing to save: no graceful wait
+    api = NbGraderAPI(config=c)
+    return api.autograde(task.assignment, task.student, force=True, create=True)
+
+
+def _read_grades(task: GradeTask, db_url: str, names: list[str]) -> dict[str, NotebookResult]:
+    """Grades, comments and late penalty of every notebook nbgrader graded."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    out: dict[str, NotebookResult] = {}
+    with Gradebook(db_url, task.course.course_id) as gb:
+        for name in names:
+            try:
+                sub = gb.find_submission_notebook(name, task.assignment, task.student)
+            except MissingEntry:
+                continue
+            out[name] = NotebookResult(
+                grades={
+                    g.name: CellGrade(g.auto_score, g.max_score, bool(g.needs_manual_grade))
+                    for g in sub.grades
+                },
+                comments={c.name: c.auto_comment for c in sub.comments},
+                late_penalty=sub.late_submission_penalty,
+            )
+    return out
+
+
+def forked_main(
+    task: GradeTask, result_path: str, log_path: str, env: dict[str, str], cwd: str
+) -> None:
+    """Entry point in a child of the batch's fork server (modules already imported)."""
+    os.setsid()  # its own session: the batch kills the whole tree at the time limit
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    _write_result(task, Path(result_path))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _write_result(task: GradeTask, out: Path) -> None:
+    started = time.monotonic()
+    try:
+        result = grade_one(task)
+    except BaseException as exc:
+        message = f"the grader failed on this submission: {type(exc).__name__}: {exc}"
+        result = TaskResult.failure(task, message, started, traceback.format_exc()[-20000:])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(result.to_json())
+    tmp.replace(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_lib.grading.tasks TASK.json RESULT.json``."""
+    task_path, result_path = sys.argv[1:] if argv is None else argv
+    _write_result(GradeTask.from_json(Path(task_path).read_text()), Path(result_path))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# running a task in a process of its own
 
 #: Modules the fork server imports once, so that each grading task starts without paying for
 #: them (about 2 s of CPU per submission: nbgrader, nbconvert, SQLAlchemy, jupyter_client).
 FORKSERVER_PRELOAD = [
-    "course_lib.grading.worker",
+    "course_lib.grading.tasks",
     "course_lib.grading.execute",
     "nbgrader.apps",
     "nbgrader.api",
@@ -262,9 +435,7 @@ def _run_forked(
     cwd: Path,
     limit: float,
 ) -> int | None:
-    """The worker in a child of the fork server; None when it was killed at ``limit``."""
-    from course_lib.grading.worker import forked_main
-
+    """The task in a child of the fork server; None when it was killed at ``limit``."""
     proc = context.Process(
         target=forked_main, args=(task, str(result_path), str(log_path), env, str(cwd))
     )
@@ -281,8 +452,8 @@ def _run_forked(
 def _run_subprocess(
     task_path: Path, result_path: Path, log_path: Path, env: dict[str, str], cwd: Path, limit: float
 ) -> int | None:
-    """The worker as ``python -m course_lib.grading.worker``; None when killed at ``limit``."""
-    argv = [sys.executable, "-m", "course_lib.grading.worker", str(task_path), str(result_path)]
+    """The task as ``python -m course_lib.grading.tasks``; None when killed at ``limit``."""
+    argv = [sys.executable, "-m", "course_lib.grading.tasks", str(task_path), str(result_path)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             argv,
@@ -303,14 +474,18 @@ def _run_subprocess(
 
 
 def kill_tree(pid: int) -> None:
-    """Kill a worker, every process below it (kernels run in their own sessions) and what is
+    """Kill a task's process, every process below it (kernels run in their own sessions) and what is
     left in its session (a process whose parent ended)."""
     import psutil
 
     with contextlib.suppress(psutil.Error):  # already gone
-        worker = psutil.Process(pid)
-        for victim in [worker, *worker.children(recursive=True)]:
+        task = psutil.Process(pid)
+        for victim in [task, *task.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 victim.kill()
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
