@@ -13,8 +13,9 @@ where noted. Layouts are channels-last, ``(N, H, W, C)``, as in the layers.
   reference); the gradient goes back to that offset.
 * ``im2col`` / ``grey_patches``: the convolution's patch matrix, zero padding
   included (no padded copy of the image); ``col2im``: adds the patch gradients
-  back into the image (the adjoint).
-* ``add_bias``: ``out += b`` row by row.
+  back into the image (the adjoint); ``add_bias``: ``out += b`` row by row. These
+  four are serial: the convolution gives each thread its own blocks of images
+  (:func:`course_lib.threads.run_shares`), a block being too little work to split.
 * ``adam``: Adam's three updates of one parameter in one pass.
 
 Inner loops run over 1-D slices from index 0: Numba then knows no index is
@@ -70,6 +71,10 @@ def _parallel(f: Callable) -> Callable:
     run.parallel, run.serial = parallel, serial
     return run
 
+
+#: The convolution's kernels run on one block of images at a time, each thread its own
+#: blocks (``threads.run_shares``): they are compiled serial only.
+_serial = nb.njit(cache=True, nogil=True)
 
 #: Elements per task of the flat element-wise kernels (a few pages each).
 CHUNK = 1 << 14
@@ -157,11 +162,11 @@ def maxpool_backward(dout, arg, ph, pw, s, tiles, dx):  # pragma: no cover - com
                                     g[c] += d[c]
 
 
-@_parallel
+@_serial
 def im2col(img, FH, FW, s, p, OH, OW, col):  # pragma: no cover - compiled
     """img: (n, H, W, C) unpadded -> col: (n*OH*OW, FH*FW*C), patch order (fh, fw, c), zeros outside."""
     n, H, W, C = img.shape
-    for r in prange(n * OH):
+    for r in range(n * OH):
         b = r // OH
         oh = r % OH
         for ow in range(OW):
@@ -180,11 +185,11 @@ def im2col(img, FH, FW, s, p, OH, OW, col):  # pragma: no cover - compiled
                             dst[c] = 0
 
 
-@_parallel
+@_serial
 def grey_patches(img, FH, FW, s, p, OH, OW, colT):  # pragma: no cover - compiled
     """img: (N, H, W) -> colT[k, n*OH*OW + oh*OW + ow] for k = (fh, fw) < FH*FW; zeros outside."""
     N, H, W = img.shape
-    for t in prange(FH * FW * N):
+    for t in range(FH * FW * N):
         k = t // N
         b = t % N
         i = k // FW
@@ -203,11 +208,11 @@ def grey_patches(img, FH, FW, s, p, OH, OW, colT):  # pragma: no cover - compile
                 dst[ow] = src[xx] if 0 <= xx < W else 0
 
 
-@_parallel
+@_serial
 def col2im(dcol, FH, FW, s, p, OH, OW, dimg):  # pragma: no cover - compiled
     """dcol: (n*OH*OW, FH*FW*C) -> dimg: (n, H, W, C) = the sum of every patch's share (written whole)."""
     n, H, W, C = dimg.shape
-    for b in prange(n):
+    for b in range(n):
         dimg[b] = 0
         for oh in range(OH):
             for ow in range(OW):
@@ -226,12 +231,12 @@ def col2im(dcol, FH, FW, s, p, OH, OW, dimg):  # pragma: no cover - compiled
                             dst[c] += src[c]
 
 
-@_parallel
+@_serial
 def add_bias(out, b):  # pragma: no cover - compiled
     """out: (rows, FN) += b: (FN,)."""
     rows, FN = out.shape
     step = max(1, CHUNK // max(FN, 1))
-    for c in prange((rows + step - 1) // step):
+    for c in range((rows + step - 1) // step):
         for r in range(c * step, min(rows, (c + 1) * step)):
             o = out[r]
             for f in range(FN):

@@ -166,35 +166,36 @@ class Convolution(Layer):
         out = np.empty((N, OH, OW, FN), dtype=dtype)
         keep = keeps_caches()
         spare = self.cols if keep and self.cols else []  # the last pass's buffers, reused
-        if C == 1:  # grey images: the transposed patch matrix with a row of ones, as above
-            colT = _reuse(spare[0].T if spare else None, (K + 1, N * OH * OW), dtype)
-            fast.grey_patches(img[..., 0], FH, FW, s, p, OH, OW, colT)
-            colT[K] = 1
-            W_and_b = np.concatenate([col_W, self.b.reshape(1, FN)]).astype(dtype, copy=False)
-            np.matmul(colT.T, W_and_b, out=out.reshape(-1, FN))
-            self._cache(cols=[colT.T])
-            return out.transpose(0, 3, 1, 2)
+        grey = C == 1  # the transposed patch matrix with a row of ones, as above
+        if grey:
+            col_W = np.concatenate([col_W, self.b.reshape(1, FN)])
+            spare = [c.T for c in spare]
         col_W = col_W.astype(dtype, copy=False)
         b = self.b.astype(dtype, copy=False)
-        per_block = max(1, self.block_bytes // (OH * OW * K * dtype.itemsize))
+        per_block = max(1, self.block_bytes // (OH * OW * (K + grey) * dtype.itemsize))
         starts = range(0, N, per_block)
         cols: list[np.ndarray] = [None] * len(starts) if keep else []
 
         def work(share: range) -> None:  # one thread's blocks; serial kernels, 1-thread BLAS
             buffer = None
             for start in share:
-                n = min(per_block, N - start)
+                n, i = min(per_block, N - start), start // per_block
+                shape = (K + 1, n * OH * OW) if grey else (n * OH * OW, K)
                 if keep:
-                    i = start // per_block
-                    buffer = _reuse(spare[i] if i < len(spare) else None, (n * OH * OW, K), dtype)
-                elif buffer is None or len(buffer) != n * OH * OW:
-                    buffer = np.empty((n * OH * OW, K), dtype=dtype)
-                fast.im2col.serial(img[start : start + n], FH, FW, s, p, OH, OW, buffer)
+                    buffer = _reuse(spare[i] if i < len(spare) else None, shape, dtype)
+                elif buffer is None or buffer.shape != shape:
+                    buffer = np.empty(shape, dtype=dtype)
                 rows = out[start : start + n].reshape(-1, FN)
-                np.matmul(buffer, col_W, out=rows)
-                fast.add_bias.serial(rows, b)
+                if grey:
+                    fast.grey_patches(img[start : start + n, ..., 0], FH, FW, s, p, OH, OW, buffer)
+                    buffer[K] = 1
+                    np.matmul(buffer.T, col_W, out=rows)  # the bias comes with the row of ones
+                else:
+                    fast.im2col(img[start : start + n], FH, FW, s, p, OH, OW, buffer)
+                    np.matmul(buffer, col_W, out=rows)
+                    fast.add_bias(rows, b)
                 if keep:
-                    cols[start // per_block] = buffer
+                    cols[i] = buffer.T if grey else buffer
 
         threads.run_shares(work, starts)
         self._cache(cols=cols)
@@ -283,7 +284,7 @@ class Convolution(Layer):
                         dcol = np.empty((len(d_block), FH * FW * C), dtype=dtype)
                     np.matmul(d_block, W_T, out=dcol)  # (n*OH*OW, K): every patch's gradient
                     s, p = self.stride, self.pad
-                    fast.col2im.serial(dcol, FH, FW, s, p, OH, OW, dimg[start : start + n])
+                    fast.col2im(dcol, FH, FW, s, p, OH, OW, dimg[start : start + n])
             sums.append(dW)
 
         threads.run_shares(work, blocks)
