@@ -271,7 +271,7 @@ def build(solution, student) -> list[Case]:
         )
     )
     # a grader module imported under a name no static reading sees: the audit hook reports it
-    sneaky = "import importlib\n_m = importlib.import_module('course_lib.gra' + 'ding.wor' + 'ker')"
+    sneaky = "import importlib\n_m = importlib.import_module('course_lib.gra' + 'ding.ta' + 'sks')"
     last = list(pts)[-1]
     cases.append(
         Case(
