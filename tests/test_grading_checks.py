@@ -42,6 +42,8 @@ def test_check_close_messages():
         checks.check_close(np.zeros(4), np.zeros((2, 2)))
     with pytest.raises(AssertionError, match="None"):
         checks.check_close(None, np.zeros(2))
+    with pytest.raises(AssertionError, match=r"^out\[1\] is inf: expected a finite number \(2\)$"):
+        checks.check_close(np.array([1.0, np.inf]), np.array([1.0, 2.0]), "out")
     # values that differ but look the same at 6 digits are printed with more
     with pytest.raises(AssertionError, match=r"yours 1.000001, expected 1 "):
         checks.check_close(np.float64(1.000001), np.float64(1.0), rtol=0, atol=0)

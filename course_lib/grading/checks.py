@@ -72,10 +72,6 @@ def _student_code(failed: str) -> Iterator[None]:
         raise AssertionError(f"{failed}: {type(exc).__name__}: {exc}") from exc
 
 
-def _fmt(v: Any) -> str:
-    return f"{float(v):.6g}" if np.isscalar(v) or np.ndim(v) == 0 else repr(v)
-
-
 def _fmt_pair(a: float, b: float) -> tuple[str, str]:
     """Format two numbers with enough digits that different values never print the same."""
     for digits in (6, 10, 17):
@@ -117,7 +113,9 @@ def check_close(
     if not np.all(np.isfinite(g)) and np.all(np.isfinite(e)):
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(g))[0])
         where = f"{name}[{', '.join(map(str, idx))}]" if idx else name
-        raise AssertionError(f"{where} is {g[idx]}: expected a finite number ({_fmt(e[idx])})")
+        raise AssertionError(
+            f"{where} is {g[idx]}: expected a finite number ({_fmt_pair(g[idx], e[idx])[1]})"
+        )
     bad = ~np.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
     if np.any(bad):
         diff = np.where(bad, np.abs(g - e), -1.0)
