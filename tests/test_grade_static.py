@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import nbformat
 
+from course_lib.grading.notebook import is_answer, is_test
 from course_lib.grading.static import scan_submission
 
 V4 = nbformat.v4
@@ -87,6 +91,37 @@ def test_uncommented_fallback_after_the_test_is_allowed():
         ),
     )
     assert found == []
+
+
+def test_every_chapters_fallback_lines_used_where_they_stand_are_not_warned():
+    """Each chapter's stuck-student lines (``# Relu = course_lib.reference.Relu``) uncommented in
+    place: they come after their exercise's tests, so no reference warning."""
+    uncommented = 0
+    for path in sorted(Path(__file__).parents[1].glob("solutions/*/*.ipynb")):
+        solution = nbformat.read(str(path), as_version=4)
+        nb = nbformat.read(str(path), as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code" or is_answer(cell) or is_test(cell):
+                continue
+            lines = cell.source.splitlines()
+            for i, line in enumerate(lines):
+                code = line.strip().lstrip("#").strip()
+                if line.strip().startswith("#") and re.fullmatch(
+                    r"[\w, .]+ = course_lib\.\S+", code
+                ):
+                    lines[i], uncommented = code, uncommented + 1
+            cell.source = "\n".join(lines)
+        found = [f for f in scan_submission(solution, nb) if f.kind == "reference"]
+        assert found == [], (path.name, found)
+    assert uncommented >= 30
+
+
+def test_the_fallback_line_used_before_the_exercises_test_is_warned():
+    nb = submit("class Relu:\n    pass")
+    nb.cells.insert(2, V4.new_code_cell("Relu = course_lib.layers.Relu  # stuck?"))
+    found = scan_submission(source(), nb)
+    assert kinds(found) == [("reference", ())]
+    assert found[0].exercise == "Relu" and found[0].cell == 2
 
 
 def test_monkeypatching_numpy_in_the_kernel_is_reported_not_punished():

@@ -23,7 +23,6 @@ __all__ = [
     "code_cells",
     "collect_setup",
     "exercise_tests",
-    "fallback_lines",
     "solution_allowlist",
     "student_names",
     "to_python",
@@ -136,24 +135,6 @@ def collect_setup(source_nb: nbformat.NotebookNode) -> list[str]:
             kept.append(node)
             needed |= loaded_names(node)
     return [ast.unparse(node) for node in reversed(kept)]
-
-
-def fallback_lines(source_nb: nbformat.NotebookNode) -> set[str]:
-    """``ast.dump`` of the code lines commented out in the instructor's cells (the stuck-student
-    fallbacks: one assignment or import each)."""
-    lines = set()
-    for cell in source_nb.cells:
-        if cell.cell_type != "code" or is_answer(cell) or is_test(cell):
-            continue
-        for raw in cell.source.splitlines():
-            if raw.strip().startswith("#"):
-                try:
-                    body = ast.parse(raw.strip().lstrip("#").strip()).body
-                except SyntaxError:
-                    continue
-                if len(body) == 1 and isinstance(body[0], (ast.Assign, ast.Import, ast.ImportFrom)):
-                    lines.add(ast.dump(body[0]))
-    return lines
 
 
 def dotted(node: ast.expr) -> list[str] | None:

@@ -10,8 +10,10 @@ is decided by what runs (:mod:`course_lib.grading.refwatch`). This pass gives th
                reported with cell and line, no points lost;
 ``reference``  a statement that binds an exercise's name (``Relu``), or any name in an answer
                cell, names ``course_lib`` objects the instructor's solution does not use
-               (through the notebook's imports; its stuck-student fallback lines are allowed):
-               an early warning at that line, no points lost (the run-time watch decides);
+               (through the notebook's imports): an early warning at that line, no points lost
+               (the run-time watch decides). The notebook's stuck-student fallback line, used
+               where it stands (after the exercise's tests), binds no exercise a later test
+               judges: it is allowed; used before the tests, it is warned;
 ``grader``     code that names the grader itself: importing ``course_lib.grading`` modules
                other than the checks the notebooks use, assigning attributes of the checks,
                strings naming the grader's modules, its socket or the gradebook: the notebook
@@ -37,7 +39,6 @@ from course_lib.grading.names import (
     collect_setup,
     dotted,
     exercise_tests,
-    fallback_lines,
     solution_allowlist,
     student_names,
     to_python,
@@ -188,7 +189,6 @@ def scan_submission(
     }
     test_ids = {grade_id(c) for c in source_nb.cells if c.cell_type == "code" and is_test(c)}
     allow = solution_allowlist(source_nb)
-    fallbacks = fallback_lines(source_nb)
     exercises = exercise_tests(source_nb)
     # the test cells in the order they run; nbgrader re-adds deleted ones at the end
     order = [grade_id(c) for c in submitted_nb.cells if grade_id(c) in test_ids]
@@ -216,9 +216,7 @@ def scan_submission(
         student = is_answer(cell) or cell.source.strip() not in trusted
         for node in tree.body:
             if student:
-                findings += _findings(
-                    node, imports, allow, fallbacks, own, index, after, is_answer(cell)
-                )
+                findings += _findings(node, imports, allow, own, index, after, is_answer(cell))
             imports.bind(node)
     return findings
 
@@ -227,7 +225,6 @@ def _findings(
     node: ast.stmt,
     imports: Imports,
     allow: set[str],
-    fallbacks: set[str],
     own: set[str],
     index: int,
     after: tuple[str, ...],
@@ -236,7 +233,7 @@ def _findings(
     """The findings of one statement of student code in cell ``index``: its habits and reaches
     for the grader, and the early reference warning when it binds an exercise ``own`` (one a
     test ``after`` the cell judges), or any name in an answer cell, to code naming a
-    ``course_lib`` object the solution does not use (the notebook's ``fallbacks`` excepted)."""
+    ``course_lib`` object the solution does not use."""
     scanner = _Scanner(imports)
     scanner.visit(node)
     found = [
@@ -248,7 +245,7 @@ def _findings(
     bad = sorted(o for o in imports.course_lib_objects(node) if not allowed(o, allow))
     bound = bound_names(node)
     names = sorted(bound & own) or (sorted(own) if answer and bound else [])
-    if bad and names and ast.dump(node) not in fallbacks:
+    if bad and names:
         shown = ", ".join(f"`{o}`" for o in bad[:3])
         message = (
             f"`{names[0]}` uses the reference implementation ({shown}) instead of your own code"
