@@ -220,7 +220,16 @@ def test_findings_reach_comments_feedback_and_grades():
                 cell=1,
                 line=2,
             )
-        )
+        ),
+        # a student's own exception quoting the mark is not a finding (and breaks nothing)
+        nbformat.from_dict(
+            {
+                "output_type": "error",
+                "ename": "ReferenceUsed",
+                "evalue": "mine",
+                "traceback": ["[course-lib finding] not json"],
+            }
+        ),
     ]
     found = collect_findings(source(), nb)  # the static pass finds nothing here
     assert found == [

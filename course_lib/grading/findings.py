@@ -7,7 +7,7 @@ zeroes the tests from there on. The static pass's reference findings are early w
 Runtime findings travel from the verdict process as error outputs of the test cell
 (:func:`report_outputs`); every autograde then runs :class:`course_lib.grading.notebook.
 ApplyFindings`, which collects the findings and applies the policy (:func:`apply_findings`).
-The verdict process imports this module: nbformat and nbgrader (1.5 s to import) are imported
+The verdict side imports this module: nbformat and nbgrader (1.5 s to import) are imported
 only inside the functions that need them.
 """
 
@@ -168,7 +168,10 @@ def collect_findings(source: Any, autograded: Any) -> list[Finding]:
             marks = [t.split(_MARK, 1)[1] for t in output.get("traceback", []) if _MARK in t]
             if kind is None or not marks:
                 continue
-            _, exercise, cell, line = json.loads(marks[-1])
+            try:
+                _, exercise, cell, line = json.loads(marks[-1])
+            except (ValueError, TypeError):
+                continue  # a student's own message quoting the mark, not the verdict's
             evalue = str(output.get("evalue"))
             if kind == "reference":
                 costs = tuple(sorted({*exercises.get(exercise or "", ()), gid}))
