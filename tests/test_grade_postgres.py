@@ -22,7 +22,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.grading.batch import GradeOptions, grade_batch, normalize_db_url
+from course_lib.grading.batch import GradeOptions, grade_batch
+from course_lib.grading.course import normalize_db_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.grading, pytest.mark.timeout(900)]
 

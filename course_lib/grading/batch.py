@@ -39,7 +39,7 @@ from course_lib.grading.course import (
 )
 from course_lib.grading.tasks import GradeTask, TaskResult, forkserver_context, run_task
 
-__all__ = ["BatchResult", "GradeOptions", "grade_batch", "normalize_db_url"]
+__all__ = ["BatchResult", "GradeOptions", "grade_batch"]
 
 
 @dataclass

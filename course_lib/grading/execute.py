@@ -35,12 +35,12 @@ import nbformat
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
-from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from course_lib.grading.agent import BOOT
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
+from course_lib.grading.notebook import is_test
 from course_lib.grading.sandbox import LimitedKernelManager, launcher_args, sandbox_folder
 from course_lib.grading.static import verdict_init
 from course_lib.grading.verdict import named_error
@@ -220,14 +220,11 @@ class IsolatedExecute(Execute):
         return os.path.join(coursedir.root, coursedir.source_directory, assignment)
 
     def _source_notebook(self, resources: Any) -> NotebookNode | None:
+        """The instructor's version of the notebook being graded, where it can be found."""
         folder = self._source_folder(resources)
-        if not folder or not resources:
-            return None
-        notebook = (resources.get("nbgrader") or {}).get("notebook")
-        if not notebook:
-            return None
+        notebook = ((resources or {}).get("nbgrader") or {}).get("notebook")
         path = os.path.join(folder, f"{notebook}.ipynb")
-        if not os.path.exists(path):
+        if not (folder and notebook and os.path.exists(path)):
             return None
         return nbformat.read(path, as_version=4)
 
@@ -301,7 +298,7 @@ class IsolatedExecute(Execute):
         execution_count: int | None,
         store_history: bool,
     ) -> NotebookNode:
-        if self.isolate_tests and nbutils.is_grade(cell) and not nbutils.is_solution(cell):
+        if self.isolate_tests and is_test(cell):
             return await self._run_test_cell(cell, cell_index)
         timeout = self._get_timeout(cell) or 300
         self._cell_chars[cell_index] = 0
@@ -415,7 +412,7 @@ class IsolatedExecute(Execute):
         for index, cell in enumerate(self.nb.cells[:upto]):
             if cell.cell_type != "code" or not cell.source.strip():
                 continue
-            if nbutils.is_grade(cell) and not nbutils.is_solution(cell):
+            if is_test(cell):
                 continue
             if index in self._exit_cells:
                 continue
