@@ -330,7 +330,10 @@ def _replay_loss_layer(layer: Any, plan: Mapping[str, Any]) -> Any:
     return {"loss": float(loss), "dx": dx, "x": np.array(losses, dtype=np.float64)}
 
 
-def _replay_model(model: Any, plan: Mapping[str, Any]) -> Any:
+def _replay_model(
+    model: Any, plan: Mapping[str, Any], perturb: Callable = numerical_gradient
+) -> Any:
+    # perturb: bound before any student cell runs (a student may replace numerical_gradient)
     x, t, h = _float64(plan["x"]), plan["t"], float(plan["h"])
     twin = model.astype(np.float64) if hasattr(model, "astype") else copy.deepcopy(model)
     restore = _freeze_randomness(twin)
@@ -350,7 +353,7 @@ def _replay_model(model: Any, plan: Mapping[str, Any]) -> Any:
     for key, value in twin.params.items():
         start = len(losses)
         # moved in place (the book's networks read their own params) by +h then -h, restored
-        numerical_gradient(f, value, h)
+        perturb(f, value, h)
         runs["keys"].append(str(key))
         runs["shapes"][str(key)] = list(value.shape)
         runs["losses"][str(key)] = np.array(losses[start:], dtype=np.float64)
