@@ -330,9 +330,7 @@ def _replay_loss_layer(layer: Any, plan: Mapping[str, Any]) -> Any:
     return {"loss": float(loss), "dx": dx, "x": np.array(losses, dtype=np.float64)}
 
 
-def _replay_model(
-    model: Any, plan: Mapping[str, Any], perturb: Callable = numerical_gradient
-) -> Any:
+def _replay_model(model: Any, plan: Mapping[str, Any], perturb=numerical_gradient) -> Any:
     # perturb: bound before any student cell runs (a student may replace numerical_gradient)
     x, t, h = _float64(plan["x"]), plan["t"], float(plan["h"])
     twin = model.astype(np.float64) if hasattr(model, "astype") else copy.deepcopy(model)
