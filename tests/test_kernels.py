@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("numba")
 
 from course_lib import kernels, optimizers, threads
-from course_lib.layers import Convolution, Pooling, Relu
+from course_lib.layers import Affine, Convolution, Pooling, Relu
 from course_lib.layers import activations as activations_module
 
 #: Relative to the largest value: sums of products in another order differ by a few ulps.
@@ -129,6 +129,25 @@ def test_convolution_blocks_shared_over_threads(switch, rng, n_threads):
         threads.set_threads(before)
     assert_same(ref, fast, np.float32, f"Convolution on {n_threads} threads")
     np.testing.assert_array_equal(again, fast[0])  # deterministic: no race between threads
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_affine_products_shared_over_threads(switch, rng, n_threads):
+    """On the compiled path with several threads Affine splits its products by rows."""
+    from course_lib.layers import affine
+
+    x = rng.standard_normal((64, 8, 9, 9)).astype(np.float32)  # 648 inputs per sample
+    W = rng.standard_normal((648, 120)).astype(np.float32)
+    b = rng.standard_normal(120).astype(np.float32)
+    dout = rng.standard_normal((64, 120)).astype(np.float32)
+    assert 64 * 648 * 120 >= affine.SHARE_MIN
+    before = threads.threads()
+    threads.set_threads(n_threads)
+    try:
+        ref, fast = both(switch, lambda: Affine(W, b), x, dout)
+    finally:
+        threads.set_threads(before)
+    assert_same(ref, fast, np.float32, f"Affine on {n_threads} threads")
 
 
 def test_run_shares_covers_every_item_once_and_restores_blas():

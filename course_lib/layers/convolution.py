@@ -197,7 +197,8 @@ class Convolution(Layer):
                 if keep:
                     cols[i] = buffer.T if grey else buffer
 
-        threads.run_shares(work, starts)
+        with threads.single_threaded_blas():  # also with one share: no 2-thread BLAS call
+            threads.run_shares(work, starts)
         self._cache(cols=cols)
         return out.transpose(0, 3, 1, 2)
 
@@ -213,12 +214,14 @@ class Convolution(Layer):
 
         fast = kernels.fast() if dtype in _FAST_DTYPES else None
         if fast is not None:
-            dW, dimg = self._backward_compiled(fast, d, dtype)
+            dW, db, dimg = self._backward_compiled(fast, d, dtype)
         else:
             dW, dimg = self._backward_numpy(d, dtype)
         if dW.shape[1] > K:  # grey images: the column of ones gave the bias gradient
             self.db = dW[:, K].copy()
             dW = dW[:, :K]
+        elif fast is not None:  # summed by the threads with dW (no 2-thread BLAS call)
+            self.db = db
         else:  # the sum over rows, as a product: several times faster than d.sum(axis=0)
             self.db = np.ones(len(d), dtype=d.dtype) @ d
         self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
@@ -252,11 +255,11 @@ class Convolution(Layer):
 
     def _backward_compiled(
         self, fast, d: np.ndarray, dtype: np.dtype
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """backward with the compiled kernels, the blocks shared out over the threads.
 
-        Returns dW (FN, K or K + 1) and the image gradient (N, H, W, C) or None. Each
-        thread sums its own blocks' ``dW``; the image gradient of a block is ``dcol =
+        Returns dW (FN, K or K + 1), db (FN,) and the image gradient (N, H, W, C) or
+        None. Each thread sums its own blocks' ``dW`` and ``db``; the image gradient of a block is ``dcol =
         d @ W`` scattered back by ``col2im`` (the border skipped: no padded image).
         """
         FN, C, FH, FW = self.W.shape
@@ -270,25 +273,33 @@ class Convolution(Layer):
         for col in self.cols:
             blocks.append((start, col))
             start += len(col) // rows
-        sums: list[np.ndarray] = []
+        sums: list[tuple[np.ndarray, np.ndarray]] = []
+        ones = np.ones(max(len(c) for c in self.cols), dtype=dtype)
 
         def work(share: list[tuple[int, np.ndarray]]) -> None:  # serial kernels, 1-thread BLAS
             dW = np.zeros((FN, self.cols[0].shape[1]), dtype=dtype)
+            db = np.zeros(FN, dtype=dtype)
             part, dcol = np.empty_like(dW), None
             for start, col in share:
                 n = len(col) // rows
                 d_block = d[start * rows : (start + n) * rows]
                 dW += np.matmul(d_block.T, col, out=part)
+                db += ones[: len(d_block)] @ d_block
                 if dimg is not None:
                     if dcol is None or len(dcol) != len(d_block):  # one buffer per thread
                         dcol = np.empty((len(d_block), FH * FW * C), dtype=dtype)
                     np.matmul(d_block, W_T, out=dcol)  # (n*OH*OW, K): every patch's gradient
                     s, p = self.stride, self.pad
                     fast.col2im(dcol, FH, FW, s, p, OH, OW, dimg[start : start + n])
-            sums.append(dW)
+            sums.append((dW, db))
 
-        threads.run_shares(work, blocks)
-        return sum(sums[1:], sums[0]), dimg
+        with threads.single_threaded_blas():  # also with one share: no 2-thread BLAS call
+            threads.run_shares(work, blocks)
+        dW, db = sums[0]
+        for more_dW, more_db in sums[1:]:
+            dW += more_dW
+            db += more_db
+        return dW, db, dimg
 
     @staticmethod
     def _grey_patches(patches: np.ndarray, dtype: np.dtype) -> np.ndarray:
