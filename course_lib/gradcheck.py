@@ -18,6 +18,7 @@ replays the same plan where the code lives (a student's kernel, through
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -469,8 +470,6 @@ def check_model(
 
 
 def _takes_train_flg(model: Any) -> bool:
-    import inspect
-
     try:
         return "train_flg" in inspect.signature(model.loss).parameters
     except (TypeError, ValueError):
