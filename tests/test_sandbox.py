@@ -313,12 +313,19 @@ def test_without_bwrap_the_grader_says_so_once_and_grades(synthetic_course, tmp_
         assert summary["students"][student][SYNTHETIC_ID]["score"] == 3.0
 
 
-def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp_path):
+@pytest.mark.parametrize("threads", [1, 2], ids=["forked", "spawned"])
+def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp_path, threads):
     """The verdict process is a fork of the grader (no fresh ``python -I``): its ``sys.path``
     must still be what ``-I`` gives, without the empty entry (the working directory),
     relative entries, ``PYTHONPATH`` and the user's site-packages; and it must not see a
-    module planted there, even one the grader has not imported yet."""
+    module planted there, even one the grader has not imported yet. With a second thread
+    running in the grader (the formgrader's Jupyter server) it is spawned, not forked."""
     from course_lib.grading.verdict_process import VerdictProcess
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    if threads == 2:
+        other.start()
 
     planted = tmp_path / "planted"
     planted.mkdir()
@@ -332,6 +339,7 @@ def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp
     plant = "import cg_planted_module\n"
     saved = list(sys.path)
     sys.path[:0] = ["", str(planted), "relative/folder"]
+    method = "fork" if threading.active_count() == 1 else "spawn"
     try:
         verdict = VerdictProcess(
             {"setup": [check, plant], "student_names": [], "cells": []}, env, str(planted)
@@ -340,6 +348,9 @@ def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp
         verdict.stop()
     finally:
         sys.path[:] = saved
+        release.set()
+    assert verdict.process._start_method == method
+    assert threads == 1 or method == "spawn"
     assert "unknown command" in answer["error"]
     assert verdict.setup_errors is not None and len(verdict.setup_errors) == 1
     assert "ModuleNotFoundError" in verdict.setup_errors[0], verdict.setup_errors

@@ -9,7 +9,9 @@ forked from a fork server that imported them once
 (:func:`course_lib.grading.verdict.library_modules`), so a verdict process
 costs no imports at all (a fresh ``python -I`` spent 2.4 s of CPU and 5 s of wall time
 importing them for each notebook). Elsewhere (plain ``nbgrader autograde``) the fork imports
-what is missing (:func:`course_lib.grading.verdict.preimport`) before it answers.
+what is missing (:func:`course_lib.grading.verdict.preimport`) before it answers. In a
+multi-threaded grader (the formgrader's Autograde button runs nbgrader inside the Jupyter
+server) the process is spawned instead of forked.
 
 Like ``python -I``, the fork drops from ``sys.path`` the empty entry, relative entries,
 ``PYTHONPATH`` and the user's site-packages, so that no module is found in a folder a student
@@ -32,6 +34,7 @@ import os
 import site
 import sys
 import tempfile
+import threading
 from typing import Any
 
 from course_lib.grading import verdict
@@ -48,7 +51,7 @@ class VerdictProcess:
 
     def __init__(self, init: dict[str, Any], env: dict[str, str], cwd: str | None) -> None:
         self.conn, child = multiprocessing.Pipe()
-        self.process = multiprocessing.get_context("fork").Process(
+        self.process = _context().Process(
             target=_serve, args=(child, init, env, cwd), name="verdict", daemon=True
         )
         self.process.start()
@@ -87,6 +90,14 @@ class VerdictProcess:
             self.process.kill()
             self.process.join()
         self.conn.close()
+
+
+def _context() -> Any:
+    """``fork`` where this process runs one thread (a grading task, ``nbgrader autograde``);
+    ``spawn`` (a fresh interpreter that imports the library itself: slower, same sandboxing of
+    ``sys.path``) in a multi-threaded host such as the formgrader's Jupyter server, where a fork
+    could inherit a lock that another thread holds and hang."""
+    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
 
 
 def _isolated_path(path: list[str], env: dict[str, str]) -> list[str]:
