@@ -8,13 +8,16 @@ copy of the course with an empty HOME; headless Debian Chromium driven by Playwr
   chapter 2 from it, writes a wrong ``Relu.backward``, runs the test cell and reads the
   message, fixes the code, runs the test again, saves, and validates with ``course-lib
   validate``.
-- Instructor: the Nbgrader menu is there and the formgrader lists the course's assignments.
+- Instructor: the Nbgrader menu is there and the formgrader lists the course's assignments;
+  its Generate and Autograde buttons' API (what the buttons call, inside the multi-threaded
+  Jupyter server) grade a submitted chapter-2 solution with full marks.
 
 Screenshots go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -302,3 +305,36 @@ def test_instructor_sees_the_formgrader_with_the_assignments(course, browser):
             frame.get_by_text(assignment, exact=True).first.wait_for(timeout=400_000)
         page.screenshot(path=str(ARTIFACTS / "course-instructor-formgrader.png"))
         assert "Error" not in frame.locator("h1").first.inner_text()
+
+
+def formgrader_post(lab: CourseLab, path: str) -> dict:
+    """POST to the formgrader's API as its buttons do (token authentication)."""
+    request = urllib.request.Request(
+        f"{lab.url}/formgrader/api/{path}",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return json.loads(response.read())
+
+
+def test_formgrader_autograde_button_grades_a_submission(course):
+    """The Autograde button runs ``nbgrader autograde`` inside the Jupyter server (threads and
+    all): the isolated execution and the fairness policy of ``graders/nbgrader_config.py``
+    grade the instructor's chapter-2 solution with every autograded point."""
+    from nbgrader.api import Gradebook
+
+    submitted = course / "graders" / "submitted" / "alice" / CHAPTER
+    submitted.mkdir(parents=True)
+    shutil.copy(course / "solutions" / CHAPTER / f"{CHAPTER}.ipynb", submitted)
+    with CourseLab(course, course.parent / "home", instructor=True) as lab:
+        generated = formgrader_post(lab, f"assignment/{CHAPTER}/assign")  # "Generate"
+        assert generated["success"], generated
+        graded = formgrader_post(lab, f"submission/{CHAPTER}/alice/autograde")
+        assert graded["success"], graded.get("error", "") + graded.get("log", "")
+    with Gradebook(f"sqlite:///{course / 'graders' / 'gradebook.db'}") as gb:
+        submission = gb.find_submission(CHAPTER, "alice")
+        assert submission.max_code_score > 0
+        assert submission.code_score == submission.max_code_score, lab.log()
+        assert not submission.needs_manual_grade or submission.max_written_score > 0
