@@ -279,11 +279,14 @@ class Convolution(Layer):
         def work(share: list[tuple[int, np.ndarray]]) -> None:  # serial kernels, 1-thread BLAS
             dW = np.zeros((FN, self.cols[0].shape[1]), dtype=dtype)
             db = np.zeros(FN, dtype=dtype)
-            part, dcol = np.empty_like(dW), None
+            part, part_T, dcol = np.empty_like(dW), np.empty_like(dW.T), None
             for start, col in share:
                 n = len(col) // rows
                 d_block = d[start * rows : (start + n) * rows]
-                dW += np.matmul(d_block.T, col, out=part)
+                if col.T.flags.c_contiguous:  # grey images: colT is stored; colT @ d is ~25% faster
+                    dW += np.matmul(col.T, d_block, out=part_T).T
+                else:
+                    dW += np.matmul(d_block.T, col, out=part)
                 db += ones[: len(d_block)] @ d_block
                 if dimg is not None:
                     if dcol is None or len(dcol) != len(d_block):  # one buffer per thread
