@@ -322,4 +322,6 @@ def test_freed_arrays_are_reused_not_returned_to_the_os():
     env["MALLOC_TRIM_THRESHOLD_"] = str(128 * 1024)
     returned = [int(n) for n in run_python(code, **env).split()]
     assert max(kept) < 100, f"page faults per step with the setting: {kept}"
-    assert min(returned) > 800, f"page faults per step without it: {returned}"
+    # how many faults fresh pages cost depends on the kernel and NumPy's huge-page advice
+    # (1278 per step with this repository's venv, 767 with Debian's Python 3.11.2)
+    assert min(returned) > 200, f"page faults per step without it: {returned}"
