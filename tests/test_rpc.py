@@ -58,7 +58,15 @@ def _pair(namespace: dict[str, Any], done_value: Any = None):
     verdict = Endpoint(a, ProxyFactory(), ops=READ_ONLY_OPS)
     ops = {**OBJECT_OPS, "getname": lambda obj, args, kw: namespace[str(args[0])]}
     kernel = Endpoint(b, ProxyFactory(), ops=ops, on_done=lambda: done_value)
-    thread = threading.Thread(target=kernel.serve, daemon=True)
+    kernel.ended_with = None  # the connection error that ended the kernel's serving, if any
+
+    def serve() -> None:
+        try:
+            kernel.serve()
+        except (ProtocolError, OSError) as exc:  # the other side closed or broke the protocol
+            kernel.ended_with = exc
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     return verdict, kernel, thread
 
@@ -190,6 +198,8 @@ def test_a_garbage_message_is_a_protocol_error():
         verdict.request("getname", None, "layer")
     verdict.sock.close()
     thread.join(5)
+    assert not thread.is_alive()  # the kernel stops serving a connection that is gone
+    assert isinstance(kernel.ended_with, (ProtocolError, OSError))
 
 
 # --------------------------------------------------------------------------------------------
