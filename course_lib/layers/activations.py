@@ -42,7 +42,7 @@ class Relu(Layer):
             order = _memory_order(out)
             flat = (_flat(x, order), _flat(out, order), _flat(mask, order))
             if all(a is not None for a in flat):
-                fast.relu_forward(*flat)  # one pass: out and mask together
+                fast.relu_forward(*flat)  # one parallel pass: out and mask together
                 self._cache(mask=mask)
                 return out
         self._cache(mask=x <= 0 if keeps_caches() else None)  # the book's mask: gradient blocked
