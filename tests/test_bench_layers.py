@@ -45,9 +45,10 @@ def test_convolution_matches_the_book_layer(rng, xs, ws, stride, pad, block_byte
     book = book_baseline.Convolution(W, b, stride, pad)
     out = ours.forward(x_in)
     np.testing.assert_allclose(out, book.forward(x), rtol=1e-11, atol=1e-11)
-    if block_bytes == 1:  # NumPy path, grey images: one patch matrix whatever the block size
-        grey_whole = xs[1] == 1 and kernels.active() == "numpy"
-        assert len(ours.cols) == (1 if grey_whole else xs[0])
+    if block_bytes == 1 and kernels.active() == "numpy":  # a patch matrix per image (grey: one)
+        assert len(ours.cols) == (1 if xs[1] == 1 else xs[0])
+    elif block_bytes == 1:  # compiled: the image is kept, backward builds the patches again
+        assert ours.cols is None and ours.img.shape == (xs[0], xs[2], xs[3], xs[1])
     d = rng.standard_normal(out.shape)
     d_in = channels_last(d) if layout == "nhwc" else d
     np.testing.assert_allclose(ours.backward(d_in), book.backward(d), rtol=1e-10, atol=1e-10)

@@ -57,18 +57,6 @@ def _pad_channels_last(img: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
-def _reuse(old: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``old`` when it is a C-contiguous array of this shape and dtype, else a new empty one.
-
-    A training step's patch matrices are as large as the activations (45 MB for
-    DeepConvNet's second layer); overwriting the last step's instead of allocating
-    fresh ones spares the operating system's page faults and zero-filling each step.
-    """
-    if old is not None and old.shape == shape and old.dtype == dtype and old.flags.c_contiguous:
-        return old
-    return np.empty(shape, dtype=dtype)
-
-
 def _patches(img: np.ndarray, filter_h: int, filter_w: int, stride: int) -> np.ndarray:
     """Every receptive field of img (N, Hp, Wp, C) as a view (N, OH, OW, FH, FW, C); no copy."""
     win = sliding_window_view(img, (filter_h, filter_w), axis=(1, 2))  # (N, ., ., C, FH, FW)
@@ -89,7 +77,7 @@ class Convolution(Layer):
     """
 
     param_names = ("W", "b")
-    cache_names = ("cols",)
+    cache_names = ("cols", "img")
 
     #: Patch rows are built and multiplied for a block of images at a time, each block's
     #: rows (about this many bytes) still in the CPU cache when the product reads them.
@@ -110,7 +98,8 @@ class Convolution(Layer):
         self.pad = pad
         self.input_grad = input_grad
         self.x_shape: tuple[int, int, int, int] | None = None
-        self.cols: list[np.ndarray] | None = None  # per block: (n*OH*OW, FH*FW*C) patches
+        self.cols: list[np.ndarray] | None = None  # NumPy path, per block: (n*OH*OW, K) patches
+        self.img: np.ndarray | None = None  # compiled path: x as (N, H, W, C)
         self.dW: np.ndarray | None = None
         self.db: np.ndarray | None = None
 
@@ -152,58 +141,73 @@ class Convolution(Layer):
             per_image = out.reshape(N, OH * OW * FN)
             per_image += np.tile(self.b, OH * OW)
 
-        self._cache(cols=cols)
+        self._cache(cols=cols, img=None)
         return out.transpose(0, 3, 1, 2)
 
     def _forward_compiled(
         self, fast, img: np.ndarray, col_W: np.ndarray, OH: int, OW: int, dtype: np.dtype
     ) -> np.ndarray:
-        """forward with the compiled kernels; img: (N, H, W, C) view of x, unpadded."""
+        """forward with the compiled kernels; img: (N, H, W, C) view of x, unpadded.
+
+        Keeps the image (channels-last), not its patch matrix: ``backward`` builds each
+        block's patches again, in a buffer still in the CPU cache, which costs less than
+        writing nine copies of the image to memory here and reading them back there.
+        """
         FN, C, FH, FW = self.W.shape
         N = img.shape[0]
-        K, s, p = FH * FW * C, self.stride, self.pad
+        K = FH * FW * C
         img = np.ascontiguousarray(img, dtype=dtype)  # NHWC memory: copied only if not already
         out = np.empty((N, OH, OW, FN), dtype=dtype)
-        keep = keeps_caches()
-        spare = self.cols if keep and self.cols else []  # the last pass's buffers, reused
         grey = C == 1  # the transposed patch matrix with a row of ones, as above
         if grey:
             col_W = np.concatenate([col_W, self.b.reshape(1, FN)])
-            spare = [c.T for c in spare]
         col_W = col_W.astype(dtype, copy=False)
         b = self.b.astype(dtype, copy=False)
-        per_block = max(1, self.block_bytes // (OH * OW * (K + grey) * dtype.itemsize))
-        starts = range(0, N, per_block)
-        cols: list[np.ndarray] = [None] * len(starts) if keep else []
 
         def work(share: range) -> None:  # one thread's blocks; serial kernels, 1-thread BLAS
             buffer = None
-            for start in share:
-                n, i = min(per_block, N - start), start // per_block
-                shape = (K + 1, n * OH * OW) if grey else (n * OH * OW, K)
-                if keep:
-                    buffer = _reuse(spare[i] if i < len(spare) else None, shape, dtype)
-                elif buffer is None or buffer.shape != shape:
-                    buffer = np.empty(shape, dtype=dtype)
+            for start, n in share:
+                buffer = self._block_patches(fast, img, start, n, OH, OW, buffer)
                 rows = out[start : start + n].reshape(-1, FN)
                 if grey:
-                    fast.grey_patches(img[start : start + n, ..., 0], FH, FW, s, p, OH, OW, buffer)
-                    buffer[K] = 1
                     np.matmul(buffer.T, col_W, out=rows)  # the bias comes with the row of ones
                 else:
-                    fast.im2col(img[start : start + n], FH, FW, s, p, OH, OW, buffer)
                     np.matmul(buffer, col_W, out=rows)
                     fast.add_bias(rows, b)
-                if keep:
-                    cols[i] = buffer.T if grey else buffer
 
         with threads.single_threaded_blas():  # also with one share: no 2-thread BLAS call
-            threads.run_shares(work, starts)
-        self._cache(cols=cols)
+            threads.run_shares(work, self._blocks(N, OH * OW * (K + grey) * dtype.itemsize))
+        self._cache(cols=None, img=img)
         return out.transpose(0, 3, 1, 2)
 
+    def _blocks(self, N: int, image_bytes: int) -> list[tuple[int, int]]:
+        """(first image, images) of each block: about ``block_bytes`` of patch rows each."""
+        per_block = max(1, self.block_bytes // image_bytes)
+        return [(start, min(per_block, N - start)) for start in range(0, N, per_block)]
+
+    def _block_patches(
+        self, fast, img: np.ndarray, start: int, n: int, OH: int, OW: int, buffer
+    ) -> np.ndarray:
+        """The patch matrix of images ``start:start + n`` of img (N, H, W, C), into ``buffer``.
+
+        (n*OH*OW, FH*FW*C); for one channel (FH*FW + 1, n*OH*OW) with a last row of ones.
+        ``buffer`` is reused when it has the shape, else a new one is returned.
+        """
+        FN, C, FH, FW = self.W.shape
+        K, s, p = FH * FW * C, self.stride, self.pad
+        shape = (K + 1, n * OH * OW) if C == 1 else (n * OH * OW, K)
+        if buffer is None or buffer.shape != shape:
+            buffer = np.empty(shape, dtype=img.dtype)
+        if C == 1:
+            fast.grey_patches(img[start : start + n, ..., 0], FH, FW, s, p, OH, OW, buffer)
+            buffer[K] = 1
+        else:
+            fast.im2col(img[start : start + n], FH, FW, s, p, OH, OW, buffer)
+        return buffer
+
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        self._require_cache(self.cols)
+        compiled = self.img is not None  # the forward pass ran the compiled kernels
+        self._require_cache(self.img if compiled else self.cols)
         FN, C, FH, FW = self.W.shape
         N, _, H, W = self.x_shape
         OH, OW = dout.shape[2:]
@@ -212,22 +216,21 @@ class Convolution(Layer):
         dtype = np.result_type(d, self.W)
         K = FH * FW * C
 
-        fast = kernels.fast() if dtype in _FAST_DTYPES else None
-        if fast is not None:
-            dW, db, dimg = self._backward_compiled(fast, d, dtype)
+        if compiled:
+            dW, db, dimg = self._backward_compiled(kernels.compiled(), d, dtype)
         else:
             dW, dimg = self._backward_numpy(d, dtype)
         if dW.shape[1] > K:  # grey images: the column of ones gave the bias gradient
             self.db = dW[:, K].copy()
             dW = dW[:, :K]
-        elif fast is not None:  # summed by the threads with dW (no 2-thread BLAS call)
+        elif compiled:  # summed by the threads with dW (no 2-thread BLAS call)
             self.db = db
         else:  # the sum over rows, as a product: several times faster than d.sum(axis=0)
             self.db = np.ones(len(d), dtype=d.dtype) @ d
         self.dW = np.ascontiguousarray(dW.reshape(FN, FH, FW, C).transpose(0, 3, 1, 2))
         if dimg is None:
             return None
-        if fast is not None:
+        if compiled:
             return dimg.transpose(0, 3, 1, 2)
         return dimg[:, p : p + H, p : p + W, :].transpose(0, 3, 1, 2)
 
@@ -259,38 +262,36 @@ class Convolution(Layer):
         """backward with the compiled kernels, the blocks shared out over the threads.
 
         Returns dW (FN, K or K + 1), db (FN,) and the image gradient (N, H, W, C) or
-        None. Each thread sums its own blocks' ``dW`` and ``db``; the image gradient of a block is ``dcol =
+        None. Each block's patches are built again from the kept image; each thread sums
+        its own blocks' ``dW`` and ``db``; the image gradient of a block is ``dcol =
         d @ W`` scattered back by ``col2im`` (the border skipped: no padded image).
         """
         FN, C, FH, FW = self.W.shape
         N, _, H, W = self.x_shape
         OH = (H + 2 * self.pad - FH) // self.stride + 1
         OW = (W + 2 * self.pad - FW) // self.stride + 1
-        rows = OH * OW
+        rows, K, grey = OH * OW, FH * FW * C, C == 1
+        img = self.img.astype(dtype, copy=False)
         dimg = np.empty((N, H, W, C), dtype=dtype) if self.input_grad else None
-        W_T = self.W.transpose(0, 2, 3, 1).reshape(FN, FH * FW * C).astype(dtype, copy=False)
-        blocks, start = [], 0
-        for col in self.cols:
-            blocks.append((start, col))
-            start += len(col) // rows
+        W_T = self.W.transpose(0, 2, 3, 1).reshape(FN, K).astype(dtype, copy=False)
+        blocks = self._blocks(N, rows * (K + grey) * dtype.itemsize)
         sums: list[tuple[np.ndarray, np.ndarray]] = []
-        ones = np.ones(max(len(c) for c in self.cols), dtype=dtype)
+        ones = np.ones(blocks[0][1] * rows, dtype=dtype)  # rows of the largest block
 
-        def work(share: list[tuple[int, np.ndarray]]) -> None:  # serial kernels, 1-thread BLAS
-            dW = np.zeros((FN, self.cols[0].shape[1]), dtype=dtype)
+        def work(share: list[tuple[int, int]]) -> None:  # serial kernels, 1-thread BLAS
+            dW = np.zeros((FN, K + grey), dtype=dtype)
             db = np.zeros(FN, dtype=dtype)
-            part, part_T, dcol = np.empty_like(dW), np.empty_like(dW.T), None
-            for start, col in share:
-                n = len(col) // rows
+            part, part_T, col = np.empty_like(dW), np.empty_like(dW.T), None
+            for start, n in share:
+                col = self._block_patches(fast, img, start, n, OH, OW, col)
                 d_block = d[start * rows : (start + n) * rows]
-                if col.T.flags.c_contiguous:  # grey images: colT is stored; colT @ d is ~25% faster
-                    dW += np.matmul(col.T, d_block, out=part_T).T
+                if grey:  # colT is stored; colT @ d is ~25% faster
+                    dW += np.matmul(col, d_block, out=part_T).T
                 else:
                     dW += np.matmul(d_block.T, col, out=part)
                 db += ones[: len(d_block)] @ d_block
-                if dimg is not None:
-                    if dcol is None or len(dcol) != len(d_block):  # one buffer per thread
-                        dcol = np.empty((len(d_block), FH * FW * C), dtype=dtype)
+                if dimg is not None:  # the patches are done with: their buffer takes dcol
+                    dcol = col if not grey else np.empty((len(d_block), K), dtype=dtype)
                     np.matmul(d_block, W_T, out=dcol)  # (n*OH*OW, K): every patch's gradient
                     s, p = self.stride, self.pad
                     fast.col2im(dcol, FH, FW, s, p, OH, OW, dimg[start : start + n])
