@@ -19,8 +19,8 @@ from typing import Any
 import nbformat
 
 from course_lib.grading.course import CourseConfig, with_nbgrader_environment
-from course_lib.grading.release import generate
 from course_lib.grading.tasks import TaskResult
+from course_lib.release import generate
 
 __all__ = [
     "export_csv",

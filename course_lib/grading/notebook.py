@@ -1,14 +1,12 @@
-"""What the grader knows about a notebook: its cells' nbgrader roles, reading a submitted file,
-how a submission differs from its source, and the two preprocessors the grader adds to
-nbgrader's: the feedback copy without hidden tests and the fairness policy after autograding.
-
-Cell roles come from ``nbgrader.utils`` (``is_grade``, ``is_solution``, ``is_locked``), so they
-mean exactly what they mean to nbgrader.
-"""
+"""What the grader knows about a notebook: its cells' nbgrader roles (from ``nbgrader.utils``,
+so they mean what they mean to nbgrader), reading a submitted file, how a submission differs
+from its source, and the two preprocessors the grader adds to nbgrader's (docs/grading.md,
+"Fairness policy" and the feedback paragraph of "Tamper resistance")."""
 
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 from pathlib import Path
@@ -126,8 +124,9 @@ def _visible_code(source: str) -> str:
 
 
 def report_changes(nb: NotebookNode, source: NotebookNode, problems: list[str]) -> NotebookNode:
-    """Note in ``problems`` how the submission's nbgrader cells differ from the source, and give
-    every cell back the role the source gives it (nbgrader restores locked cells itself)."""
+    """Note in ``problems`` how the submission's nbgrader cells differ from the source, give
+    every cell back the role the source gives it (nbgrader restores locked cells itself) and
+    put deleted answer cells back, unanswered, where the source has them."""
     src_cells = {grade_id(c): c for c in source.cells if grade_id(c)}
     seen: dict[str, int] = {}
     for cell in nb.cells:
@@ -147,33 +146,16 @@ def report_changes(nb: NotebookNode, source: NotebookNode, problems: list[str]) 
                 problems.append(f"test cell {gid} was edited (nbgrader restored the original)")
         roles = ("grade", "solution", "locked", "points", "task")
         cell.metadata["nbgrader"] = {**meta, **{k: smeta[k] for k in roles if k in smeta}}
-    for gid, count in seen.items():
-        if count > 1:
-            problems.append(f"cell {gid} appears {count} times (only the first counts)")
+    problems += [
+        f"cell {gid} appears {n} times (only the first counts)" for gid, n in seen.items() if n > 1
+    ]
+    previous: str | None = None  # nbgrader re-adds a deleted test cell after this one
     for gid, src in src_cells.items():
-        if gid in seen:
-            continue
-        if is_test(src):
+        if gid not in seen and is_test(src):
             problems.append(f"test cell {gid} was deleted (nbgrader put it back)")
-        elif nbutils.is_solution(src) and not nbutils.is_grade(src):
+        elif gid not in seen and nbutils.is_solution(src) and not nbutils.is_grade(src):
             problems.append(f"answer cell {gid} was deleted (graded as unanswered)")
-    _restore_answer_cells(nb, source, set(seen))
-    return nb
-
-
-def _restore_answer_cells(nb: NotebookNode, source: NotebookNode, present: set[str]) -> None:
-    """Put deleted answer cells back, unanswered, where the source has them.
-
-    nbgrader re-adds deleted test cells after the cell that precedes them in the source, and
-    fails on the whole notebook (``KeyError`` in ``OverwriteCells``) when that cell is a deleted
-    answer cell: without this, deleting an answer cell and its test would cost every point."""
-    previous: str | None = None
-    for src in source.cells:
-        gid = grade_id(src)
-        if not gid:
-            continue
-        if gid not in present and nbutils.is_solution(src) and not nbutils.is_grade(src):
-            stub = nbformat.from_dict(json.loads(json.dumps(src)))
+            stub = copy.deepcopy(src)
             stub.source = "# (deleted in the submission)\nraise NotImplementedError()"
             stub["outputs"], stub["execution_count"] = [], None
             at = next(
@@ -181,9 +163,10 @@ def _restore_answer_cells(nb: NotebookNode, source: NotebookNode, present: set[s
                 len(nb.cells) if previous is not None else 0,
             )
             nb.cells.insert(at, stub)
-            present.add(gid)
-        if gid in present:
+            seen[gid] = 1
+        if gid in seen:
             previous = gid
+    return nb
 
 
 def feedback_preprocessors() -> list[type]:
@@ -197,10 +180,8 @@ def feedback_preprocessors() -> list[type]:
 
 
 class FeedbackView(ClearHiddenTests):
-    """The feedback copy of an autograded notebook: hidden tests are removed from every test
-    cell's source, and traceback lines quoting them (IPython shows the failing cell's code
-    when tests ran in the student's kernel) are dropped. Each test cell keeps its name,
-    points and failure message (``ename: evalue``, the student's own traceback)."""
+    """The feedback copy of an autograded notebook: nbgrader's ``ClearHiddenTests`` on test
+    cells, which also drops the traceback lines quoting a hidden line."""
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> Any:
         if not is_test(cell):
@@ -220,12 +201,9 @@ class FeedbackView(ClearHiddenTests):
 
 
 class ApplyFindings(NbGraderPreprocessor):
-    """The fairness policy applied to one autograded notebook, right after nbgrader's
-    ``SaveAutoGrades`` in every autograde (``course-lib grade``, plain ``nbgrader autograde``,
-    the formgrader's button). The findings of the notebook as it ran (static pass and test
-    outputs) cost what :func:`course_lib.grading.findings.apply_findings` says, in nbgrader's
-    gradebook (scores, answer-cell comments, the notebook's flag) and in the notebook, which
-    keeps them in its metadata (``course_lib.findings``) for ``course-lib grade``'s summary."""
+    """The fairness policy (:func:`course_lib.grading.findings.apply_findings`) applied to one
+    autograded notebook after nbgrader's ``SaveAutoGrades``, in nbgrader's gradebook and in the
+    notebook, whose metadata keeps the findings (``course_lib.findings``)."""
 
     def preprocess(self, nb: NotebookNode, resources: Any) -> Any:
         from nbgrader.api import Gradebook

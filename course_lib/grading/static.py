@@ -15,9 +15,10 @@ is decided by what runs (:mod:`course_lib.grading.refwatch`). This pass gives th
                where it stands (after the exercise's tests), binds no exercise a later test
                judges: it is allowed; used before the tests, it is warned;
 ``grader``     code that names the grader itself: importing ``course_lib.grading`` modules
-               other than the checks the notebooks use, assigning attributes of the checks,
-               strings naming the grader's modules, its socket or the gradebook: the notebook
-               is flagged for review and the tests after the statement score 0.
+               or ``course_lib.release`` (not the checks the notebooks use), assigning
+               attributes of the checks (``course_lib.checks``), strings naming the grader's
+               modules, its socket or the gradebook: the notebook is flagged for review and
+               the tests after the statement score 0.
 
 Only *student code* is read: answer cells and every code cell the student added or changed.
 Cells identical to a cell of the instructor's notebook are the course's own code.
@@ -78,11 +79,13 @@ ENTRIES = frozenset({"sys.modules", "os.environ", "__builtins__"})
 #: IPython line / cell magics a student may use silently.
 ALLOWED_MAGICS = frozenset({"matplotlib", "timeit", "time", "precision", "pprint", "capture"})
 
+#: The grader's modules (prefixes): the engine, the checks the test cells call, the release.
+GRADER = ("course_lib.grading.", "course_lib.checks", "course_lib.release")
 #: The grader's modules a notebook may import (its visible test cells use the checks).
-GRADER_ALLOWED = ("course_lib.grading.checks",)
+GRADER_ALLOWED = ("course_lib.checks",)
 #: Text in a string constant that names the grader itself (a file or module name: the word
 #: "gradebook" in a printed sentence is not an attempt to reach anything).
-GRADER_WORDS = ("course_lib.grading.", "gradebook.db", "cg-verdict")
+GRADER_WORDS = (*GRADER, "gradebook.db", "cg-verdict")
 
 
 def _under(name: str, prefixes: frozenset[str] | tuple[str, ...]) -> str | None:
@@ -91,7 +94,7 @@ def _under(name: str, prefixes: frozenset[str] | tuple[str, ...]) -> str | None:
 
 
 def _is_grader(name: str) -> bool:
-    return name.startswith("course_lib.grading.") and not _under(name, GRADER_ALLOWED)
+    return name.startswith(GRADER) and not _under(name, GRADER_ALLOWED)
 
 
 class _Scanner(ast.NodeVisitor):
@@ -124,7 +127,7 @@ class _Scanner(ast.NodeVisitor):
         if isinstance(node.ctx, (ast.Store, ast.Del)) and real is not None:
             verb = "assigns" if isinstance(node.ctx, ast.Store) else "deletes"
             shown = f"`{spelled}`" if real == spelled else f"`{spelled}` (`{real}`)"
-            if real.startswith("course_lib.grading"):
+            if real.startswith(GRADER):
                 self.hit(node, f"{verb} {shown}, part of the grader", "grader")
             else:
                 self.hit(node, f"{verb} {shown}, an attribute of an imported module or object")
