@@ -37,7 +37,7 @@ from grading_support import (
 )
 
 from course_lib.grading.course import load_course_config, nbgrader_environment
-from course_lib.grading.release import generate_assignments
+from course_lib.release import generate_assignments
 
 CHAPTERS = chapter_ids()
 TWO = "ch02_backpropagation"

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from course_lib.grading.batch import GradeOptions, grade_batch
-from course_lib.grading.release import generate_assignments, load_course_config
+from course_lib.release import generate_assignments, load_course_config
 
 pytestmark = [pytest.mark.grading, pytest.mark.timeout(1200)]
 
@@ -271,8 +271,7 @@ def build_corpus(solution, student) -> list[Entry]:
                     prepend(
                         sol,
                         f"{A}-softmax_with_loss",
-                        "import course_lib.grading.checks as C\n"
-                        "C.check_close = lambda *a, **k: None\n",
+                        "import course_lib.checks as C\nC.check_close = lambda *a, **k: None\n",
                     )
                 )
             },
@@ -493,6 +492,6 @@ def test_feedback_names_the_failed_check(corpus):
     assert "Note from the grader" in html and "no points lost" in html
     assert "numpy.allclose" in html
     html = (corpus["out"] / "feedback" / "patch_checks" / A / f"{A}.html").read_text()
-    assert "IntegrityCheckFailed" in html and "course_lib.grading.checks" in html
+    assert "IntegrityCheckFailed" in html and "course_lib.checks" in html
     html = (corpus["out"] / "feedback" / "shadow_helpers_in_kernel" / A / f"{A}.html").read_text()
     assert "AssertionError" in html

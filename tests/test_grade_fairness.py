@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.grading.release import generate_assignments, load_course_config
+from course_lib.release import generate_assignments, load_course_config
 
 pytestmark = [pytest.mark.grading, pytest.mark.timeout(1800)]
 

@@ -179,7 +179,8 @@ def test_reaching_for_the_grader_is_flagged_and_zeroes_the_tests_after_it():
     for code in (
         "import course_lib.grading.verdict",
         "from course_lib.grading import worker",
-        "import course_lib.grading.checks as C\nC.check_close = lambda *a, **k: None",
+        "from course_lib import release",
+        "import course_lib.checks as C\nC.check_close = lambda *a, **k: None",
         "import importlib\nimportlib.import_module('course_lib.grading.agent')",
         "open('../gradebook.db', 'rb')",
     ):
@@ -196,8 +197,9 @@ def test_the_word_gradebook_in_a_sentence_is_not_a_reach_for_the_grader():
 
 
 def test_the_checks_the_notebooks_import_are_not_the_grader():
-    code = "from course_lib.grading.checks import check_close\nclass Relu:\n    pass"
-    assert [f for f in scan_submission(source(), submit(code)) if f.kind == "grader"] == []
+    for code in ("from course_lib.checks import check_close", "from course_lib import checks"):
+        code += "\nclass Relu:\n    pass"
+        assert [f for f in scan_submission(source(), submit(code)) if f.kind == "grader"] == []
 
 
 def test_findings_reach_comments_feedback_and_grades():

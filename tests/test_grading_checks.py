@@ -1,9 +1,9 @@
-"""course_lib.grading.checks: the messages students read, and that they cannot be fooled."""
+"""course_lib.checks: the messages students read, and that they cannot be fooled."""
 
 import numpy as np
 import pytest
 
-from course_lib.grading import checks
+from course_lib import checks
 from course_lib.layers import Affine, Relu
 from course_lib.optimizers import SGD, Momentum
 

@@ -25,7 +25,7 @@ from grading_support import (
     synthetic_notebook,
 )
 
-from course_lib.grading.release import (
+from course_lib.release import (
     ReleaseError,
     compare_trees,
     find_course_root,

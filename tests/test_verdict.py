@@ -30,7 +30,7 @@ class Relu:
 
 TEST = """
 import numpy as np
-from course_lib.grading.checks import check_close
+from course_lib.checks import check_close
 x = np.array([-1.0, 2.0])
 layer = Relu()
 check_close(layer.forward(x), np.array([0.0, 2.0]), "Relu().forward")

@@ -12,7 +12,7 @@ import sys
 import time
 
 from course_lib.grading.course import CONFIG_RELATIVE_PATH, ReleaseError, load_course
-from course_lib.grading.release import release, update_gradebook
+from course_lib.release import release, update_gradebook
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -1,1 +1,2 @@
-"""Grading: the checks notebook tests call, the release pipeline and the robust autograder."""
+"""Grading: the robust autograder (the checks are :mod:`course_lib.checks`, the release
+:mod:`course_lib.release`)."""

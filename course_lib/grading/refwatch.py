@@ -41,18 +41,19 @@ __all__ = [
     "watched",
 ]
 
-#: ``course_lib.grading`` modules a kernel legitimately imports (the agent's, the checks').
+#: ``course_lib.grading`` modules a kernel legitimately imports (the agent's).
 KERNEL_MODULES = frozenset(
     {
         "course_lib.grading",
         "course_lib.grading.agent",
-        "course_lib.grading.checks",
         "course_lib.grading.proxies",
         "course_lib.grading.refwatch",
         "course_lib.grading.rpc",
         "course_lib.grading.wire",
     }
 )
+#: The grader's modules (prefixes): the engine and the release; not the checks.
+GRADER = ("course_lib.grading.", "course_lib.release")
 #: Hits and notes kept per test.
 MAX_EVENTS = 20
 
@@ -342,7 +343,7 @@ def _audit(event: str, args: tuple) -> None:
         frame = state.getframe(1)
         if event == "import":
             module = str(args[0])
-            if module.startswith("course_lib.grading.") and module not in KERNEL_MODULES:
+            if module.startswith(GRADER) and module not in KERNEL_MODULES:
                 _note(state, frame, f"imports the grader's module `{module}`")
         elif event == "open":
             path = str(args[0]) if args and isinstance(args[0], (str, bytes)) else ""
@@ -360,7 +361,7 @@ def _audit(event: str, args: tuple) -> None:
         elif event == "object.__setattr__":
             target = args[0] if args else None
             module = str(getattr(target, "__module__", "") or "")
-            if module.startswith("course_lib.grading.") and module != "course_lib.grading.checks":
+            if module.startswith(GRADER):
                 _note(state, frame, f"changes `{getattr(target, '__qualname__', target)}`")
     except Exception:  # an audit hook must never break the student's code
         pass

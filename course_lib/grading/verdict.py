@@ -2,7 +2,7 @@
 
 The grader starts one verdict process per notebook before the student's kernel runs any cell
 (:mod:`course_lib.grading.verdict_process`: a fork of the grader, which never runs student
-code). It holds NumPy, ``course_lib`` and the test helpers (``course_lib.grading.checks``)
+code). It holds NumPy, ``course_lib`` and the test helpers (``course_lib.checks``)
 imported before any student code ran (:func:`preimport`), so what it uses is the library as
 installed, not as a student cell may have modified it later. :class:`VerdictSession` is its
 state: the notebook's setup (imports and helpers), the kernel's connection, and
@@ -99,6 +99,7 @@ _NOT_PREIMPORTED = (
     "course_lib.cli",
     "course_lib.widgets",
     "course_lib.grading.",
+    "course_lib.release",
     "course_lib.course_home",
 )
 
@@ -113,7 +114,7 @@ def library_modules() -> list[str]:
         for info in pkgutil.walk_packages(course_lib.__path__, "course_lib.")
         if not info.name.startswith(_NOT_PREIMPORTED)
     ]
-    return [*names, "course_lib.grading.checks", "numpy.linalg", "numpy.random", "numpy.testing"]
+    return [*names, "numpy.linalg", "numpy.random", "numpy.testing"]
 
 
 def preimport() -> None:

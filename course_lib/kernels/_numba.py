@@ -16,6 +16,10 @@ where noted. Layouts are channels-last, ``(N, H, W, C)``, as in the layers.
   back into the image (the adjoint); ``add_bias``: ``out += b`` row by row. These
   four are serial: the convolution gives each thread its own blocks of images
   (:func:`course_lib.threads.run_shares`), a block being too little work to split.
+* ``wino_input`` / ``wino_output`` and their adjoints: the four transforms of the
+  Winograd F(2x2, 3x3) convolution (:mod:`course_lib.layers.winograd`), serial like the
+  patch kernels. Their sums are rearranged (that is the algorithm), so their results
+  agree with the reference to rounding, not bit for bit.
 * ``adam``: Adam's three updates of one parameter in one pass.
 
 Inner loops run over 1-D slices from index 0: Numba then knows no index is
@@ -44,6 +48,10 @@ __all__ = [
     "maxpool_forward",
     "relu_backward",
     "relu_forward",
+    "wino_input",
+    "wino_input_adjoint",
+    "wino_output",
+    "wino_output_adjoint",
 ]
 
 
@@ -237,6 +245,181 @@ def col2im(dcol, FH, FW, s, p, OH, OW, dimg):  # pragma: no cover - compiled
                     dst = flat[b, y, (x0 + j0) * C : (x0 + j1) * C]
                     for k in range(src.size):
                         dst[k] += src[k]
+
+
+@_serial
+def wino_input(img, p, TH, TW, V):  # pragma: no cover - compiled
+    """img: (n, H, W, C) unpadded -> V: (16, n*TH*TW, C), ``B^T d B`` of every 4x4 tile.
+
+    Tile (b, ty, tx) starts at pixel (2 ty - p, 2 tx - p); pixels outside the image are 0.
+    """
+    n, H, W, C = img.shape
+    d = np.empty((4, 4, C), dtype=img.dtype)
+    t = np.empty((4, 4, C), dtype=img.dtype)
+    tile = 0
+    for b in range(n):
+        for ty in range(TH):
+            for tx in range(TW):
+                y0 = 2 * ty - p
+                x0 = 2 * tx - p
+                for i in range(4):
+                    y = y0 + i
+                    for j in range(4):
+                        x = x0 + j
+                        dij = d[i, j]
+                        if 0 <= y < H and 0 <= x < W:
+                            src = img[b, y, x]
+                            for c in range(C):
+                                dij[c] = src[c]
+                        else:
+                            for c in range(C):
+                                dij[c] = 0
+                for j in range(4):  # t = B^T d (rows)
+                    d0, d1, d2, d3 = d[0, j], d[1, j], d[2, j], d[3, j]
+                    t0, t1, t2, t3 = t[0, j], t[1, j], t[2, j], t[3, j]
+                    for c in range(C):
+                        t0[c] = d0[c] - d2[c]
+                        t1[c] = d1[c] + d2[c]
+                        t2[c] = d2[c] - d1[c]
+                        t3[c] = d1[c] - d3[c]
+                for i in range(4):  # V = t B (columns)
+                    s0, s1, s2, s3 = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
+                    v0, v1, v2, v3 = (
+                        V[4 * i, tile],
+                        V[4 * i + 1, tile],
+                        V[4 * i + 2, tile],
+                        V[4 * i + 3, tile],
+                    )
+                    for c in range(C):
+                        v0[c] = s0[c] - s2[c]
+                        v1[c] = s1[c] + s2[c]
+                        v2[c] = s2[c] - s1[c]
+                        v3[c] = s1[c] - s3[c]
+                tile += 1
+
+
+@_serial
+def wino_output(M, TH, TW, bias, out):  # pragma: no cover - compiled
+    """M: (16, n*TH*TW, FN) -> out: (n, OH, OW, FN) = A^T m A + bias of every tile (the part inside)."""
+    n, OH, OW, FN = out.shape
+    t = np.empty((2, 4, FN), dtype=out.dtype)
+    tile = 0
+    for b in range(n):
+        for ty in range(TH):
+            for tx in range(TW):
+                for j in range(4):  # t = A^T m (rows)
+                    m0, m1, m2, m3 = M[j, tile], M[4 + j, tile], M[8 + j, tile], M[12 + j, tile]
+                    u0, u1 = t[0, j], t[1, j]
+                    for f in range(FN):
+                        u0[f] = m0[f] + m1[f] + m2[f]
+                        u1[f] = m1[f] - m2[f] - m3[f]
+                for r in range(2):
+                    y = 2 * ty + r
+                    if y >= OH:
+                        continue
+                    s0, s1, s2, s3 = t[r, 0], t[r, 1], t[r, 2], t[r, 3]
+                    o0 = out[b, y, 2 * tx]
+                    for f in range(FN):
+                        o0[f] = s0[f] + s1[f] + s2[f] + bias[f]
+                    if 2 * tx + 1 < OW:
+                        o1 = out[b, y, 2 * tx + 1]
+                        for f in range(FN):
+                            o1[f] = s1[f] - s2[f] - s3[f] + bias[f]
+                tile += 1
+
+
+@_serial
+def wino_output_adjoint(dout, TH, TW, dM):  # pragma: no cover - compiled
+    """dout: (n, OH, OW, FN) -> dM: (16, n*TH*TW, FN) = A dy A^T of every tile (zeros outside)."""
+    n, OH, OW, FN = dout.shape
+    dy = np.empty((2, 2, FN), dtype=dout.dtype)
+    u = np.empty((4, 2, FN), dtype=dout.dtype)
+    tile = 0
+    for b in range(n):
+        for ty in range(TH):
+            for tx in range(TW):
+                for r in range(2):
+                    for s in range(2):
+                        y, x = 2 * ty + r, 2 * tx + s
+                        g = dy[r, s]
+                        if y < OH and x < OW:
+                            src = dout[b, y, x]
+                            for f in range(FN):
+                                g[f] = src[f]
+                        else:
+                            for f in range(FN):
+                                g[f] = 0
+                for s in range(2):  # u = A dy (rows): A = [[1,0],[1,1],[1,-1],[0,-1]]
+                    a, c = dy[0, s], dy[1, s]
+                    u0, u1, u2, u3 = u[0, s], u[1, s], u[2, s], u[3, s]
+                    for f in range(FN):
+                        u0[f] = a[f]
+                        u1[f] = a[f] + c[f]
+                        u2[f] = a[f] - c[f]
+                        u3[f] = -c[f]
+                for i in range(4):  # dM = u A^T (columns)
+                    a, c = u[i, 0], u[i, 1]
+                    m0, m1, m2, m3 = (
+                        dM[4 * i, tile],
+                        dM[4 * i + 1, tile],
+                        dM[4 * i + 2, tile],
+                        dM[4 * i + 3, tile],
+                    )
+                    for f in range(FN):
+                        m0[f] = a[f]
+                        m1[f] = a[f] + c[f]
+                        m2[f] = a[f] - c[f]
+                        m3[f] = -c[f]
+                tile += 1
+
+
+@_serial
+def wino_input_adjoint(dV, p, TH, TW, dimg):  # pragma: no cover - compiled
+    """dV: (16, n*TH*TW, C) -> dimg: (n, H, W, C) = the sum of B dv B^T over the tiles (written whole)."""
+    n, H, W, C = dimg.shape
+    g = np.empty((4, 4, C), dtype=dimg.dtype)
+    t = np.empty((4, 4, C), dtype=dimg.dtype)
+    tile = 0
+    for b in range(n):
+        dimg[b] = 0
+        for ty in range(TH):
+            for tx in range(TW):
+                for i in range(4):  # t = dv B^T (columns): the adjoint of V = t B
+                    v0, v1, v2, v3 = (
+                        dV[4 * i, tile],
+                        dV[4 * i + 1, tile],
+                        dV[4 * i + 2, tile],
+                        dV[4 * i + 3, tile],
+                    )
+                    t0, t1, t2, t3 = t[i, 0], t[i, 1], t[i, 2], t[i, 3]
+                    for c in range(C):
+                        t0[c] = v0[c]
+                        t1[c] = v1[c] - v2[c] + v3[c]
+                        t2[c] = v1[c] + v2[c] - v0[c]
+                        t3[c] = -v3[c]
+                for j in range(4):  # g = B t (rows): the adjoint of t = B^T d
+                    a0, a1, a2, a3 = t[0, j], t[1, j], t[2, j], t[3, j]
+                    g0, g1, g2, g3 = g[0, j], g[1, j], g[2, j], g[3, j]
+                    for c in range(C):
+                        g0[c] = a0[c]
+                        g1[c] = a1[c] - a2[c] + a3[c]
+                        g2[c] = a1[c] + a2[c] - a0[c]
+                        g3[c] = -a3[c]
+                y0 = 2 * ty - p
+                x0 = 2 * tx - p
+                for i in range(4):
+                    y = y0 + i
+                    if y < 0 or y >= H:
+                        continue
+                    for j in range(4):
+                        x = x0 + j
+                        if x < 0 or x >= W:
+                            continue
+                        dst = dimg[b, y, x]
+                        src = g[i, j]
+                        for c in range(C):
+                            dst[c] += src[c]
+                tile += 1
 
 
 @_serial

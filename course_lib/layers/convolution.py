@@ -42,6 +42,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from course_lib import kernels, threads
+from course_lib.layers import winograd
 from course_lib.layers.base import Layer, keeps_caches
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -158,6 +159,11 @@ class Convolution(Layer):
         K = FH * FW * C
         img = np.ascontiguousarray(img, dtype=dtype)  # NHWC memory: copied only if not already
         out = np.empty((N, OH, OW, FN), dtype=dtype)
+        self._cache(cols=None, img=img)
+        if winograd.applies(self.W, self.stride, dtype):
+            W, b = self.W.astype(dtype, copy=False), self.b.astype(dtype, copy=False)
+            winograd.forward(fast, img, W, b, self.pad, out, self.block_bytes)
+            return out.transpose(0, 3, 1, 2)
         grey = C == 1  # the transposed patch matrix with a row of ones, as above
         if grey:
             col_W = np.concatenate([col_W, self.b.reshape(1, FN)])
@@ -177,7 +183,6 @@ class Convolution(Layer):
 
         with threads.single_threaded_blas():  # also with one share: no 2-thread BLAS call
             threads.run_shares(work, self._blocks(N, OH * OW * (K + grey) * dtype.itemsize))
-        self._cache(cols=None, img=img)
         return out.transpose(0, 3, 1, 2)
 
     def _blocks(self, N: int, image_bytes: int) -> list[tuple[int, int]]:
@@ -216,6 +221,14 @@ class Convolution(Layer):
         dtype = np.result_type(d, self.W)
         K = FH * FW * C
 
+        if compiled and winograd.applies(self.W, self.stride, dtype):
+            d = np.ascontiguousarray(dout.transpose(0, 2, 3, 1), dtype=dtype)  # (N, OH, OW, FN)
+            dimg = np.empty((N, H, W, C), dtype=dtype) if self.input_grad else None
+            filters, img = self.W.astype(dtype, copy=False), self.img.astype(dtype, copy=False)
+            self.dW, self.db = winograd.backward(
+                kernels.compiled(), img, d, filters, p, dimg, self.block_bytes
+            )
+            return None if dimg is None else dimg.transpose(0, 3, 1, 2)
         if compiled:
             dW, db, dimg = self._backward_compiled(kernels.compiled(), d, dtype)
         else:

@@ -1,0 +1,154 @@
+"""Winograd's F(2x2, 3x3): a 3x3 convolution with 2.25 times fewer multiplications.
+
+Used by :class:`~course_lib.layers.Convolution` on the compiled path for 3x3 filters
+with stride 1 and several input channels in float32 (DeepConvNet's five 3x3 layers):
+:func:`applies`. The NumPy layer (im2col and one matrix product) stays the reference.
+
+Each 2x2 block of outputs ("tile") is computed from the 4x4 block of input pixels
+under it (Lavin and Gray, *Fast Algorithms for Convolutional Neural Networks*, 2016):
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise, per channel pair)
+
+with ``d`` the 4x4 input tile, ``g`` a 3x3 filter and the small constant matrices
+``B^T`` (4x4), ``G`` (4x3), ``A^T`` (2x4). Summed over input channels, the elementwise
+product at each of the 16 tile positions is a matrix product
+``(tiles, C) @ (C, FN)``: 16 products per block of images, each 9/4 times smaller than
+the im2col product, which OpenBLAS runs at full speed (measured: docs/performance.md).
+The backward pass uses the adjoints of the same linear maps:
+
+    dM = A dY A^T,  dU = V^T dM  (so dW = G^T dU G),  dV = dM U^T,  dx = B dV B^T
+
+The tile transforms are serial kernels (:mod:`course_lib.kernels`); like the
+convolution's patch copies, each thread runs its own blocks of images
+(:func:`course_lib.threads.run_shares`) with one-thread BLAS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from course_lib import threads
+
+__all__ = ["applies", "backward", "filter_transform", "filter_transform_adjoint", "forward"]
+
+#: The filter transform G (4x3) of F(2x2, 3x3); its entries are exact in binary.
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def applies(W: np.ndarray, stride: int, dtype: np.dtype) -> bool:
+    """Whether a convolution with filters W (FN, C, FH, FW) runs as Winograd F(2x2, 3x3).
+
+    3x3 filters, stride 1, more than one input channel (one channel has its own
+    patch path), float32 (training; float64, which gradient checks use, stays on
+    the exact patch path).
+    """
+    _, C, FH, FW = W.shape
+    return FH == FW == 3 and stride == 1 and C > 1 and dtype == np.float32
+
+
+def filter_transform(W: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """W: (FN, C, 3, 3) -> U: (16, C, FN), ``G g G^T`` of every filter (computed in float64)."""
+    FN, C = W.shape[:2]
+    U = np.einsum("ik,fckl,jl->ijcf", G, W.astype(np.float64), G)
+    return np.ascontiguousarray(U.reshape(16, C, FN), dtype=dtype)
+
+
+def filter_transform_adjoint(dU: np.ndarray) -> np.ndarray:
+    """dU: (16, C, FN) -> dW: (FN, C, 3, 3) = ``G^T dU G`` (the gradient through the transform)."""
+    _, C, FN = dU.shape
+    dW = np.einsum("ik,ijcf,jl->fckl", G, dU.reshape(4, 4, C, FN).astype(np.float64), G)
+    return np.ascontiguousarray(dW, dtype=dU.dtype)
+
+
+def _tiles(OH: int, OW: int) -> tuple[int, int]:
+    """Tiles per column and row: every output in one 2x2 tile (the last may hang over)."""
+    return (OH + 1) // 2, (OW + 1) // 2
+
+
+def _blocks(
+    N: int, tiles: int, C: int, FN: int, dtype: np.dtype, block_bytes: int
+) -> list[tuple[int, int]]:
+    """(first image, images) of each block: about ``block_bytes`` of transformed tiles each."""
+    per_image = 16 * tiles * (C + FN) * dtype.itemsize
+    per_block = max(1, block_bytes // per_image)
+    return [(start, min(per_block, N - start)) for start in range(0, N, per_block)]
+
+
+def _buffer(old: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return old if old is not None and old.shape == shape else np.empty(shape, dtype=dtype)
+
+
+def forward(
+    fast, img: np.ndarray, W: np.ndarray, b: np.ndarray, pad: int, out: np.ndarray, block_bytes: int
+) -> None:
+    """out (N, OH, OW, FN) = the convolution of img (N, H, W, C), filters W, bias b, stride 1.
+
+    ``img`` and ``out`` are C-contiguous, channels-last, of W's dtype.
+    """
+    N, OH, OW, FN = out.shape
+    C = img.shape[3]
+    TH, TW = _tiles(OH, OW)
+    U = filter_transform(W, out.dtype)
+
+    def work(share: list[tuple[int, int]]) -> None:  # serial kernels, 1-thread BLAS
+        V = M = None
+        for start, n in share:
+            V = _buffer(V, (16, n * TH * TW, C), out.dtype)
+            M = _buffer(M, (16, n * TH * TW, FN), out.dtype)
+            fast.wino_input(img[start : start + n], pad, TH, TW, V)
+            np.matmul(V, U, out=M)
+            fast.wino_output(M, TH, TW, b, out[start : start + n])
+
+    with threads.single_threaded_blas():
+        threads.run_shares(work, _blocks(N, TH * TW, C, FN, out.dtype, block_bytes))
+
+
+def backward(
+    fast,
+    img: np.ndarray,
+    dout: np.ndarray,
+    W: np.ndarray,
+    pad: int,
+    dimg: np.ndarray | None,
+    block_bytes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of :func:`forward`: returns dW (FN, C, 3, 3) and db (FN,); fills dimg.
+
+    img: (N, H, W, C) the forward input; dout: (N, OH, OW, FN); dimg: (N, H, W, C) to
+    be written whole, or None when no input gradient is needed. All C-contiguous, of
+    W's dtype. Each thread sums the ``dU`` and ``db`` of its own blocks.
+    """
+    N, OH, OW, FN = dout.shape
+    C = img.shape[3]
+    dtype = dout.dtype
+    TH, TW = _tiles(OH, OW)
+    U = filter_transform(W, dtype)
+    U_T = np.ascontiguousarray(U.transpose(0, 2, 1))  # (16, FN, C)
+    blocks = _blocks(N, TH * TW, C, FN, dtype, block_bytes)
+    ones = np.ones(blocks[0][1] * OH * OW, dtype=dtype)
+    sums: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def work(share: list[tuple[int, int]]) -> None:  # serial kernels, 1-thread BLAS
+        dU, db = np.zeros((16, C, FN), dtype=dtype), np.zeros(FN, dtype=dtype)
+        part = np.empty_like(dU)
+        V = dM = None
+        for start, n in share:
+            V = _buffer(V, (16, n * TH * TW, C), dtype)
+            dM = _buffer(dM, (16, n * TH * TW, FN), dtype)
+            d = dout[start : start + n]
+            fast.wino_input(img[start : start + n], pad, TH, TW, V)
+            fast.wino_output_adjoint(d, TH, TW, dM)
+            dU += np.matmul(V.transpose(0, 2, 1), dM, out=part)
+            db += ones[: n * OH * OW] @ d.reshape(-1, FN)
+            if dimg is not None:  # V is done with: its buffer takes dV
+                np.matmul(dM, U_T, out=V)
+                fast.wino_input_adjoint(V, pad, TH, TW, dimg[start : start + n])
+        sums.append((dU, db))
+
+    with threads.single_threaded_blas():
+        threads.run_shares(work, blocks)
+    dU, db = sums[0]
+    for more_dU, more_db in sums[1:]:
+        dU += more_dU
+        db += more_db
+    return filter_transform_adjoint(dU), db
