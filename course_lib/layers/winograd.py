@@ -33,6 +33,8 @@ __all__ = ["applies", "backward", "filter_transform", "filter_transform_adjoint"
 
 #: The filter transform G (4x3) of F(2x2, 3x3); its entries are exact in binary.
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: ``G g G^T`` for a flattened 3x3 filter ``g``: row (i, j), column (k, l) is G[i, k] G[j, l].
+GG = np.kron(G, G)  # (16, 9)
 
 
 def applies(W: np.ndarray, stride: int, dtype: np.dtype) -> bool:
@@ -49,15 +51,15 @@ def applies(W: np.ndarray, stride: int, dtype: np.dtype) -> bool:
 def filter_transform(W: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """W: (FN, C, 3, 3) -> U: (16, C, FN), ``G g G^T`` of every filter (computed in float64)."""
     FN, C = W.shape[:2]
-    U = np.einsum("ik,fckl,jl->ijcf", G, W.astype(np.float64), G)
-    return np.ascontiguousarray(U.reshape(16, C, FN), dtype=dtype)
+    U = W.reshape(FN * C, 9).astype(np.float64) @ GG.T  # (FN * C, 16): one small product
+    return np.ascontiguousarray(U.reshape(FN, C, 16).transpose(2, 1, 0), dtype=dtype)
 
 
 def filter_transform_adjoint(dU: np.ndarray) -> np.ndarray:
     """dU: (16, C, FN) -> dW: (FN, C, 3, 3) = ``G^T dU G`` (the gradient through the transform)."""
     _, C, FN = dU.shape
-    dW = np.einsum("ik,ijcf,jl->fckl", G, dU.reshape(4, 4, C, FN).astype(np.float64), G)
-    return np.ascontiguousarray(dW, dtype=dU.dtype)
+    dW = GG.T @ dU.reshape(16, C * FN).astype(np.float64)  # (9, C * FN)
+    return np.ascontiguousarray(dW.reshape(3, 3, C, FN).transpose(3, 2, 0, 1), dtype=dU.dtype)
 
 
 def _tiles(OH: int, OW: int) -> tuple[int, int]:
@@ -88,7 +90,6 @@ def forward(
     N, OH, OW, FN = out.shape
     C = img.shape[3]
     TH, TW = _tiles(OH, OW)
-    U = filter_transform(W, out.dtype)
 
     def work(share: list[tuple[int, int]]) -> None:  # serial kernels, 1-thread BLAS
         V = M = None
@@ -99,7 +100,10 @@ def forward(
             np.matmul(V, U, out=M)
             fast.wino_output(M, TH, TW, b, out[start : start + n])
 
-    with threads.single_threaded_blas():
+    with (
+        threads.single_threaded_blas()
+    ):  # the filter transform too: 2-thread BLAS ran it 100x slower
+        U = filter_transform(W, out.dtype)
         threads.run_shares(work, _blocks(N, TH * TW, C, FN, out.dtype, block_bytes))
 
 
@@ -122,8 +126,6 @@ def backward(
     C = img.shape[3]
     dtype = dout.dtype
     TH, TW = _tiles(OH, OW)
-    U = filter_transform(W, dtype)
-    U_T = np.ascontiguousarray(U.transpose(0, 2, 1))  # (16, FN, C)
     blocks = _blocks(N, TH * TW, C, FN, dtype, block_bytes)
     ones = np.ones(blocks[0][1] * OH * OW, dtype=dtype)
     sums: list[tuple[np.ndarray, np.ndarray]] = []
@@ -145,10 +147,12 @@ def backward(
                 fast.wino_input_adjoint(V, pad, TH, TW, dimg[start : start + n])
         sums.append((dU, db))
 
-    with threads.single_threaded_blas():
+    with threads.single_threaded_blas():  # the filter transforms too (see forward)
+        U = filter_transform(W, dtype)
+        U_T = np.ascontiguousarray(U.transpose(0, 2, 1))  # (16, FN, C)
         threads.run_shares(work, blocks)
-    dU, db = sums[0]
-    for more_dU, more_db in sums[1:]:
-        dU += more_dU
-        db += more_db
-    return filter_transform_adjoint(dU), db
+        dU, db = sums[0]
+        for more_dU, more_db in sums[1:]:
+            dU += more_dU
+            db += more_db
+        return filter_transform_adjoint(dU), db
