@@ -1,10 +1,9 @@
 """Proxies: the student's objects as the verdict process sees them.
 
-A proxy stands for an object that lives in the student's kernel; every use of it (an attribute,
-a call, an index, ``len``, ``np.asarray``) is a request over :mod:`course_lib.grading.rpc`, so
-the student's code runs in the kernel and only data comes back. A class of the student's
-becomes a *mirror* class with the same name, module and (mirrored) bases, so ``isinstance``,
-``type(...).__name__`` and ``check_own_implementation`` work unchanged.
+Every use of a proxy (an attribute, a call, an index, ``len``, ``np.asarray``) is a request
+over :mod:`course_lib.grading.rpc`: the student's code runs in the kernel and only data comes
+back. A student's class becomes a *mirror* class with the same name, module and (mirrored)
+bases, so ``isinstance``, ``type(...).__name__`` and ``check_own_implementation`` work unchanged.
 """
 
 from __future__ import annotations
@@ -21,35 +20,32 @@ __all__ = ["FORWARDED_DUNDERS", "ProxyFactory", "TestNamespace", "is_proxy"]
 
 #: Attributes of a remote object that proxies forward although they are "dunder" names.
 FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
-
-
-# ------------------------------------------------------------------------------------------
-# proxies of the kernel's objects
-
 _PROXY_MODULE = "course_grader_remote"
+
+
+def _private(name: str) -> bool:
+    """Whether a proxy answers ``name`` itself (AttributeError) instead of asking the kernel."""
+    dunder = name.startswith("__") and name.endswith("__")
+    return (dunder and name not in FORWARDED_DUNDERS) or name.startswith("_cg_")
 
 
 class _RemoteBase:
     __slots__ = ("_cg_ep", "_cg_h", "_cg_meta")
+    __module__ = _PROXY_MODULE
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__") and name not in FORWARDED_DUNDERS:
+        if _private(name):
             raise AttributeError(name)
-        if name in ("__name__", "__qualname__"):
-            meta = object.__getattribute__(self, "_cg_meta")
-            if meta.get(name.strip("_")):
-                return meta[name.strip("_")]
-        ep = object.__getattribute__(self, "_cg_ep")
-        return ep.request("getattr", object.__getattribute__(self, "_cg_h"), name)
+        meta = object.__getattribute__(self, "_cg_meta")
+        if name in ("__name__", "__qualname__") and meta.get(name.strip("_")):
+            return meta[name.strip("_")]
+        return self._cg_ep.request("getattr", self._cg_h, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _RemoteBase.__slots__:
             object.__setattr__(self, name, value)
-            return
-        self._cg_ep.request("setattr", self._cg_h, name, value)
-
-    def __delattr__(self, name: str) -> None:
-        self._cg_ep.request("delattr", self._cg_h, name)
+        else:
+            self._cg_ep.request("setattr", self._cg_h, name, value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._cg_ep.request("call", self._cg_h, *args, **kwargs)
@@ -89,72 +85,31 @@ class _RemoteBase:
         return self._cg_ep.request("deepcopy", self._cg_h)
 
     def __gradcheck_replay__(self, plan: dict[str, Any]) -> Any:
-        """A gradient check's evaluations in the kernel, in one request (course_lib.gradcheck).
-
-        A numerical check calls ``forward`` twice per checked number (hundreds to thousands
-        of calls per test cell); one socket round trip each took over 30 s under load. The
-        kernel runs the student's calls of the plan (the same ``replay`` the local check
-        uses) and returns raw outputs; dout, the centred differences and the comparison stay
-        here.
-        """
-        ep = object.__getattribute__(self, "_cg_ep")
-        return ep.request("gradcheck", object.__getattribute__(self, "_cg_h"), plan)
-
-
-_RemoteBase.__module__ = _PROXY_MODULE
+        """:func:`course_lib.gradcheck.replay` of ``plan`` in the kernel, as ONE request."""
+        return self._cg_ep.request("gradcheck", self._cg_h, plan)
 
 
 class _RemoteMeta(type):
     """Metaclass of the local mirrors of the student's classes."""
 
+    __module__ = _PROXY_MODULE
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         return cls._cg_class_ep.request("call", cls._cg_class_h, *args, **kwargs)
 
     def __getattr__(cls, name: str) -> Any:
-        if name.startswith("__") and name.endswith("__") and name not in FORWARDED_DUNDERS:
-            raise AttributeError(name)
-        if name.startswith("_cg_"):
+        if _private(name):
             raise AttributeError(name)
         return cls._cg_class_ep.request("getattr", cls._cg_class_h, name)
 
     def __setattr__(cls, name: str, value: Any) -> None:
         if name.startswith("_cg_") or name.startswith("__"):
             type.__setattr__(cls, name, value)
-            return
-        cls._cg_class_ep.request("setattr", cls._cg_class_h, name, value)
+        else:
+            cls._cg_class_ep.request("setattr", cls._cg_class_h, name, value)
 
     def __repr__(cls) -> str:
         return f"<class '{cls.__module__}.{cls.__qualname__}'>"
-
-
-_RemoteMeta.__module__ = _PROXY_MODULE
-
-
-def _mirror_class(ep: Endpoint, meta: dict[str, Any], cache: dict[int, type]) -> type:
-    handle = int(meta["h"])
-    if handle in cache:
-        return cache[handle]
-    bases = tuple(_mirror_class(ep, b, cache) for b in meta.get("bases") or [])
-    name = str(meta.get("name") or "RemoteClass")
-    namespace = {
-        "__module__": str(meta.get("module") or "__main__"),
-        "__qualname__": str(meta.get("qualname") or name),
-        "__slots__": (),
-        "_cg_class_ep": ep,
-        "_cg_class_h": handle,
-    }
-    real = _library_class(namespace["__module__"], namespace["__qualname__"])
-    if real is not None:
-        # an instance of a course_lib class (a Sequential the student's function built):
-        # ``isinstance(proxy, Sequential)`` holds through ``__class__``, while ``type(proxy)``
-        # stays the mirror (so check_own_implementation still sees where it comes from)
-        namespace["__class__"] = property(lambda self, _real=real: _real)
-    try:
-        cls = _RemoteMeta(name, bases or (_RemoteBase,), namespace)
-    except TypeError:  # an MRO the mirror cannot reproduce
-        cls = _RemoteMeta(name, (_RemoteBase,), namespace)
-    cache[handle] = cls
-    return cls
 
 
 def _library_class(module: str, qualname: str) -> type | None:
@@ -168,30 +123,57 @@ def _library_class(module: str, qualname: str) -> type | None:
 
 
 class ProxyFactory:
+    """Makes the proxies of one connection (``make_proxy`` of an :class:`Endpoint`), with one
+    mirror class per class of the other side."""
+
     def __init__(self) -> None:
         self.classes: dict[int, type] = {}
         self.kinds: dict[tuple[str, str, str], type] = {}
 
+    def mirror(self, ep: Endpoint, meta: dict[str, Any]) -> type:
+        handle = int(meta["h"])
+        if handle in self.classes:
+            return self.classes[handle]
+        bases = tuple(self.mirror(ep, b) for b in meta.get("bases") or [])
+        name = str(meta.get("name") or "RemoteClass")
+        namespace = {
+            "__module__": str(meta.get("module") or "__main__"),
+            "__qualname__": str(meta.get("qualname") or name),
+            "__slots__": (),
+            "_cg_class_ep": ep,
+            "_cg_class_h": handle,
+        }
+        real = _library_class(namespace["__module__"], namespace["__qualname__"])
+        if real is not None:
+            # an instance of a course_lib class (a Sequential the student's function built):
+            # ``isinstance(proxy, Sequential)`` holds through ``__class__``, while ``type(proxy)``
+            # stays the mirror (so check_own_implementation still sees where it comes from)
+            namespace["__class__"] = property(lambda self, _real=real: _real)
+        try:
+            cls = _RemoteMeta(name, bases or (_RemoteBase,), namespace)
+        except TypeError:  # an MRO the mirror cannot reproduce
+            cls = _RemoteMeta(name, (_RemoteBase,), namespace)
+        self.classes[handle] = cls
+        return cls
+
     def __call__(self, ep: Endpoint, handle: int, meta: dict[str, Any]) -> Any:
         kind = meta.get("kind")
         if kind == "class":
-            return _mirror_class(ep, meta, self.classes)
+            return self.mirror(ep, meta)
         if kind == "instance" and meta.get("cls"):
-            cls = _mirror_class(ep, meta["cls"], self.classes)
+            cls = self.mirror(ep, meta["cls"])
         else:  # functions, modules: a class that carries the object's module and name
             key = (str(kind), str(meta.get("module")), str(meta.get("qualname")))
-            cls = self.kinds.get(key)
-            if cls is None:
-                cls = type(
-                    "function" if kind == "function" else str(kind),
-                    (_RemoteBase,),
-                    {"__slots__": (), "__module__": str(meta.get("module") or "__main__")},
+            if key not in self.kinds:
+                module = str(meta.get("module") or "__main__")
+                name = "function" if kind == "function" else str(kind)
+                self.kinds[key] = type(
+                    name, (_RemoteBase,), {"__slots__": (), "__module__": module}
                 )
-                self.kinds[key] = cls
+            cls = self.kinds[key]
         obj = object.__new__(cls)
-        object.__setattr__(obj, "_cg_ep", ep)
-        object.__setattr__(obj, "_cg_h", handle)
-        object.__setattr__(obj, "_cg_meta", meta)
+        for slot, value in zip(_RemoteBase.__slots__, (ep, handle, meta)):
+            object.__setattr__(obj, slot, value)
         return obj
 
 
@@ -200,12 +182,9 @@ def is_proxy(obj: Any) -> bool:
     return isinstance(obj, _RemoteBase)
 
 
-# ------------------------------------------------------------------------------------------
-# the namespace test cells run in
-
-
 class TestNamespace(dict):
-    """Globals of the test cells: the verdict process's names first, then the kernel's."""
+    """Globals of the test cells: the verdict process's names first, then the kernel's
+    (``resolve(name)``), which :meth:`forget_resolved` drops again."""
 
     def __init__(self, resolve: Any):
         super().__init__()
@@ -225,6 +204,3 @@ class TestNamespace(dict):
             if dict.get(self, key, None) is value:
                 dict.__delitem__(self, key)
         self.resolved.clear()
-
-
-# ------------------------------------------------------------------------------------------

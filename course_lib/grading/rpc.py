@@ -1,23 +1,16 @@
 """The endpoint of the data-only remote calls between the verdict process and a kernel.
 
-Test cells run in a *verdict process* that never executes student code
-(:mod:`course_lib.grading.verdict`); the student's objects stay in the kernel and are seen as
-proxies (:mod:`course_lib.grading.proxies`), each use a request over a Unix socket to the
-kernel's agent (:mod:`course_lib.grading.agent`). Values, arrays and their copy-restore are the
-wire format's (:mod:`course_lib.grading.wire`).
-
-An :class:`Endpoint` sends requests and serves the other side's from a table of operations
-(``{name: function(target object or None, args, kwargs) -> value}``), so this module knows
-nothing of grading: :data:`OBJECT_OPS` is the plain object protocol, :data:`READ_ONLY_OPS` what
-the kernel may do with the verdict process's objects (call and read public attributes, never
-assign), and each process adds its own (the agent: ``getname``, the gradient-check replay). The
-protocol is symmetric: a function a test passes to the student's code stays in the verdict
-process and is called back through the same socket.
+An :class:`Endpoint` sends requests and serves the other side's from a table of operations, so
+this module knows nothing of grading: :data:`OBJECT_OPS` is the plain object protocol,
+:data:`READ_ONLY_OPS` what the kernel may do with the verdict process's objects, and each process
+adds its own (the agent: ``getname``, the gradient-check replay). Values and their copy-restore
+are :mod:`course_lib.grading.wire`'s. Design: docs/grading.md, "Tamper resistance: the design".
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,14 +41,14 @@ __all__ = [
 
 #: An operation served on this side: (target object or None, args, kwargs) -> value.
 Op = Callable[[Any, list[Any], dict[str, Any]], Any]
+#: Most items an ``iter`` request sends.
+MAX_ITEMS = 100_000
 
 
 def _iter(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> list[Any]:
-    items = []
-    for i, item in enumerate(obj):
-        if i >= 100000:
-            raise ValueError("iterable too long to send")
-        items.append(item)
+    items = list(itertools.islice(obj, MAX_ITEMS + 1))
+    if len(items) > MAX_ITEMS:
+        raise ValueError("iterable too long to send")
     return items
 
 
@@ -64,24 +57,6 @@ def _array(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> np.ndarray:
     if array.dtype == object:
         raise TypeError(f"cannot convert {type(obj).__name__} to a numeric array")
     return array
-
-
-#: The object protocol, served on this side's objects.
-OBJECT_OPS: Mapping[str, Op] = {
-    "getattr": lambda o, a, k: getattr(o, str(a[0])),
-    "setattr": lambda o, a, k: setattr(o, str(a[0]), a[1]),
-    "delattr": lambda o, a, k: delattr(o, str(a[0])),
-    "call": lambda o, a, k: o(*a, **k),
-    "repr": lambda o, a, k: repr(o)[:10000],
-    "str": lambda o, a, k: str(o)[:100000],
-    "len": lambda o, a, k: len(o),
-    "bool": lambda o, a, k: bool(o),
-    "getitem": lambda o, a, k: o[a[0]],
-    "setitem": lambda o, a, k: o.__setitem__(a[0], a[1]),
-    "iter": _iter,
-    "array": _array,
-    "deepcopy": lambda o, a, k: copy.deepcopy(o),
-}
 
 
 def _public_getattr(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -93,21 +68,32 @@ def _public_getattr(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
 #: What the kernel may do with the verdict process's objects: call and read public attributes.
 READ_ONLY_OPS: Mapping[str, Op] = {
     "getattr": _public_getattr,
-    **{
-        name: OBJECT_OPS[name]
-        for name in ("call", "repr", "str", "len", "bool", "getitem", "iter", "array")
-    },
+    "call": lambda o, a, k: o(*a, **k),
+    "repr": lambda o, a, k: repr(o)[:10000],
+    "str": lambda o, a, k: str(o)[:100000],
+    "len": lambda o, a, k: len(o),
+    "bool": lambda o, a, k: bool(o),
+    "getitem": lambda o, a, k: o[a[0]],
+    "iter": _iter,
+    "array": _array,
+}
+#: The object protocol, served on this side's objects.
+OBJECT_OPS: Mapping[str, Op] = {
+    **READ_ONLY_OPS,
+    "getattr": lambda o, a, k: getattr(o, str(a[0])),
+    "setattr": lambda o, a, k: setattr(o, str(a[0]), a[1]),
+    "setitem": lambda o, a, k: o.__setitem__(a[0], a[1]),
+    "deepcopy": lambda o, a, k: copy.deepcopy(o),
 }
 
 
 class Endpoint:
-    """One side of the symmetric protocol.
+    """One side of the symmetric protocol, on ``sock``.
 
-    ``request(op, target, *args)`` sends a request and, while it waits for the answer, serves
-    the other side's requests (callbacks) from ``ops``. A target of ``None`` means no object
-    (the operation gets ``None``). ``on_done()`` gives the value of the answer to ``done``, the
-    request that ends :meth:`serve`. ``make_proxy(endpoint, handle, meta)`` builds the stand-in
-    for an object of the other side.
+    :meth:`request` sends a request and, while it waits for the answer, serves the other side's
+    requests (callbacks) from ``ops``; :meth:`serve` serves them until ``done``, whose answer is
+    ``on_done()``. ``make_proxy(endpoint, handle, meta)`` builds the stand-in for an object of the
+    other side; ``on_stream(name, text)`` gets the output the other side forwards.
     """
 
     def __init__(
@@ -122,9 +108,8 @@ class Endpoint:
     ):
         self.sock = sock
         self.codec = Codec(lambda h, meta: make_proxy(self, h, meta))
-        self.ops = dict(ops)
+        self.ops = {**ops, "done": lambda o, a, k: on_done() if on_done else None}
         self.on_stream = on_stream
-        self.on_done = on_done
         self.limit = limit
         self.deadline: float | None = None
         self.closed = False
@@ -145,6 +130,8 @@ class Endpoint:
         return message
 
     def request(self, op: str, target: int | None = None, *args: Any, **kwargs: Any) -> Any:
+        """The value of operation ``op`` on the other side's object ``target`` (a handle; None:
+        no object); the other side's exception is raised here."""
         if self.closed:
             raise ProtocolError("the connection to the kernel is closed")
         self._seq += 1
@@ -181,13 +168,6 @@ class Endpoint:
         """Serve one request; return False when the request was ``done``."""
         reply: dict[str, Any] = {"kind": "rep", "seq": message.get("seq")}
         op = str(message.get("op"))
-        if op == "done":
-            try:
-                reply["value"] = self.codec.encode(self.on_done() if self.on_done else None)
-            except Exception:
-                reply["value"] = None
-            self._send(reply)
-            return False
         try:
             handler = self.ops.get(op)
             if handler is None:
@@ -204,7 +184,7 @@ class Endpoint:
             reply.pop("value", None)
             reply["exc"] = exception_to_wire(exc)
         self._send(reply)
-        return True
+        return op != "done"
 
     def serve(self, deadline: float | None = None) -> None:
         """Serve the other side's requests until it sends ``done``."""

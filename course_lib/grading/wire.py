@@ -1,23 +1,11 @@
 """The wire format between the verdict process and a student's kernel: data only.
 
-A message is a length (u64) and one msgpack map, which decodes to numbers, strings, bytes,
-lists and maps only. :class:`Codec` maps Python values onto it, one way per kind: numbers,
-strings, bytes, lists, tuples, dicts, slices, dtypes and NumPy scalars by value; arrays by value
-as ``.npy`` bytes (read back with ``allow_pickle=False``) *and* identity; a
-``numpy.random.Generator`` by bit generator and state, and identity; exceptions by type name,
-message and traceback (a builtin exception type is rebuilt, any other becomes a
-:class:`RemoteError` subclass of that name); every other object as a *reference* (a handle plus
-its name, module and class hierarchy), turned into a proxy by the receiving side. Nothing here
-runs code from the other side.
-
-*Copy-restore.* An array or generator that crossed is *shared*: both sides know it under one
-key, and every message carries the shared values that changed since the last one
-(:meth:`Codec.changes`, applied by :meth:`Codec.apply`), so an in-place change on either side is
-seen on the other when the call returns or calls back, whatever container the value crossed in
-(an argument, a dict, the attribute of an object read earlier). A changed array is found by a
-digest and only changed arrays are sent. The side that made an array holds it weakly, the side
-with the copy while its own code can still reach it (and until its last change is sent); when
-either lets go, both forget it (generators, which cannot be held weakly, stay). The endpoint that sends and serves requests is :mod:`course_lib.grading.rpc`.
+A message is a length (u64) and one msgpack map. :class:`Codec` maps values onto it: numbers,
+strings, bytes, containers, slices, dtypes and NumPy scalars by value; arrays (``.npy``, read
+back with ``allow_pickle=False``) and ``numpy.random.Generator`` (bit generator and state) by
+value *and* identity, with copy-restore; every other object as a reference the other side turns
+into a proxy. Exceptions cross by type name, message and traceback. Nothing here runs code from
+the other side. Design: docs/grading.md, "Tamper resistance: the design", item 1.
 """
 
 from __future__ import annotations
@@ -30,6 +18,7 @@ import struct
 import sys
 import time
 import traceback
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -84,10 +73,10 @@ _remote_error_classes: dict[str, type[RemoteError]] = {}
 
 
 def exception_from_wire(info: dict[str, Any]) -> BaseException:
+    """The exception :func:`exception_to_wire` sent: a builtin type rebuilt, any other type a
+    :class:`RemoteError` subclass of that name; its ``remote_traceback`` is the other side's."""
     name, message = str(info.get("type", "Exception")), str(info.get("msg", ""))
-    cls: type[BaseException] | None = None
-    if info.get("module") == "builtins":
-        cls = _BUILTIN_EXCEPTIONS.get(name)
+    cls = _BUILTIN_EXCEPTIONS.get(name) if info.get("module") == "builtins" else None
     if cls is None:
         cls = _remote_error_classes.setdefault(
             name, type(name, (RemoteError,), {"remote_type": name})
@@ -96,27 +85,19 @@ def exception_from_wire(info: dict[str, Any]) -> BaseException:
         exc = cls(message)
     except Exception:  # an exception class with an unusual constructor
         exc = RemoteError(f"{name}: {message}")
-    try:
-        exc.remote_traceback = str(info.get("tb", ""))  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
+    exc.remote_traceback = str(info.get("tb", ""))  # type: ignore[attr-defined]
     return exc
 
 
 def exception_to_wire(exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
     try:
         message = str(exc)
     except Exception:
-        message = f"<{cls.__name__} whose message cannot be printed>"
-    tb = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
-    name = getattr(exc, "remote_type", None) or cls.__name__
-    module = "remote" if isinstance(exc, RemoteError) else cls.__module__
+        message = f"<{type(exc).__name__} whose message cannot be printed>"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = getattr(exc, "remote_type", None) or type(exc).__name__
+    module = "remote" if isinstance(exc, RemoteError) else type(exc).__module__
     return {"type": str(name), "module": str(module), "msg": message[:20000], "tb": tb[-20000:]}
-
-
-# --------------------------------------------------------------------------------------------
-# Framing: [u64 length][msgpack map]
 
 
 def send_frame(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -145,6 +126,8 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
 def recv_frame(
     sock: socket.socket, deadline: float | None = None, limit: int = MAX_FRAME_BYTES
 ) -> dict[str, Any]:
+    """The next message; :class:`RemoteTimeout` at ``deadline`` (``time.monotonic``),
+    :class:`ProtocolError` when the other side closed, sent more than ``limit`` or garbage."""
     (size,) = struct.unpack("!Q", _recv_exact(sock, 8, deadline))
     if size > limit:
         raise ProtocolError(
@@ -159,10 +142,6 @@ def recv_frame(
     return message
 
 
-# --------------------------------------------------------------------------------------------
-# Values
-
-
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
@@ -175,12 +154,6 @@ def _from_npy(blob: Any) -> np.ndarray:
     return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
-def _digest(array: np.ndarray) -> bytes:
-    h = hashlib.blake2b(str((array.dtype.str, array.shape)).encode(), digest_size=16)
-    h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-    return h.digest()
-
-
 def _plain(value: Any) -> Any:
     """A generator's state as lists, dicts and ints (comparable by ``==``; the setter takes it)."""
     if isinstance(value, dict):
@@ -191,29 +164,10 @@ def _plain(value: Any) -> Any:
 def _snapshot(value: Any) -> Any:
     """What tells whether a shared value changed: an array's digest, a generator's state."""
     if isinstance(value, np.ndarray):
-        return _digest(value)
+        h = hashlib.blake2b(str((value.dtype.str, value.shape)).encode(), digest_size=16)
+        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+        return h.digest()
     return _plain(value.bit_generator.state)
-
-
-def _make_rng(name: Any, state: Any) -> np.random.Generator:
-    if name not in BIT_GENERATORS:
-        raise ProtocolError(f"unknown bit generator {name!r}")
-    gen = np.random.Generator(getattr(np.random, name)())
-    _load(gen, state)
-    return gen
-
-
-def _load(target: Any, data: Any) -> None:
-    """Write the other side's version ``data`` of a shared value into ``target``, in place."""
-    if isinstance(target, np.ndarray):
-        new = _from_npy(data)
-        if new.shape == target.shape and target.flags.writeable:
-            np.copyto(target, new, casting="unsafe")
-        return
-    try:
-        target.bit_generator.state = data
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ProtocolError(f"invalid random generator state: {exc}") from exc
 
 
 def _held_here() -> int:
@@ -227,23 +181,15 @@ def _held_here() -> int:
 _HELD_HERE = _held_here()
 
 
-def describe(obj: Any) -> dict[str, Any]:
-    """Name, module and kind of an object sent by reference."""
-    if isinstance(obj, type):
-        kind = "class"
-    elif type(obj).__name__ == "module":
-        kind = "module"
-    elif callable(obj) and hasattr(obj, "__name__"):
-        kind = "function"
-    else:
-        kind = "instance"
+def _names(obj: Any, kind: str) -> dict[str, Any]:
+    """``kind`` and the name, qualified name and module of an object sent by reference."""
     meta: dict[str, Any] = {"kind": kind}
-    for key in ("__name__", "__qualname__", "__module__"):
+    for key in ("name", "qualname", "module"):
         try:
-            value = getattr(obj, key) if kind != "instance" else None
+            value = getattr(obj, f"__{key}__")
         except Exception:
             value = None
-        meta[key.strip("_")] = value if isinstance(value, str) else None
+        meta[key] = value if isinstance(value, str) else None
     return meta
 
 
@@ -251,11 +197,13 @@ class Codec:
     """Encodes values for the wire and decodes the other side's values, for one connection.
 
     ``make_proxy(handle, meta)`` builds the local stand-in for an object of the other side.
-    Objects of this side that cannot travel by value are kept in ``self.objects`` and sent as
-    references; a proxy of the other side's object sent back is sent as its handle. Shared
-    arrays and generators (see the module doc) are in ``self.shared``: key -> [value or weak
-    reference, snapshot, id]; a key is positive when this side made the value, negative when the
-    other side did, and crosses negated.
+    Objects of this side sent by reference are kept in ``self.objects`` (handle -> object); a
+    proxy sent back crosses as its handle. Shared arrays and generators are in ``self.shared``:
+    key -> [value or weak reference, snapshot, id(value)]; a key is positive when this side made
+    the value, negative when the other side did, and crosses negated. The side that made an
+    array holds it weakly, the side with the copy while its own code can still reach it (and
+    until its last change is sent); when either lets go, both forget it (generators, which
+    cannot be held weakly, stay).
     """
 
     def __init__(self, make_proxy: Callable[[int, dict[str, Any]], Any]):
@@ -272,7 +220,6 @@ class Codec:
         self._next += 1
         return self._next
 
-    # -- references
     def handle_of(self, obj: Any) -> int:
         handle = self._handles.get(id(obj))
         if handle is None or self.objects.get(handle) is not obj:
@@ -282,17 +229,20 @@ class Codec:
         return handle
 
     def _class_meta(self, cls: type, depth: int = 0) -> dict[str, Any]:
-        """A class's name, module and bases, so the other side can mirror its MRO."""
+        """A class's handle, names and bases, so the other side can mirror its MRO."""
         bases = [b for b in cls.__bases__ if b is not object] if depth < 8 else []
-        meta = {"h": self.handle_of(cls), **describe(cls)}
+        meta = {"h": self.handle_of(cls), **_names(cls, "class")}
         return {**meta, "bases": [self._class_meta(b, depth + 1) for b in bases]}
 
     def ref(self, obj: Any) -> dict[str, Any]:
-        meta = describe(obj)
-        if meta["kind"] == "instance":
-            meta["cls"] = self._class_meta(type(obj))
-        elif meta["kind"] == "class":
+        if isinstance(obj, type):
             meta = self._class_meta(obj)
+        elif isinstance(obj, types.ModuleType):
+            meta = _names(obj, "module")
+        elif callable(obj) and hasattr(obj, "__name__"):
+            meta = _names(obj, "function")
+        else:
+            meta = {"kind": "instance", "cls": self._class_meta(type(obj))}
         return {"@": "ref", "h": self.handle_of(obj), "meta": meta}
 
     def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
@@ -302,24 +252,25 @@ class Codec:
             self._proxy_handles[id(made)] = handle
         return self._proxies[handle]
 
-    # -- shared values
     def _entry(self, key: int) -> Any:
         entry = self.shared.get(key)
-        if entry is None:
-            return None
-        value = entry[0]
+        value = entry[0] if entry is not None else None
         return value() if isinstance(value, weakref.ref) else value
 
-    def _share(self, value: Any) -> int:
-        """The key of ``value`` (made now if new); the other side gets its current data."""
+    def _share(self, value: Any, snapshot: Any = None) -> dict[str, Any]:
+        """A shared value (an array or a generator) as it crosses: its key, made now if new, and
+        its data (``snapshot``: its current one, when known)."""
         key = self._keys.get(id(value))
         if key is None or self._entry(key) is not value:
             key = self._new_key()
             self._keys[id(value)] = key
             held = weakref.ref(value) if isinstance(value, np.ndarray) else value
             self.shared[key] = [held, None, id(value)]
-        self.shared[key][1] = _snapshot(value)
-        return key
+        self.shared[key][1] = snapshot = _snapshot(value) if snapshot is None else snapshot
+        if isinstance(value, np.ndarray):
+            return {"@": "nd", "w": key, "v": _npy(value)}
+        name = type(value.bit_generator).__name__
+        return {"@": "rng", "w": key, "bg": name, "st": self.encode(snapshot)}
 
     def _receive(self, key: int, value: Any) -> Any:
         """The local value of the shared ``key``: the one known, updated with the just decoded
@@ -354,9 +305,7 @@ class Codec:
                 continue
             now = _snapshot(value)
             if now != entry[1]:
-                entry[1] = now
-                data = _npy(value) if isinstance(value, np.ndarray) else self.encode(now)
-                sync.append([key, data])
+                sync.append(self._share(value, now))
             # a copy no code here can reach any more (only this table and this frame hold it)
             if key < 0 and isinstance(value, np.ndarray) and sys.getrefcount(value) <= _HELD_HERE:
                 gone.append(key)
@@ -365,11 +314,8 @@ class Codec:
 
     def apply(self, message: dict[str, Any]) -> None:
         """Apply the other side's :meth:`changes` carried by ``message``."""
-        for key, data in message.get("sync") or []:
-            value = self._entry(-int(key))
-            if value is not None:
-                _load(value, data if isinstance(value, np.ndarray) else self.decode(data))
-                self.shared[-int(key)][1] = _snapshot(value)
+        for data in message.get("sync") or []:
+            self.decode(data)
         for key in message.get("gone") or []:
             self._forget(-int(key))
 
@@ -378,7 +324,6 @@ class Codec:
         if entry is not None and self._keys.get(entry[2]) == key:
             del self._keys[entry[2]]
 
-    # -- encoding
     def encode(self, value: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:
             raise ValueError("value nested too deeply to send")
@@ -389,16 +334,15 @@ class Codec:
             return value
         if type(value) is int:
             return value if abs(value) < 2**63 else {"@": "bigint", "v": str(value)}
-        if type(value) is complex:
-            return {"@": "complex", "v": [value.real, value.imag]}
         if type(value) is np.ndarray and not value.dtype.hasobject:
-            return {"@": "nd", "w": self._share(value), "v": _npy(value)}
+            return self._share(value)
         if type(value) is np.random.Generator:
             name = type(value.bit_generator).__name__
             if name not in BIT_GENERATORS:
                 raise TypeError(f"a Generator with bit generator {name} cannot be sent")
-            key = self._share(value)
-            return {"@": "rng", "w": key, "bg": name, "st": self.encode(self.shared[key][1])}
+            return self._share(value)
+        if type(value) is complex:
+            return {"@": "complex", "v": [value.real, value.imag]}
         if isinstance(value, np.generic) and not isinstance(value, np.object_):
             return {"@": "np", "v": _npy(np.asarray(value))}
         if type(value) in (list, tuple):
@@ -414,13 +358,12 @@ class Codec:
             return {"@": "ellipsis"}
         if isinstance(value, np.dtype):
             return {"@": "dtype", "v": value.str}
-        if isinstance(value, type) and issubclass(value, np.generic) and value is not np.object_:
-            return {"@": "scalartype", "v": np.dtype(value).str}
         if isinstance(value, type) and _BUILTIN_TYPES.get(value.__name__) is value:
-            return {"@": "builtintype", "v": value.__name__}
+            return {"@": "type", "v": value.__name__}
+        if isinstance(value, type) and issubclass(value, np.generic) and value is not np.object_:
+            return {"@": "type", "v": np.dtype(value).str}
         return self.ref(value)
 
-    # -- decoding
     def decode(self, data: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH + 2:
             raise ProtocolError("value nested too deeply")
@@ -434,7 +377,13 @@ class Codec:
         if tag == "nd":
             return self._receive(-int(data["w"]), _from_npy(data["v"]))
         if tag == "rng":
-            gen = _make_rng(data["bg"], self.decode(data["st"], depth + 1))
+            if data["bg"] not in BIT_GENERATORS:
+                raise ProtocolError(f"unknown bit generator {data['bg']!r}")
+            gen = np.random.Generator(getattr(np.random, data["bg"])())
+            try:
+                gen.bit_generator.state = self.decode(data["st"], depth + 1)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ProtocolError(f"invalid random generator state: {exc}") from exc
             return self._receive(-int(data["w"]), gen)
         if tag == "np":
             return _from_npy(data["v"])[()]
@@ -451,11 +400,10 @@ class Codec:
             return slice(*(self.decode(v, depth + 1) for v in data["v"]))
         if tag == "ellipsis":
             return Ellipsis
-        if tag in ("dtype", "scalartype"):
-            dtype = np.dtype(str(data["v"]))
-            return dtype if tag == "dtype" else dtype.type
-        if tag == "builtintype":
-            return _BUILTIN_TYPES[str(data["v"])]
+        if tag == "dtype":
+            return np.dtype(str(data["v"]))
+        if tag == "type":
+            return _BUILTIN_TYPES.get(str(data["v"])) or np.dtype(str(data["v"])).type
         if tag == "back":
             if int(data["h"]) not in self.objects:
                 raise ProtocolError(f"unknown handle {data['h']}")
