@@ -1,15 +1,6 @@
 """What the grader noticed in a submission, and the fairness policy that decides what it costs
-(docs/grading.md, "Fairness policy"): habits are reported, never punished; a ``reference``
-finding (an exercise's reference implementation ran during its tests) zeroes every test of that
-exercise; a ``grader`` finding (a reach for the grader itself) flags the notebook for review and
-zeroes the tests from there on. The static pass's reference findings are early warnings only.
-
-Runtime findings travel from the verdict process as error outputs of the test cell
-(:func:`report_outputs`); every autograde then runs :class:`course_lib.grading.notebook.
-ApplyFindings`, which collects the findings and applies the policy (:func:`apply_findings`).
-The verdict side imports this module: nbformat and nbgrader (1.5 s to import) are imported
-only inside the functions that need them.
-"""
+(docs/grading.md, "Fairness policy"). The verdict side imports this module: nbformat and
+nbgrader (1.5 s to import) are imported only inside the functions that need them."""
 
 from __future__ import annotations
 
@@ -22,6 +13,7 @@ __all__ = [
     "Finding",
     "apply_findings",
     "collect_findings",
+    "named_error",
     "recorded_findings",
     "report_outputs",
     "runtime_output",
@@ -38,7 +30,7 @@ _MARK = "[course-lib finding]"
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing the grader noticed (see the module docstring for the policy)."""
+    """One thing the grader noticed; it costs points when ``tests`` (grade_ids) is not empty."""
 
     kind: Kind
     message: str  # in the student's terms: what the code does
@@ -83,57 +75,40 @@ class Finding:
         }
 
 
-# ------------------------------------------------------------------------------------------
-# runtime findings travel inside the test cell's outputs (the verdict process writes them)
+def named_error(ename: str, evalue: str, *more: str) -> dict[str, Any]:
+    """An nbformat error output saying ``ename: evalue`` (no traceback of the grader), then
+    the lines ``more``."""
+    traceback = [f"\x1b[0;31m{ename}\x1b[0m: {evalue}", *more]
+    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": traceback}
 
 
 def runtime_output(
     kind: Kind, message: str, *, exercise: str | None, cell: int | None, line: int | None
 ) -> dict[str, Any]:
-    """The error output (nbformat) that makes a test score 0 for a runtime finding; its last
-    traceback line carries the finding for :func:`collect_findings`."""
+    """The error output that makes a test score 0 for a runtime finding; its last traceback
+    line carries the finding for :func:`collect_findings`."""
     text = Finding(kind, message, cell, line).describe()
-    return _error(ENAMES[kind], text, f"{_MARK} {json.dumps([kind, exercise, cell, line])}")
-
-
-def _error(ename: str, text: str, *more: str) -> dict[str, Any]:
-    return {
-        "output_type": "error",
-        "ename": ename,
-        "evalue": text,
-        "traceback": [f"\x1b[0;31m{ename}\x1b[0m: {text}", *more],
-    }
-
-
-def _locate(site: Mapping[str, Any], cells: list[str]) -> tuple[int | None, int | None]:
-    """The submitted cell (index) and line a kernel frame belongs to (by the cell's source)."""
-    from course_lib.grading.static import to_python
-
-    source = str(site.get("source") or "").strip()
-    line = int(site.get("line") or 0) or None
-    if source:
-        for convert in (str, to_python):
-            for index, cell in enumerate(cells):
-                if convert(cell).strip() == source:
-                    return index, line
-    return None, line
+    return named_error(ENAMES[kind], text, f"{_MARK} {json.dumps([kind, exercise, cell, line])}")
 
 
 def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[dict[str, Any]]:
-    """Error outputs for what the kernel's watch reported during one test (verdict side).
+    """Error outputs for what the kernel's watch reported during one test (verdict side):
+    ``report`` of :func:`course_lib.grading.refwatch.report` (``hits`` of the reference,
+    ``notes`` of reaches for the grader); ``cells``: the submitted notebook's cell sources."""
+    from course_lib.grading.static import to_python
 
-    ``report``: :func:`course_lib.grading.refwatch.report` (``hits`` of the reference,
-    ``notes`` of reaches for the grader); ``cells``: the submitted notebook's cell sources.
-    """
     items = [("reference", h) for h in (report or {}).get("hits") or []]
     items += [("grader", n) for n in (report or {}).get("notes") or []]
     outputs, seen = [], set()
     for kind, item in items:
-        key = (item.get("exercise"), item.get("label"), item.get("message"))
-        if key in seen:
+        if (key := (item.get("exercise"), item.get("label"), item.get("message"))) in seen:
             continue
         seen.add(key)
-        cell, line = _locate(item, cells)
+        # the submitted cell the kernel's frame belongs to (by its source), and the line
+        source = str(item.get("source") or "").strip()
+        sources = ([convert(c).strip() for c in cells] for convert in (str, to_python))
+        cell = next((s.index(source) for s in sources if source and source in s), None)
+        where = {"cell": cell, "line": int(item.get("line") or 0) or None}
         if kind == "reference":
             how = "a copy of " if item.get("copy") else ""
             message = (
@@ -147,19 +122,18 @@ def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[d
                 "the notebook is flagged for your instructor's review."
             )
         exercise = item.get("exercise") if kind == "reference" else None
-        outputs.append(runtime_output(kind, message, exercise=exercise, cell=cell, line=line))
+        outputs.append(runtime_output(kind, message, exercise=exercise, **where))
     return outputs
 
 
 def collect_findings(source: Any, autograded: Any) -> list[Finding]:
-    """The findings of an autograded notebook: the static pass over the code as it ran (locked
-    cells restored, deleted tests put back), then the runtime findings its test outputs carry,
-    each with the tests it costs: a reference finding every test of its exercise, a grader
-    finding every test from its own on."""
+    """The static pass's findings over the autograded notebook, then the runtime findings its
+    test outputs carry: a reference finding costs every test of its exercise, a grader finding
+    every test from its own on."""
     from course_lib.grading.notebook import grade_id, is_test
-    from course_lib.grading.static import exercise_tests, scan_submission
+    from course_lib.grading.static import scan_submission, verdict_init
 
-    exercises, cells = exercise_tests(source), autograded.cells
+    exercises, cells = verdict_init(source)["exercises"], autograded.cells
     tests = [(i, grade_id(c)) for i, c in enumerate(cells) if c.cell_type == "code" and is_test(c)]
     found: dict[tuple[str, str, str], Finding] = {}
     for index, gid in tests:
@@ -183,21 +157,14 @@ def collect_findings(source: Any, autograded: Any) -> list[Finding]:
     return scan_submission(source, autograded) + list(found.values())
 
 
-# ------------------------------------------------------------------------------------------
-# the policy: what the findings cost, and where the instructor and the student see them
-
-
 def apply_findings(
     findings: list[Finding], autograded: Any, grades: Mapping[str, Any], comments: Mapping[str, Any]
 ) -> bool:
-    """Apply the fairness policy to one autograded notebook; True when a finding flags it for
-    review (a reach for the grader that cost points).
+    """Apply the fairness policy to one autograded notebook (each finding on the comment of the
+    answer cell at or before its cell, else the first); True when it is flagged for review.
 
-    ``grades``: grade_id -> the gradebook's grade (``auto_score``) of each graded cell;
-    ``comments``: grade_id -> the gradebook's comment (``auto_comment``) of each answer cell
-    (nbgrader's ``Grade`` and ``Comment``). Each test a finding costs scores 0 and gets an error
-    output saying why; each finding is added to the comment of the code answer cell at or before
-    its cell (else the first) and noted under its cell, so the feedback shows both.
+    ``grades``: grade_id -> nbgrader's ``Grade`` (``auto_score``) of each graded cell;
+    ``comments``: grade_id -> nbgrader's ``Comment`` (``auto_comment``) of each answer cell.
     """
     from nbformat import from_dict
 
@@ -214,10 +181,10 @@ def apply_findings(
                 grades[gid].auto_score = 0.0
                 flagged = flagged or finding.kind == "grader"
             outputs = by_id[gid].setdefault("outputs", []) if gid in by_id else None
-            if outputs is not None and not any(
-                finding.message in o.get("evalue", "") for o in outputs
+            if outputs is not None and all(
+                finding.message not in o.get("evalue", "") for o in outputs
             ):
-                error = _error("IntegrityCheckFailed", f"this test scores 0: {text}")
+                error = named_error("IntegrityCheckFailed", f"this test scores 0: {text}")
                 outputs.append(from_dict(error))
         before = [g for i, g in answers if finding.cell is not None and i <= finding.cell]
         comment = comments.get(before[-1] if before else next((g for _, g in answers), None))
@@ -235,9 +202,8 @@ def apply_findings(
 
 def recorded_findings(autograded: Any, grades: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The findings ``ApplyFindings`` recorded in an autograded notebook's metadata (as
-    :meth:`Finding.to_dict`, for ``course-lib grade``'s summary). The tests a reach for the
-    grader zeroed are marked ``flagged`` in ``grades`` (the worker's
-    :class:`~course_lib.grading.tasks.CellGrade`): the batch flags the notebook from them."""
+    :meth:`Finding.to_dict`); the tests a reach for the grader zeroed get it in their
+    ``flagged`` (``grades``: :class:`~course_lib.grading.tasks.CellGrade` by grade_id)."""
     found = list(autograded.metadata.get("course_lib", {}).get("findings", []))
     for finding in found:
         for gid in finding["tests"] if finding["kind"] == "grader" else ():

@@ -1,52 +1,22 @@
-"""The static pass: reads student code (``ast``, never runs it) and reports what it sees.
-
-It is not the judge (see :mod:`course_lib.grading.findings` for the policy): tests run in the
-verdict process, so habits inside the kernel cannot change a verdict, and use of the reference
-is decided by what runs (:mod:`course_lib.grading.refwatch`). This pass gives the instructor
-(and the student's feedback) an early, located account:
-
-``habit``      shell commands and magics, ``sys.stdout``, ``exec``, ``setattr``, imports of
-               ``inspect`` / ``types`` / ``gc`` ..., assigning attributes of imported modules:
-               reported with cell and line, no points lost;
-``reference``  a statement that binds an exercise's name (``Relu``), or any name in an answer
-               cell, names ``course_lib`` objects the instructor's solution does not use
-               (through the notebook's imports): an early warning at that line, no points lost
-               (the run-time watch decides). The notebook's stuck-student fallback line, used
-               where it stands (after the exercise's tests), binds no exercise a later test
-               judges: it is allowed; used before the tests, it is warned;
-``grader``     code that names the grader itself: importing ``course_lib.grading`` modules
-               or ``course_lib.release`` (not the checks the notebooks use), assigning
-               attributes of the checks (``course_lib.checks``), strings naming the grader's
-               modules, its socket or the gradebook: the notebook is flagged for review and
-               the tests after the statement score 0.
-
-Only *student code* is read: answer cells and every code cell the student added or changed.
-Cells identical to a cell of the instructor's notebook are the course's own code.
+"""The static pass (docs/grading.md, "Tamper resistance" 3): what notebook code binds, names and
+does, read with ``ast`` (never run). It gives an early, located account of student code (answer
+cells and every code cell the student added or changed) and is not the judge
+(:mod:`course_lib.grading.findings` applies the fairness policy). It also reads what the verdict
+process needs of the instructor's notebook (:func:`verdict_init`).
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from typing import Any
 
-import nbformat
+from nbformat import NotebookNode
 
-from course_lib.grading.findings import Finding
-from course_lib.grading.names import (
-    Imports,
-    allowed,
-    bound_names,
-    code_cells,
-    collect_setup,
-    dotted,
-    exercise_tests,
-    solution_allowlist,
-    student_names,
-    to_python,
-)
+from course_lib.grading.findings import Finding, Kind
 from course_lib.grading.notebook import grade_id, is_answer, is_test
 
-__all__ = ["Finding", "exercise_tests", "scan_submission", "to_python", "verdict_init"]
+__all__ = ["scan_submission", "to_python", "verdict_init"]
 
 # What student code may do, reported as a habit (no points lost). Whitespace-separated lists.
 #: Modules (and their submodules) whose import is reported.
@@ -86,6 +56,91 @@ GRADER_ALLOWED = ("course_lib.checks",)
 #: Text in a string constant that names the grader itself (a file or module name: the word
 #: "gradebook" in a printed sentence is not an attempt to reach anything).
 GRADER_WORDS = (*GRADER, "gradebook.db", "cg-verdict")
+#: course_lib modules any student code may use.
+ALWAYS_ALLOWED = ("course_lib.datasets",)
+
+#: Statements the verdict process's setup is made of.
+_SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def to_python(source: str) -> str:
+    """A cell's source with IPython syntax (magics, ``!`` commands) turned into Python."""
+    try:
+        ast.parse(source)
+        return source
+    except SyntaxError:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+
+
+def code_cells(nb: NotebookNode) -> Iterator[tuple[int, NotebookNode, ast.Module]]:
+    """(index, cell, parsed source) of each code cell whose source parses."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            try:
+                yield index, cell, ast.parse(to_python(cell.source))
+            except (SyntaxError, ValueError):
+                continue  # it fails when run; nothing to read
+
+
+def import_targets(node: ast.Import | ast.ImportFrom) -> dict[str, str]:
+    """Local name -> the dotted name it imports (``import a.b`` binds ``a`` to ``a``)."""
+    if isinstance(node, ast.Import):
+        return {
+            a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0]
+            for a in node.names
+        }
+    module = "." * node.level + (node.module or "")
+    return {a.asname or a.name: f"{module}.{a.name}" for a in node.names}
+
+
+def bound_names(node: ast.stmt) -> set[str]:
+    """Names a top-level statement binds (in the blocks of ``if``, ``for``, ``try`` ... too)."""
+    if isinstance(node, _DEFS):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return set(import_targets(node))
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+        targets = [node.target]
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+        targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
+    names = {sub.id for t in targets for sub in ast.walk(t) if isinstance(sub, ast.Name)}
+    if isinstance(node, (ast.If, ast.Try, ast.For, ast.While, ast.With)):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                names |= bound_names(child)
+    return names
+
+
+def loaded_names(node: ast.AST) -> set[str]:
+    """Every name ``node`` reads (inside its functions too: a helper calls other helpers)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def local_names(node: ast.AST) -> set[str]:
+    """Names bound inside the function or class ``node`` (not ``global`` ones): a parameter
+    called ``net`` is not the notebook's global ``net``."""
+    if not isinstance(node, (*_DEFS, ast.Lambda)):
+        return set()
+    inner = [sub for sub in ast.walk(node) if sub is not node]
+    local = {sub.arg for sub in inner if isinstance(sub, ast.arg)}
+    local |= {s.id for s in inner if isinstance(s, ast.Name) and not isinstance(s.ctx, ast.Load)}
+    local |= {s.name for s in inner if isinstance(s, (*_DEFS, ast.ExceptHandler)) and s.name}
+    return local - {n for s in inner if isinstance(s, (ast.Global, ast.Nonlocal)) for n in s.names}
+
+
+def dotted(node: ast.expr | None) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]``; None for anything but names and attributes."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
 
 
 def _under(name: str, prefixes: frozenset[str] | tuple[str, ...]) -> str | None:
@@ -93,20 +148,106 @@ def _under(name: str, prefixes: frozenset[str] | tuple[str, ...]) -> str | None:
     return next((p for p in prefixes if name == p or name.startswith(p + ".")), None)
 
 
-def _is_grader(name: str) -> bool:
-    return name.startswith(GRADER) and not _under(name, GRADER_ALLOWED)
+def bind_imports(imports: dict[str, str], node: ast.stmt) -> None:
+    """Keep ``imports`` (name -> what it imports: ``np`` -> ``numpy``, ``L`` ->
+    ``course_lib.layers``) up to date after statement ``node``; a name bound otherwise is
+    forgotten."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        imports.update(import_targets(node))
+    else:
+        for name in bound_names(node):
+            imports.pop(name, None)
+
+
+def verdict_init(source_nb: NotebookNode) -> dict[str, Any]:
+    """What the verdict process needs of the instructor's notebook (its ``init`` command).
+
+    ``setup``: the imports and helper definitions of the instructor's cells that the test cells
+    use, directly or through other helpers, in notebook order (docs/grading.md, "Tamper
+    resistance" 1); ``student_names``: what the answer cells bind; ``exercises``: each of those
+    names -> grade_ids of the tests after its answer cell; ``allow``: the ``course_lib`` objects
+    the answers use (not the reference for the run-time watch, allowed to students);
+    ``handed_out``: the notebook's text.
+    """
+    allow, names, needed, current = set(), set(), set(), set()
+    imports: dict[str, str] = {}
+    exercises: dict[str, list[str]] = {}
+    candidates: list[ast.stmt] = []
+    for _, cell, tree in code_cells(source_nb):
+        for node in tree.body:
+            if is_answer(cell):
+                allow |= _Scanner(node, imports).objects
+            bind_imports(imports, node)
+        if is_answer(cell):
+            current = {name for node in tree.body for name in bound_names(node)}
+            names |= current
+            continue
+        candidates += [node for node in tree.body if isinstance(node, _SETUP)]
+        if is_test(cell):
+            needed |= loaded_names(tree)
+            for name in current:
+                exercises.setdefault(name, []).append(grade_id(cell))
+    kept: list[ast.stmt] = []
+    for node in reversed(candidates):  # a helper's own helpers come before it
+        bound = bound_names(node)
+        if "*" in bound or bound & needed:
+            kept.append(node)
+            needed |= loaded_names(node)
+    return {
+        "setup": [ast.unparse(node) for node in reversed(kept)],
+        "student_names": sorted(names),
+        "exercises": exercises,
+        "allow": sorted(allow),
+        "handed_out": "\n".join(c.source for c in source_nb.cells),
+    }
 
 
 class _Scanner(ast.NodeVisitor):
-    """Habit and grader hits of one statement of student code: (line, message, kind)."""
+    """One top-level statement ``node`` of cell ``index``, read: its habits and reaches for the
+    grader (``found``; a reach costs the tests ``after`` it) and the ``course_lib`` objects it
+    names through the notebook's imports (``objects``, the most specific:
+    ``course_lib.layers.Relu``, not also ``course_lib.layers``)."""
 
-    def __init__(self, imports: Imports):
-        self.imports = imports
-        self.hits: list[tuple[int, str, str]] = []
+    def __init__(
+        self, node: ast.stmt, imports: dict[str, str], index: int = 0, after: tuple[str, ...] = ()
+    ):
+        self.node, self.imports, self.index, self.after = node, imports, index, after
+        self.local = local_names(node)  # a parameter ``net`` is not the notebook's ``net``
+        self.found: list[Finding] = []
+        self.named: set[str] = set()
+        self.visit(node)
+        named = {o for o in self.named if o.split(".")[0] == "course_lib"}
+        self.objects = {o for o in named if not any(p.startswith(o + ".") for p in named)}
 
-    def hit(self, node: ast.AST, message: str, kind: str = "habit") -> None:
-        if (node.lineno, message, kind) not in self.hits:
-            self.hits.append((node.lineno, message, kind))
+    def resolve(self, node: ast.expr | None) -> str | None:
+        """The dotted name ``node`` spells, its root replaced by what that root imports
+        (``sys.stdout.write``); None unless the root is an imported name."""
+        parts = dotted(node)
+        if not parts or parts[0] not in self.imports:
+            return None
+        return ".".join([self.imports[parts[0]], *parts[1:]])
+
+    def hit(self, node: ast.AST, message: str, kind: Kind = "habit") -> None:
+        after = self.after if kind == "grader" else ()
+        finding = Finding(kind, message, self.index, node.lineno, after)
+        if finding not in self.found:
+            self.found.append(finding)
+
+    def reference(self, allow: list[str], own: set[str], answer: bool) -> list[Finding]:
+        """The early reference warning when the statement binds an exercise ``own`` (one a test
+        after its cell judges), or any name in an answer cell, to code naming ``course_lib``
+        objects the solution does not use (``allow``)."""
+        allowed = (*allow, *ALWAYS_ALLOWED)
+        bad = sorted(o for o in self.objects if o != "course_lib" and not _under(o, allowed))
+        bound = bound_names(self.node)
+        names = sorted(bound & own) or (sorted(own) if answer and bound else [])
+        if not (bad and names):
+            return []
+        shown = ", ".join(f"`{o}`" for o in bad[:3])
+        message = (
+            f"`{names[0]}` uses the reference implementation ({shown}) instead of your own code"
+        )
+        return [Finding("reference", message, self.index, self.node.lineno, exercise=names[0])]
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         if isinstance(node, ast.Import):
@@ -114,8 +255,10 @@ class _Scanner(ast.NodeVisitor):
         else:
             module = node.module or ""
             names = [module, *(f"{module}.{a.name}" for a in node.names)]
-        if grader := next((n for n in names if _is_grader(n)), None):
-            self.hit(node, f"imports `{grader}`, a module of the grader", "grader")
+        self.named |= set(import_targets(node).values())
+        grader = [n for n in names if n.startswith(GRADER) and not _under(n, GRADER_ALLOWED)]
+        if grader:
+            self.hit(node, f"imports `{grader[0]}`, a module of the grader", "grader")
         elif noted := next((n for n in names if _under(n, MODULES | ATTRIBUTES)), None):
             self.hit(node, f"imports `{noted}`")
 
@@ -123,7 +266,9 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         spelled = ".".join(dotted(node) or [])
-        real = self.imports.resolve(node)
+        real = self.resolve(node)
+        if real and spelled.split(".")[0] not in self.local:
+            self.named.add(real)
         if isinstance(node.ctx, (ast.Store, ast.Del)) and real is not None:
             verb = "assigns" if isinstance(node.ctx, ast.Store) else "deletes"
             shown = f"`{spelled}`" if real == spelled else f"`{spelled}` (`{real}`)"
@@ -149,19 +294,18 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func, args = node.func, node.args
+        first = args[0] if args else None
         if isinstance(func, ast.Attribute) and func.attr in ("run_line_magic", "run_cell_magic"):
-            magic = args[0] if args else None
-            if isinstance(magic, ast.Constant) and magic.value in ALLOWED_MAGICS:
+            if isinstance(first, ast.Constant) and first.value in ALLOWED_MAGICS:
                 return  # %matplotlib inline, %timeit ...: nothing to report
         name = func.id if isinstance(func, ast.Name) else None
-        first = args[0] if args else None
         if name == "get_ipython":
             self.hit(node, "uses the IPython shell (`get_ipython()`, magics or `!` commands)")
         elif name in CALLS and not (
             name in ("setattr", "delattr") and dotted(first) in (["self"], ["cls"])
         ):
             self.hit(node, f"calls `{name}()`")
-        root = ".".join(dotted(first) or []) if first and self.imports.resolve(first) else None
+        root = ".".join(dotted(first) or []) if self.resolve(first) else None
         if name == "vars" and first and (root or not isinstance(first, ast.Name)):
             self.hit(node, "calls `vars()` on a module or object it did not create")
         if name == "getattr" and len(args) > 1:
@@ -179,98 +323,33 @@ class _Scanner(ast.NodeVisitor):
                 self.hit(node, f"names the grader in a string ({text[:60]!r})", "grader")
 
     def visit_Name(self, node: ast.Name) -> None:
+        if node.id not in self.local and (real := self.resolve(node)):
+            self.named.add(real)
         if node.id in NAMES:
             self.hit(node, f"uses `{node.id}`")
 
 
-def scan_submission(
-    source_nb: nbformat.NotebookNode, submitted_nb: nbformat.NotebookNode
-) -> list[Finding]:
-    """Findings of the static pass for one submitted notebook (see the module docstring)."""
-    trusted = {
+def scan_submission(source_nb: NotebookNode, submitted_nb: NotebookNode) -> list[Finding]:
+    """The static pass's findings for one submitted notebook as it runs (test cells in place):
+    the habits, reaches for the grader and early reference warnings of its student code."""
+    init = verdict_init(source_nb)
+    course = {
         c.source.strip() for c in source_nb.cells if c.cell_type == "code" and not is_answer(c)
     }
     test_ids = {grade_id(c) for c in source_nb.cells if c.cell_type == "code" and is_test(c)}
-    allow = solution_allowlist(source_nb)
-    exercises = exercise_tests(source_nb)
-    # the test cells in the order they run; nbgrader re-adds deleted ones at the end
-    order = [grade_id(c) for c in submitted_nb.cells if grade_id(c) in test_ids]
-    positions = [i for i, c in enumerate(submitted_nb.cells) if grade_id(c) in test_ids]
-    missing = sorted(test_ids - set(order))
-    positions += range(len(submitted_nb.cells), len(submitted_nb.cells) + len(missing))
-    order += missing
-
-    def tests_after(index: int) -> tuple[str, ...]:
-        return tuple(g for pos, g in zip(positions, order) if pos > index)
-
-    imports = Imports()
+    tests = [(i, grade_id(c)) for i, c in enumerate(submitted_nb.cells) if grade_id(c) in test_ids]
+    imports: dict[str, str] = {}
     findings: list[Finding] = []
     for index, cell, tree in code_cells(submitted_nb):
         if grade_id(cell) in test_ids:
             continue  # nbgrader restores test cells from the gradebook
-        after = tests_after(index)
-        # the exercises an answer cell is for: those it binds that a test after it judges
-        own = {
-            n
-            for node in tree.body
-            for n in bound_names(node)
-            if set(exercises.get(n, ())) & set(after)
-        }
-        student = is_answer(cell) or cell.source.strip() not in trusted
+        after = tuple(g for i, g in tests if i > index)
+        bound_here = {n for node in tree.body for n in bound_names(node)}
+        own = {n for n in bound_here if set(init["exercises"].get(n, ())) & set(after)}
+        answer = is_answer(cell)
         for node in tree.body:
-            if student:
-                findings += _findings(node, imports, allow, own, index, after, is_answer(cell))
-            imports.bind(node)
+            if answer or cell.source.strip() not in course:
+                scanner = _Scanner(node, imports, index, after)
+                findings += scanner.found + scanner.reference(init["allow"], own, answer)
+            bind_imports(imports, node)
     return findings
-
-
-def _findings(
-    node: ast.stmt,
-    imports: Imports,
-    allow: set[str],
-    own: set[str],
-    index: int,
-    after: tuple[str, ...],
-    answer: bool,
-) -> list[Finding]:
-    """The findings of one statement of student code in cell ``index``: its habits and reaches
-    for the grader, and the early reference warning when it binds an exercise ``own`` (one a
-    test ``after`` the cell judges), or any name in an answer cell, to code naming a
-    ``course_lib`` object the solution does not use."""
-    scanner = _Scanner(imports)
-    scanner.visit(node)
-    found = [
-        Finding("grader", message, index, line, after)
-        if kind == "grader"
-        else Finding("habit", message, index, line)
-        for line, message, kind in scanner.hits
-    ]
-    bad = sorted(o for o in imports.course_lib_objects(node) if not allowed(o, allow))
-    bound = bound_names(node)
-    names = sorted(bound & own) or (sorted(own) if answer and bound else [])
-    if bad and names:
-        shown = ", ".join(f"`{o}`" for o in bad[:3])
-        message = (
-            f"`{names[0]}` uses the reference implementation ({shown}) instead of your own code"
-        )
-        found.append(Finding("reference", message, index, node.lineno, exercise=names[0]))
-    return found
-
-
-def verdict_init(
-    source_nb: nbformat.NotebookNode, allow_from: nbformat.NotebookNode | None = None
-) -> dict[str, Any]:
-    """What the verdict process needs of the instructor's notebook: the ``init`` command.
-
-    ``setup`` (imports and helpers the test cells use), ``student_names``, ``exercises``
-    (name -> grade_ids of its tests) and ``allow`` (course_lib objects the solution's answers
-    use, which the run-time watch does not count as the reference), ``handed_out`` (the
-    notebook's text).
-    """
-    return {
-        "setup": collect_setup(source_nb),
-        "student_names": sorted(student_names(source_nb)),
-        "exercises": {k: sorted(v) for k, v in exercise_tests(source_nb).items()},
-        "allow": sorted(solution_allowlist(allow_from if allow_from is not None else source_nb)),
-        "handed_out": "\n".join(c.source for c in source_nb.cells),
-    }
