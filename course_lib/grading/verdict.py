@@ -36,7 +36,7 @@ import traceback
 from typing import Any
 
 from course_lib.grading import refwatch
-from course_lib.grading.findings import report_outputs
+from course_lib.grading.findings import named_error, report_outputs
 from course_lib.grading.proxies import ProxyFactory, TestNamespace
 from course_lib.grading.rpc import (
     READ_ONLY_OPS,
@@ -410,16 +410,6 @@ class VerdictSession:
 
 def _raise_timeout(signum: int, frame: Any) -> None:
     raise CellTimeout()
-
-
-def named_error(ename: str, evalue: str) -> dict[str, Any]:
-    """An nbformat error output that says ``ename: evalue`` (no traceback of the grader)."""
-    return {
-        "output_type": "error",
-        "ename": ename,
-        "evalue": evalue,
-        "traceback": [f"\x1b[0;31m{ename}\x1b[0m: {evalue}"],
-    }
 
 
 _INTERNAL_FILES = ("course_lib/grading/rpc.py", "course_lib/grading/verdict.py")
