@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from course_lib._random import SeedLike, as_generator
-from course_lib.gradcheck import CHECK_TOL, check_layer, check_loss_layer, check_model
+from course_lib.gradcheck import (
+    CHECK_TOL,
+    check_layer,
+    check_loss_layer,
+    check_model,
+    layer_param_names,
+)
 
 __all__ = [
     "check_backprop_chain",
@@ -41,9 +47,7 @@ def _origin_modules(obj: Any) -> list[str]:
     """Modules that define ``obj`` (a class and its bases, a function, or an instance's class)."""
     if inspect.isclass(obj):
         return [getattr(c, "__module__", "") or "" for c in obj.__mro__ if c is not object]
-    if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isbuiltin(obj):
-        return [getattr(obj, "__module__", "") or ""]
-    if callable(obj) and not hasattr(obj, "__dict__"):
+    if inspect.isroutine(obj) or (callable(obj) and not hasattr(obj, "__dict__")):
         return [getattr(obj, "__module__", "") or ""]
     return _origin_modules(type(obj))
 
@@ -102,11 +106,7 @@ def check_close(
     if got.shape != exp.shape:
         hint = " (same size: reshape it?)" if got.size == exp.size else ""
         raise AssertionError(f"{name} has shape {got.shape}, expected {exp.shape}{hint}")
-    if (
-        np.issubdtype(exp.dtype, np.number)
-        and not np.issubdtype(got.dtype, np.number)
-        and not (got.dtype == bool)
-    ):
+    if np.issubdtype(exp.dtype, np.number) and got.dtype.kind not in "biufc":
         raise AssertionError(f"{name}: expected numbers, got dtype {got.dtype}")
     g = got.astype(np.float64)
     e = exp.astype(np.float64)
@@ -161,15 +161,6 @@ def check_loss_layer_gradients(
         raise AssertionError(str(report))
 
 
-def _param_names(layer: Any) -> list[str]:
-    declared = getattr(type(layer), "param_names", None)
-    if declared:
-        return list(declared)
-    return [
-        n for n in ("W", "b", "gamma", "beta") if isinstance(getattr(layer, n, None), np.ndarray)
-    ]
-
-
 def check_layer_matches(
     layer: Any,
     reference_layer: Any,
@@ -206,7 +197,7 @@ def check_layer_matches(
     ref_dx = ref.backward(dout.copy())
     if check_dx:
         check_close(dx, ref_dx, "dx", rtol=rtol, atol=1e-10)
-    for p in _param_names(reference_layer):
+    for p in layer_param_names(reference_layer):
         check_close(
             getattr(yours, "d" + p, None), getattr(ref, "d" + p), "d" + p, rtol=rtol, atol=1e-10
         )

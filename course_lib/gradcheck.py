@@ -34,6 +34,7 @@ __all__ = [
     "check_layer",
     "check_model",
     "compare_gradients",
+    "layer_param_names",
     "noise_floor_tiny",
     "numerical_gradient",
     "rel_error",
@@ -244,7 +245,8 @@ def _float64(a: Any) -> np.ndarray:
     return np.array(a, dtype=np.float64)
 
 
-def _layer_param_names(layer: Any, params: Sequence[str] | None) -> list[str]:
+def layer_param_names(layer: Any, params: Sequence[str] | None = None) -> list[str]:
+    """``params``, else the layer class's ``param_names``, else which of W, b, gamma, beta it has."""
     if params is not None:
         return list(params)
     declared = getattr(type(layer), "param_names", None)
@@ -419,7 +421,7 @@ def check_layer(
     state (running statistics, a random generator) give repeatable outputs.
     The layer and ``x`` are left untouched.
     """
-    names = _layer_param_names(layer, params)
+    names = layer_param_names(layer, params)
     x64 = _float64(x)
     plan = {"kind": "layer", "names": names, "x": x64, "kw": dict(forward_kwargs or {}), "h": h}
     out = _evaluate(layer, {**plan, "step": "out"})

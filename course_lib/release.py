@@ -26,29 +26,20 @@ from course_lib.grading.course import (
     CONFIG_RELATIVE_PATH,
     CourseConfig,
     ReleaseError,
-    find_course_root,
     has_notebook,
     ignored_name,
-    load_course_config,
-    nbgrader_environment,
     with_nbgrader_environment,
 )
 
 __all__ = [
-    "CONFIG_RELATIVE_PATH",
-    "CourseConfig",
-    "ReleaseError",
     "ReleaseResult",
     "TreeDiff",
     "compare_trees",
-    "find_course_root",
     "generate",
     "generate_assignments",
-    "load_course_config",
     "normalize_notebook",
-    "nbgrader_environment",
-    "notebook_bytes",
     "normalize_tree",
+    "notebook_bytes",
     "release",
     "update_gradebook",
 ]
@@ -87,7 +78,6 @@ class TreeDiff:
 class ReleaseResult:
     """Outcome of :func:`release`."""
 
-    config: CourseConfig
     assignments: list[str]
     skipped: list[str]
     diff: TreeDiff
@@ -244,7 +234,7 @@ def compare_trees(
 
 
 def release(
-    root: CourseConfig | str | os.PathLike[str] | None = None,
+    config: CourseConfig,
     *,
     assignments: Sequence[str] | None = None,
     check: bool = False,
@@ -256,10 +246,6 @@ def release(
     readers never see a half-written chapter; a full release also removes folders of
     assignments that are no longer released.
     """
-    if isinstance(root, CourseConfig):
-        config = root
-    else:
-        config = load_course_config(root if root is not None else find_course_root())
     unregistered = config.unregistered_sources()
     if unregistered:
         raise ReleaseError(
@@ -280,7 +266,7 @@ def release(
         if not check and not diff.clean:
             _swap_in(expected, target, names, full=assignments is None)
             written = True
-    return ReleaseResult(config, names, skipped, diff, written)
+    return ReleaseResult(names, skipped, diff, written)
 
 
 def _select(config: CourseConfig, assignments: Sequence[str] | None) -> list[str]:

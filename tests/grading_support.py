@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.release import load_course_config, nbgrader_environment
+from course_lib.grading.course import load_course_config, nbgrader_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_CONFIG = REPO_ROOT / "graders" / "nbgrader_config.py"

@@ -22,7 +22,8 @@ import nbformat
 import pytest
 
 from course_lib.grading.batch import GradeOptions, grade_batch
-from course_lib.release import generate_assignments, load_course_config
+from course_lib.grading.course import load_course_config
+from course_lib.release import generate_assignments
 
 pytestmark = [pytest.mark.grading, pytest.mark.timeout(1200)]
 

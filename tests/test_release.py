@@ -25,16 +25,13 @@ from grading_support import (
     synthetic_notebook,
 )
 
-from course_lib.release import (
+from course_lib.grading.course import (
     ReleaseError,
-    compare_trees,
     find_course_root,
     load_course_config,
     nbgrader_environment,
-    normalize_notebook,
-    notebook_bytes,
-    release,
 )
+from course_lib.release import compare_trees, normalize_notebook, notebook_bytes, release
 
 CHAPTERS = chapter_ids()
 OTHER_ID = "synthetic_other"
@@ -161,23 +158,23 @@ def test_release_then_check_and_staleness(course: CourseDir) -> None:
 
     # An unrelated assignment checked on its own is fine, and releasing one assignment
     # leaves the other one untouched.
-    assert release(course.root, assignments=[OTHER_ID], check=True).diff.clean
+    assert release(load_course_config(course.root), assignments=[OTHER_ID], check=True).diff.clean
     other = chapters / OTHER_ID / f"{OTHER_ID}.ipynb"
     other_before = other.stat().st_mtime_ns
-    assert release(course.root, assignments=[SYNTHETIC_ID]).written
+    assert release(load_course_config(course.root), assignments=[SYNTHETIC_ID]).written
     assert other.stat().st_mtime_ns == other_before
     assert not (syn_dir / "notes.txt").exists() and (syn_dir / "data.txt").is_file()
 
     # A full release removes the chapter of a source that is gone.
     shutil.rmtree(course.root / "solutions" / OTHER_ID)
-    assert release(course.root).written
+    assert release(load_course_config(course.root)).written
     assert sorted(p.name for p in chapters.iterdir()) == [SYNTHETIC_ID]
-    assert release(course.root, check=True).diff.clean
+    assert release(load_course_config(course.root), check=True).diff.clean
 
 
 @pytest.mark.grading
 def test_release_output_is_the_normalised_student_version(course: CourseDir) -> None:
-    first = release(course.root)
+    first = release(load_course_config(course.root))
     assert first.written and first.assignments == [SYNTHETIC_ID, OTHER_ID]
     path = course.root / "chapters" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
     text = path.read_text(encoding="utf-8")
@@ -213,7 +210,7 @@ def test_release_output_is_the_normalised_student_version(course: CourseDir) -> 
             cell.execution_count = n
             cell.outputs = [nbformat.v4.new_output("stream", text=f"output {n}\n")]
     course.write_source(SYNTHETIC_ID, executed)
-    again = release(course.root, check=True)
+    again = release(load_course_config(course.root), check=True)
     assert again.diff.clean, again.diff
     assert not again.written
 
@@ -227,7 +224,7 @@ def test_a_personal_jupyter_config_does_not_change_the_release(
         'c.ClearSolutions.code_stub = {"python": "# PERSONAL STUB"}\n', encoding="utf-8"
     )
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(personal))
-    release(course.root, assignments=[SYNTHETIC_ID])
+    release(load_course_config(course.root), assignments=[SYNTHETIC_ID])
     text = (course.root / "chapters" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb").read_text()
     assert "PERSONAL STUB" not in text and "# YOUR CODE HERE" in text
 
@@ -284,14 +281,14 @@ def test_release_refuses_unregistered_and_unknown_assignments(tmp_path: Path) ->
         tmp_path / "course", notebooks={SYNTHETIC_ID: synthetic_notebook()}, register=[]
     )
     with pytest.raises(ReleaseError, match=f"not registered.*{SYNTHETIC_ID}"):
-        release(course.root, check=True)
+        release(load_course_config(course.root), check=True)
     course.append_config(f"c.CourseLib.assignments = [{SYNTHETIC_ID!r}, 'later']")
     with pytest.raises(ReleaseError, match="unknown assignment 'nope'"):
-        release(course.root, assignments=["nope"], check=True)
+        release(load_course_config(course.root), assignments=["nope"], check=True)
     with pytest.raises(ReleaseError, match="'later' has no notebook"):
-        release(course.root, assignments=["later"], check=True)
+        release(load_course_config(course.root), assignments=["later"], check=True)
     with pytest.raises(ReleaseError, match="elsewhere is not a course root"):
-        release(tmp_path / "elsewhere")
+        load_course_config(tmp_path / "elsewhere")
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(ReleaseError, match=r"no graders/nbgrader_config\.py found"):
         find_course_root(tmp_path / "elsewhere")

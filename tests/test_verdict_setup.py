@@ -19,9 +19,9 @@ from grading_support import (
     prune_demonstrations,
 )
 
+from course_lib.grading.course import nbgrader_environment
 from course_lib.grading.static import verdict_init
 from course_lib.grading.verdict import VerdictSession
-from course_lib.release import nbgrader_environment
 
 REPO = Path(__file__).resolve().parents[1]
 FIVE = "ch05_deep_networks"

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"course-lib release: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
-    config = result.config
+    config = course
     chapters = config.release_directory
     for name in result.skipped:
         print(f"skipped {name}: no {config.source_directory}/{name}/*.ipynb yet")

@@ -104,7 +104,7 @@ def _validation_course(root: Path, chapters: list[str], scratch: Path) -> Path:
     """
     from nbgrader.preprocessors import ClearHiddenTests
 
-    from course_lib.release import load_course_config
+    from course_lib.grading.course import load_course_config
 
     config = load_course_config(root)
     course = scratch / "course"
