@@ -276,7 +276,7 @@ def build_corpus(solution, student) -> list[Entry]:
                     )
                 )
             },
-            problem="course_lib.grading",
+            problem="course_lib.checks",
         ),
         E(
             # patching builtins breaks only the student's own kernel: that answer cell hangs

@@ -378,3 +378,13 @@ def test_pooling_backward_is_graded_apart_from_col2im(rng):
 
     with pytest.raises(AssertionError, match="dx"):
         checks.check_pooling_backward(SignError, x, 3, 3, 1, col2im=overlaps_not_added)
+
+
+def test_the_verdict_process_holds_the_checks_but_not_the_release():
+    """The verdict process imports the checks before any student code runs (docs/grading.md),
+    under their name outside grading/; the release (nbformat, nbgrader) it never needs."""
+    from course_lib.grading.verdict import library_modules
+
+    names = library_modules()
+    assert "course_lib.checks" in names
+    assert [n for n in names if n.startswith(("course_lib.release", "course_lib.grading."))] == []
