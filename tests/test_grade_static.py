@@ -209,20 +209,16 @@ def test_findings_reach_comments_feedback_and_grades():
         Finding,
         apply_findings,
         collect_findings,
-        runtime_output,
+        report_outputs,
     )
 
     nb = submit("class Relu:\n    pass")
+    # what the kernel's watch reports (verdict side): the reference ran, called from cell 1 line 2
+    hit = {"exercise": "Relu", "label": "course_lib.layers.Relu.forward", "line": 2}
+    hit["source"] = nb.cells[1].source
+    (output,) = report_outputs({"hits": [hit]}, [c.source for c in nb.cells])
     nb.cells[2].outputs = [
-        nbformat.from_dict(
-            runtime_output(
-                "reference",
-                "your `Relu` ran the reference implementation `course_lib.layers.Relu.forward`",
-                exercise="Relu",
-                cell=1,
-                line=2,
-            )
-        ),
+        nbformat.from_dict(output),
         # a student's own exception quoting the mark is not a finding (and breaks nothing)
         nbformat.from_dict(
             {
@@ -233,23 +229,14 @@ def test_findings_reach_comments_feedback_and_grades():
             }
         ),
     ]
-    found = collect_findings(source(), nb)  # the static pass finds nothing here
-    assert found == [
-        Finding(
-            "reference",
-            "your `Relu` ran the reference implementation `course_lib.layers.Relu.forward`",
-            1,
-            2,
-            ("relu-tests",),
-            "Relu",
-            "runtime",
-        )
-    ]
+    (found,) = collect_findings(source(), nb)  # the static pass finds nothing here
+    assert found == Finding("reference", found.message, 1, 2, ("relu-tests",), "Relu", "runtime")
+    assert "ran the reference implementation `course_lib.layers.Relu.forward`" in found.message
     habit = Finding("habit", "uses the IPython shell", 3, 1)
     # the gradebook's grades and comments, as nbgrader's Grade and Comment carry them
     grades = {g: SimpleNamespace(auto_score=1.0) for g in ("relu-tests", "net-tests")}
     comments = {g: SimpleNamespace(auto_comment=None) for g in ("relu", "net")}
-    flagged = apply_findings([*found, habit], nb, grades, comments)
+    flagged = apply_findings([found, habit], nb, grades, comments)
     assert grades["relu-tests"].auto_score == 0.0
     assert grades["net-tests"].auto_score == 1.0
     assert not flagged  # the reference costs points, no review

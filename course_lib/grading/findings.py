@@ -4,6 +4,7 @@ nbgrader (1.5 s to import) are imported only inside the functions that need them
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -16,7 +17,7 @@ __all__ = [
     "named_error",
     "recorded_findings",
     "report_outputs",
-    "runtime_output",
+    "to_python",
 ]
 
 Kind = Literal["habit", "reference", "grader"]
@@ -75,6 +76,17 @@ class Finding:
         }
 
 
+def to_python(source: str) -> str:
+    """A cell's source with IPython syntax (magics, ``!`` commands) turned into Python."""
+    try:
+        ast.parse(source)
+        return source
+    except SyntaxError:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+
+
 def named_error(ename: str, evalue: str, *more: str) -> dict[str, Any]:
     """An nbformat error output saying ``ename: evalue`` (no traceback of the grader), then
     the lines ``more``."""
@@ -82,21 +94,10 @@ def named_error(ename: str, evalue: str, *more: str) -> dict[str, Any]:
     return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": traceback}
 
 
-def runtime_output(
-    kind: Kind, message: str, *, exercise: str | None, cell: int | None, line: int | None
-) -> dict[str, Any]:
-    """The error output that makes a test score 0 for a runtime finding; its last traceback
-    line carries the finding for :func:`collect_findings`."""
-    text = Finding(kind, message, cell, line).describe()
-    return named_error(ENAMES[kind], text, f"{_MARK} {json.dumps([kind, exercise, cell, line])}")
-
-
 def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[dict[str, Any]]:
     """Error outputs for what the kernel's watch reported during one test (verdict side):
     ``report`` of :func:`course_lib.grading.refwatch.report` (``hits`` of the reference,
     ``notes`` of reaches for the grader); ``cells``: the submitted notebook's cell sources."""
-    from course_lib.grading.static import to_python
-
     items = [("reference", h) for h in (report or {}).get("hits") or []]
     items += [("grader", n) for n in (report or {}).get("notes") or []]
     outputs, seen = [], set()
@@ -108,7 +109,7 @@ def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[d
         source = str(item.get("source") or "").strip()
         sources = ([convert(c).strip() for c in cells] for convert in (str, to_python))
         cell = next((s.index(source) for s in sources if source and source in s), None)
-        where = {"cell": cell, "line": int(item.get("line") or 0) or None}
+        line = int(item.get("line") or 0) or None
         if kind == "reference":
             how = "a copy of " if item.get("copy") else ""
             message = (
@@ -122,7 +123,9 @@ def report_outputs(report: Mapping[str, Any] | None, cells: list[str]) -> list[d
                 "the notebook is flagged for your instructor's review."
             )
         exercise = item.get("exercise") if kind == "reference" else None
-        outputs.append(runtime_output(kind, message, exercise=exercise, **where))
+        text = Finding(kind, message, cell, line).describe()
+        mark = json.dumps([kind, exercise, cell, line])  # read back by collect_findings
+        outputs.append(named_error(ENAMES[kind], text, f"{_MARK} {mark}"))
     return outputs
 
 

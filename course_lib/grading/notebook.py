@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbformat import NotebookNode
 from nbgrader import utils as nbutils
-from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+from nbgrader.api import Gradebook
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades, NbGraderPreprocessor
+
+from course_lib.grading.findings import apply_findings, collect_findings
 
 __all__ = [
     "ApplyFindings",
@@ -173,9 +177,6 @@ def feedback_preprocessors() -> list[type]:
     """``GenerateFeedback.preprocessors`` without the hidden tests: the one list that
     ``course-lib grade`` and plain ``nbgrader generate_feedback`` (through
     ``graders/nbgrader_config.py``) both use."""
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-    from nbgrader.preprocessors import GetGrades
-
     return [GetGrades, FeedbackView, CSSHTMLHeaderPreprocessor]
 
 
@@ -206,10 +207,7 @@ class ApplyFindings(NbGraderPreprocessor):
     notebook, whose metadata keeps the findings (``course_lib.findings``)."""
 
     def preprocess(self, nb: NotebookNode, resources: Any) -> Any:
-        from nbgrader.api import Gradebook
-
-        from course_lib.grading.execute import IsolatedExecute
-        from course_lib.grading.findings import apply_findings, collect_findings
+        from course_lib.grading.execute import IsolatedExecute  # it imports this module
 
         info = resources["nbgrader"]
         source = IsolatedExecute(config=self.config)._source_notebook(resources)

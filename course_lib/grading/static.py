@@ -1,9 +1,6 @@
-"""The static pass (docs/grading.md, "Tamper resistance" 3): what notebook code binds, names and
-does, read with ``ast`` (never run). It gives an early, located account of student code (answer
-cells and every code cell the student added or changed) and is not the judge
-(:mod:`course_lib.grading.findings` applies the fairness policy). It also reads what the verdict
-process needs of the instructor's notebook (:func:`verdict_init`).
-"""
+"""What notebook code binds, names and does, read with ``ast`` (never run): the static pass
+(docs/grading.md, "Tamper resistance" 3: an early warning, not the judge) and what the verdict
+process needs of the instructor's notebook (:func:`verdict_init`)."""
 
 from __future__ import annotations
 
@@ -13,10 +10,10 @@ from typing import Any
 
 from nbformat import NotebookNode
 
-from course_lib.grading.findings import Finding, Kind
+from course_lib.grading.findings import Finding, Kind, to_python
 from course_lib.grading.notebook import grade_id, is_answer, is_test
 
-__all__ = ["scan_submission", "to_python", "verdict_init"]
+__all__ = ["scan_submission", "verdict_init"]
 
 # What student code may do, reported as a habit (no points lost). Whitespace-separated lists.
 #: Modules (and their submodules) whose import is reported.
@@ -62,17 +59,6 @@ ALWAYS_ALLOWED = ("course_lib.datasets",)
 #: Statements the verdict process's setup is made of.
 _SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-
-
-def to_python(source: str) -> str:
-    """A cell's source with IPython syntax (magics, ``!`` commands) turned into Python."""
-    try:
-        ast.parse(source)
-        return source
-    except SyntaxError:
-        from IPython.core.inputtransformer2 import TransformerManager
-
-        return TransformerManager().transform_cell(source)
 
 
 def code_cells(nb: NotebookNode) -> Iterator[tuple[int, NotebookNode, ast.Module]]:
@@ -160,15 +146,11 @@ def bind_imports(imports: dict[str, str], node: ast.stmt) -> None:
 
 
 def verdict_init(source_nb: NotebookNode) -> dict[str, Any]:
-    """What the verdict process needs of the instructor's notebook (its ``init`` command).
-
-    ``setup``: the imports and helper definitions of the instructor's cells that the test cells
-    use, directly or through other helpers, in notebook order (docs/grading.md, "Tamper
-    resistance" 1); ``student_names``: what the answer cells bind; ``exercises``: each of those
-    names -> grade_ids of the tests after its answer cell; ``allow``: the ``course_lib`` objects
-    the answers use (not the reference for the run-time watch, allowed to students);
-    ``handed_out``: the notebook's text.
-    """
+    """The verdict process's ``init`` command for the instructor's notebook: ``setup`` (the
+    imports and helpers the test cells use; docs/grading.md, "Tamper resistance" 1),
+    ``student_names`` (what answer cells bind), ``exercises`` (name -> grade_ids of the tests
+    after its answer cell), ``allow`` (``course_lib`` objects the answers use, never counted as
+    the reference) and ``handed_out`` (the notebook's text)."""
     allow, names, needed, current = set(), set(), set(), set()
     imports: dict[str, str] = {}
     exercises: dict[str, list[str]] = {}
