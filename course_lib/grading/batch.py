@@ -1,21 +1,11 @@
-"""Grade a directory of submissions: parallel, crash-isolated, one gradebook.
+"""Grade a folder of submissions: :func:`grade_batch`, what ``course-lib grade`` runs.
 
-:func:`grade_batch` is what ``course-lib grade`` runs, as four named steps:
-
-1. :meth:`Batch.prepare`: the gradebook (SQLite by default, any SQLAlchemy URL such as
-   PostgreSQL) and one template SQLite gradebook that every task copies, through nbgrader's
-   Python API in this process (:mod:`course_lib.grading.gradebook`); the submissions found;
-2. :meth:`Batch.grade`: one :class:`~course_lib.grading.tasks.GradeTask` per submission, each in
-   a process of its own (:func:`course_lib.grading.tasks.run_task`), on a local thread pool
-   (``jobs``) or a Dask cluster (``dask``); progress (done / total, ETA) as they finish;
-3. :meth:`Batch.merge`: each :class:`~course_lib.grading.tasks.TaskResult` written into the one
-   gradebook by this process alone, as it arrives; a task that failed still gets its row,
-   score 0 and its message;
-4. :meth:`Batch.report`: feedback HTML without hidden tests, ``grades.csv`` (nbgrader's CSV
-   export), ``summary.json`` and a printed summary of every student.
-
-Submissions are only read. Running the batch again regrades everything and produces the same
-gradebook (idempotent); ``students`` restricts a run to some students (a regrade).
+Four steps (:class:`Batch`): ``prepare`` the gradebook and the template every task copies,
+``grade`` each submission in a process of its own (:func:`course_lib.grading.tasks.run_task`,
+on a local thread pool or a Dask cluster) with progress and ETA, ``merge`` each result into
+the one gradebook as it arrives (this process is its only writer), ``report`` feedback,
+``grades.csv``, ``summary.json`` and the summary. Submissions are only read; a second run
+regrades (idempotent). See docs/grading.md ("Large classes").
 """
 
 from __future__ import annotations
@@ -25,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +43,7 @@ class GradeOptions:
     isolate: bool = True
     kernel_user: str = DEFAULT_KERNEL_USER
     jobs: int = 1
+    #: "local" (a Dask ``LocalCluster``) or a scheduler's address; None: a local thread pool
     dask: str | None = None
     feedback: bool = True
     #: grade only these students (None: every student found)
@@ -68,8 +59,8 @@ class GradeOptions:
 
 @dataclass
 class BatchResult:
-    """``students[student][assignment]``: status, score, max_score, problems, findings, seconds
-    (what ``summary.json`` holds); ``feedback_problems``: feedback that was not written."""
+    """``students[student][assignment]``: status, score, max_score, problems, findings, seconds,
+    cpu_seconds (what ``summary.json`` holds); ``feedback_problems``: feedback not written."""
 
     students: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -94,9 +85,8 @@ class Submission:
 
     @property
     def timestamp(self) -> str | None:
-        path = self.folder / "timestamp.txt"
         try:
-            return path.read_text().strip()[:64] or None
+            return (self.folder / "timestamp.txt").read_text().strip()[:64] or None
         except OSError:  # none (or unreadable): nbgrader records the time of grading
             return None
 
@@ -135,24 +125,19 @@ class Batch:
     ) -> None:
         self.course, self.options, self.log = course, options, log
         self.submissions, self.output = submissions.resolve(), output.resolve()
-        self.output.mkdir(parents=True, exist_ok=True)
         self.work = self.output / ".grader"
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         self.db_url = normalize_db_url(db_url or f"sqlite:///{self.output / 'gradebook.db'}")
         available = course.available_assignments()
-        self.assignments = list(assignments or []) or [
-            a for a in available if any(self.submissions.glob(f"*/{a}"))
-        ]
-        self.assignments = self.assignments or available
+        found = [a for a in available if any(self.submissions.glob(f"*/{a}"))]
+        self.assignments = list(assignments or []) or found or available
         self.started = time.monotonic()
         self.result = BatchResult()
         self.found: dict[tuple[str, str], Submission] = {}
-        self.template: Path | None = None
 
-    # 1 -----------------------------------------------------------------------------------------
     def prepare(self) -> list[GradeTask]:
         forkserver_context()  # its imports run while the gradebook is prepared
-        self.template = gradebook.prepare(
+        template = gradebook.prepare(
             self.course, self.output, self.db_url, self.assignments, self.work
         )
         self.log(f"gradebook prepared in {time.monotonic() - self.started:.1f} s")
@@ -161,7 +146,7 @@ class Batch:
         env = {"COURSE_QUICK": "1" if self.options.quick else "0", "MPLBACKEND": "Agg"}
         if "COURSE_LIB_DATA" in os.environ:
             env["COURSE_LIB_DATA"] = os.environ["COURSE_LIB_DATA"]
-        tasks = []
+        opts, tasks = self.options, []
         for sub in found:
             if not sub.assignment:
                 self._record(TaskResult(sub.student, "(none)", "failed", problems=sub.problems))
@@ -172,35 +157,33 @@ class Batch:
                     sub.assignment,
                     sub.folder,
                     self.course,
-                    self.template,
-                    self.options.limits(self.course),
-                    isolate=self.options.isolate,
-                    kernel_user=self.options.kernel_user,
+                    template,
+                    opts.limits(self.course),
+                    isolate=opts.isolate,
+                    kernel_user=opts.kernel_user,
                     env=env,
                 )
             )
         return tasks
 
-    # 2 -----------------------------------------------------------------------------------------
     def grade(self, tasks: list[GradeTask]) -> None:
-        opts = self.options
+        """Every task, each merged as it finishes; a progress line with the ETA for each."""
+        opts, total, started = self.options, len(tasks), time.monotonic()
         where = f"Dask {opts.dask}" if opts.dask else f"{opts.jobs} local jobs"
-        self.log(f"grading {len(tasks)} submissions of {', '.join(self.assignments)} ({where})")
-        progress = Progress(len(tasks), self.log)
-        for task, result in self._run(tasks):
-            progress.step(result, self.merge(task, result))
+        self.log(f"grading {total} submissions of {', '.join(self.assignments)} ({where})")
+        for done, (task, result) in enumerate(_results(tasks, opts), start=1):
+            entry = self.merge(task, result)
+            left = (time.monotonic() - started) / done * (total - done)
+            eta = f"ETA {int(left // 60)}:{int(left % 60):02d}" if done < total else "done"
+            problems = f"  [{len(result.problems)} problem(s)]" if result.problems else ""
+            self.log(
+                f"[{done:>{len(str(total))}}/{total}] {result.student:<24} "
+                f"{result.assignment:<28} {entry['score']:6.1f} / {entry['max_score']:.1f}  "
+                f"{eta}{problems}"
+            )
 
-    def _run(self, tasks: list[GradeTask]) -> Iterable[tuple[GradeTask, TaskResult]]:
-        if self.options.dask:
-            yield from _run_dask(tasks, self.options)
-            return
-        with concurrent.futures.ThreadPoolExecutor(max(1, self.options.jobs)) as pool:
-            futures = {pool.submit(run_task, task): task for task in tasks}
-            for future in concurrent.futures.as_completed(futures):
-                yield futures[future], future.result()
-
-    # 3 -----------------------------------------------------------------------------------------
     def merge(self, task: GradeTask, result: TaskResult) -> dict[str, Any]:
+        """``result`` into the gradebook, ``autograded/`` and the logs; its summary entry."""
         sub = self.found[(task.student, task.assignment)]
         result.problems = sub.problems + result.problems
         log_file = self.work / "logs" / f"{result.student}--{result.assignment}.log"
@@ -229,52 +212,25 @@ class Batch:
         self.result.students.setdefault(result.student, {})[result.assignment] = entry
         return entry
 
-    # 4 -----------------------------------------------------------------------------------------
     def report(self) -> BatchResult:
         self.log(f"graded in {time.monotonic() - self.started:.1f} s")
         if self.options.feedback:
             for assignment in self.assignments:
-                students = sorted(s for s, a in self.found if a == assignment)
                 self.result.feedback_problems += gradebook.feedback(
                     self.course,
                     self.output,
                     self.db_url,
                     assignment,
-                    students,
+                    sorted(s for s, a in self.found if a == assignment),
                     self.options.jobs,
                     forkserver_context(),
                 )
             self.log(f"feedback written in {time.monotonic() - self.started:.1f} s")
         gradebook.export_csv(self.course, self.db_url, self.output / "grades.csv")
         self.result.seconds = time.monotonic() - self.started
-        summary = {
-            "students": self.result.students,
-            "seconds": self.result.seconds,
-            "feedback_problems": self.result.feedback_problems,
-        }
-        (self.output / "summary.json").write_text(json.dumps(summary, indent=1))
+        (self.output / "summary.json").write_text(json.dumps(asdict(self.result), indent=1))
         self.log(format_summary(self.result))
         return self.result
-
-
-class Progress:
-    """``[done/total] student assignment score / max  ETA`` after every finished task."""
-
-    def __init__(self, total: int, log: Callable[[str], None]) -> None:
-        self.total, self.done, self.log = total, 0, log
-        self.started = time.monotonic()
-
-    def step(self, result: TaskResult, entry: dict[str, Any]) -> None:
-        self.done += 1
-        elapsed = time.monotonic() - self.started
-        left = elapsed / self.done * (self.total - self.done)
-        eta = f"ETA {int(left // 60)}:{int(left % 60):02d}" if self.done < self.total else "done"
-        width = len(str(self.total))
-        problems = f"  [{len(result.problems)} problem(s)]" if result.problems else ""
-        self.log(
-            f"[{self.done:>{width}}/{self.total}] {result.student:<24} {result.assignment:<28} "
-            f"{entry['score']:6.1f} / {entry['max_score']:.1f}  {eta}{problems}"
-        )
 
 
 def grade_batch(
@@ -298,16 +254,21 @@ def grade_batch(
     return batch.report()
 
 
-def _run_dask(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[tuple[GradeTask, TaskResult]]:
+def _results(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[tuple[GradeTask, TaskResult]]:
+    """``(task, result)`` as the tasks finish: :func:`run_task` on ``opts.jobs`` threads of
+    this process, or one Dask task per submission (``opts.dask``)."""
+    if not opts.dask:
+        with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs)) as pool:
+            futures = {pool.submit(run_task, task): task for task in tasks}
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+        return
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
     if opts.dask == "local":
         cluster = LocalCluster(
-            n_workers=max(1, opts.jobs),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
+            n_workers=max(1, opts.jobs), threads_per_worker=1, dashboard_address=None
         )
     client = Client(cluster or opts.dask)
     try:
@@ -316,12 +277,12 @@ def _run_dask(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[tuple[Grad
             for t in tasks
         }
         for future in as_completed(futures):
-            task = futures[future]
             try:
                 result = future.result()
             except Exception as exc:  # a worker lost mid-task: that submission fails, reported
-                result = TaskResult.failure(task, f"the Dask task failed: {exc}", time.monotonic())
-            yield task, result
+                message = f"the Dask task failed: {exc}"
+                result = TaskResult.failure(futures[future], message, time.monotonic())
+            yield futures[future], result
     finally:
         client.close()
         if cluster is not None:

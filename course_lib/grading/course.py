@@ -1,11 +1,8 @@
-"""The course: its root, its nbgrader configuration parsed ONCE, and the grading limits.
+"""The course: its root, ``graders/nbgrader_config.py`` parsed once, and the grading limits.
 
-``graders/nbgrader_config.py`` below the course root is read once, by :func:`load_course`, into
-a :class:`CourseConfig`; everything else (release, batch, tasks, worker, the command line)
-receives that object and never opens the file again. The resource limits of a grading run and
-their defaults live in :class:`Limits` only: the command line's defaults, the worker's
-configuration of :class:`course_lib.grading.execute.IsolatedExecute` and the trait defaults of
-that preprocessor all come from here.
+:func:`load_course` reads the configuration once into a :class:`CourseConfig`, which release,
+batch, tasks and the command line receive (nobody opens the file again). :class:`Limits` is
+the one place the resource limits' defaults are written down (docs/grading.md, "Limits").
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ __all__ = [
 
 #: Where the nbgrader configuration lives, relative to the course root.
 CONFIG_RELATIVE_PATH = Path("graders") / "nbgrader_config.py"
-#: The course id used when the configuration leaves ``CourseDirectory.course_id`` empty
+#: The course id when the configuration leaves ``CourseDirectory.course_id`` empty
 #: (nbgrader then omits the course row, which PostgreSQL's foreign keys refuse).
 DEFAULT_COURSE_ID = "course_lib"
 #: The account a student's kernel runs as when the grader runs as root.
@@ -62,11 +59,8 @@ LIMIT_TRAITS = {
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of grading one submission: the one place their defaults live.
-
-    The course configuration may set any of them as ``c.IsolatedExecute.<trait>`` (the trait
-    names are in :data:`LIMIT_TRAITS`); ``course-lib grade`` options override them per run.
-    """
+    """Resource limits of grading one submission; the configuration may set each as
+    ``c.IsolatedExecute.<trait>`` (:data:`LIMIT_TRAITS`), ``course-lib grade`` per run."""
 
     cell_timeout: int = 120  #: seconds one cell may run before it is interrupted
     notebook_timeout: float = 900.0  #: seconds for a whole notebook
@@ -120,23 +114,16 @@ class CourseConfig:
 
     def unregistered_sources(self) -> list[str]:
         """Folders of the source directory holding notebooks but missing from the registry."""
-        if not self.source_path.is_dir():
-            return []
+        folders = self.source_path.iterdir() if self.source_path.is_dir() else []
         return sorted(
             p.name
-            for p in self.source_path.iterdir()
-            if p.is_dir()
-            and not ignored_name(p.name)
-            and p.name not in self.assignments
-            and has_notebook(p)
+            for p in folders
+            if not ignored_name(p.name) and p.name not in self.assignments and has_notebook(p)
         )
 
     def nbgrader_config(self, root: Path, db_url: str) -> Any:
-        """A fresh traitlets ``Config`` for an nbgrader run in course directory ``root``.
-
-        The course's own configuration, with the directory layout of the grader's private
-        course folders and the gradebook ``db_url``.
-        """
+        """A fresh traitlets ``Config``: the course's, for an nbgrader run in the course
+        directory ``root`` (the grader's layout) with the gradebook ``db_url``."""
         from traitlets.config import Config
 
         c = Config()
@@ -152,12 +139,11 @@ class CourseConfig:
 
 
 IGNORED_NAMES = frozenset({".ipynb_checkpoints", "__pycache__", ".DS_Store", ".pytest_cache"})
-IGNORED_SUFFIXES = (".pyc", ".pyo")
 
 
 def ignored_name(name: str) -> bool:
     """Editor and interpreter litter, never released nor compared."""
-    return name in IGNORED_NAMES or name.endswith(IGNORED_SUFFIXES)
+    return name in IGNORED_NAMES or name.endswith((".pyc", ".pyo"))
 
 
 def has_notebook(folder: Path) -> bool:
@@ -165,10 +151,8 @@ def has_notebook(folder: Path) -> bool:
 
 
 def find_course_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: cwd) holding the nbgrader config.
-
-    Raises ``ReleaseError`` when there is none.
-    """
+    """The nearest directory at or above ``start`` (default: cwd) holding the nbgrader config;
+    ``ReleaseError`` when there is none."""
     here = Path(start if start is not None else os.getcwd()).resolve()
     for candidate in (here, *here.parents):
         if (candidate / CONFIG_RELATIVE_PATH).is_file():
@@ -185,7 +169,8 @@ def load_course(start: str | os.PathLike[str] | None = None) -> CourseConfig:
 
 
 def load_course_config(root: str | os.PathLike[str]) -> CourseConfig:
-    """Read ``<root>/graders/nbgrader_config.py`` the way nbgrader does (traitlets)."""
+    """Read ``<root>/graders/nbgrader_config.py`` the way nbgrader does (traitlets); a
+    configuration the grader cannot use raises ``ReleaseError``."""
     from traitlets.config.loader import PyFileConfigLoader
 
     root = Path(root).resolve()
@@ -196,14 +181,11 @@ def load_course_config(root: str | os.PathLike[str]) -> CourseConfig:
         cfg = PyFileConfigLoader(config_path.name, path=str(config_path.parent)).load_config()
     except Exception as exc:
         raise ReleaseError(f"could not load {config_path}: {exc}") from exc
-
     coursedir = cfg.get("CourseDirectory", {})
-    source = str(coursedir.get("source_directory", "source"))
-    release_dir = str(coursedir.get("release_directory", "release"))
-    configured_root = coursedir.get("root")
-    if configured_root and Path(configured_root).resolve() != root:
+    folders = [str(coursedir.get(f"{s}_directory", s)) for s in ("source", "release")]
+    if coursedir.get("root") and Path(coursedir["root"]).resolve() != root:
         raise ReleaseError(
-            f"{config_path} sets CourseDirectory.root = {configured_root!r}, "
+            f"{config_path} sets CourseDirectory.root = {coursedir['root']!r}, "
             f"but the course root is {root}"
         )
     assignments = cfg.get("CourseLib", {}).get("assignments", [])
@@ -214,34 +196,26 @@ def load_course_config(root: str | os.PathLike[str]) -> CourseConfig:
             f"{config_path}: c.CourseLib.assignments must be a list of assignment ids, "
             f"got {assignments!r}"
         )
-    for name in (source, release_dir):
+    for name in folders:
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise ReleaseError(f"{config_path}: {name!r} must be a folder inside the course root")
     execute = cfg.get("IsolatedExecute", {})
-    limits = Limits().override(
-        **{limit: execute.get(trait) for limit, trait in LIMIT_TRAITS.items()}
-    )
-    db_url = coursedir.get("db_url") or "sqlite:///" + str(root / "gradebook.db")
+    limits = {limit: execute.get(trait) for limit, trait in LIMIT_TRAITS.items()}
     return CourseConfig(
-        root=root,
-        config_path=config_path,
-        source_directory=source,
-        release_directory=release_dir,
+        root,
+        config_path,
+        *folders,
         assignments=tuple(assignments),
         course_id=str(coursedir.get("course_id") or "") or DEFAULT_COURSE_ID,
-        db_url=normalize_db_url(str(db_url)),
-        limits=limits,
+        db_url=normalize_db_url(str(coursedir.get("db_url") or f"sqlite:///{root}/gradebook.db")),
+        limits=Limits().override(**limits),
         nbgrader=cfg,
     )
 
 
 def normalize_db_url(url: str) -> str:
-    """``postgresql://...`` with the PostgreSQL driver that is installed.
-
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; where only ``psycopg2`` is
-    installed (the ``test`` extra's ``psycopg2-binary``) the URL is rewritten to
-    ``postgresql+psycopg2://``. Other URLs are returned unchanged.
-    """
+    """``postgresql://...`` with the PostgreSQL driver that is installed: ``postgresql+psycopg2``
+    where only psycopg2 is (SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3)."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
@@ -262,11 +236,9 @@ def with_nbgrader_environment() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def nbgrader_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for an nbgrader subprocess: ``base`` (default ``os.environ``) with this
-    interpreter's scripts folder first on PATH (nbgrader's gradebook runs the ``alembic``
-    executable it finds there)."""
-    env = dict(os.environ if base is None else base)
+def nbgrader_environment() -> dict[str, str]:
+    """``os.environ`` with this interpreter's scripts folder first on PATH (nbgrader's
+    gradebook runs the ``alembic`` executable it finds there)."""
+    path = os.environ.get("PATH")
     scripts = str(Path(sys.executable).parent)
-    env["PATH"] = scripts + os.pathsep + env.get("PATH", "") if env.get("PATH") else scripts
-    return env
+    return {**os.environ, "PATH": scripts + os.pathsep + path if path else scripts}

@@ -1,10 +1,6 @@
-"""The one writer of the batch's gradebook and of what is derived from it.
-
-Only the batch's main process calls these functions, one at a time: the grading tasks work on
-private copies of :func:`prepare`'s template and hand their grades back as data, which
-:func:`merge` writes (SQLite stays intact; PostgreSQL sees short transactions). The URL of the
-gradebook is normalised once, in :func:`course_lib.grading.course.normalize_db_url`.
-"""
+"""The one writer of the batch's gradebook and of what is derived from it: only the batch's
+main process calls these functions, one at a time (tasks grade private copies of
+:func:`prepare`'s template and hand their grades back as data, which :func:`merge` writes)."""
 
 from __future__ import annotations
 
@@ -89,6 +85,7 @@ def merge(course: CourseConfig, db_url: str, result: TaskResult, timestamp: str 
 
 
 def max_score(course: CourseConfig, db_url: str, assignment: str) -> float:
+    """The points ``assignment`` is worth (for a submission that produced no grades)."""
     from nbgrader.api import Gradebook
 
     with Gradebook(db_url, course.course_id) as gb:
@@ -135,11 +132,8 @@ def export_csv(course: CourseConfig, db_url: str, path: Path) -> None:
 def _feedback_chunk(
     course: CourseConfig, output: Path, db_url: str, assignment: str, exclude: list[str]
 ) -> str:
-    """Feedback of every student of ``assignment`` but ``exclude``, in a process of the pool
-    (nbgrader's steps: grades, the copy without hidden tests,
-    :class:`course_lib.grading.notebook.FeedbackView`, the page's CSS); nbgrader's log when it
-    failed. What the libraries print goes to a log file, not to the batch's terminal (the
-    outcome is checked per student)."""
+    """nbgrader's ``generate_feedback`` for every student of ``assignment`` but ``exclude``,
+    in a process of the pool, its output to a log file; nbgrader's log when it failed."""
     from nbgrader.apps import NbGraderAPI
 
     from course_lib.grading.notebook import feedback_preprocessors
@@ -169,20 +163,17 @@ def feedback(
     jobs: int,
     context: Any = None,
 ) -> list[str]:
-    """Feedback HTML for ``students`` of ``assignment``, over ``jobs`` processes (created from
-    ``context``, a multiprocessing context; default: the platform's). Returns one problem per
-    student whose feedback was not written."""
+    """Feedback HTML for ``students`` of ``assignment``, over ``jobs`` processes of the
+    multiprocessing ``context``; one problem per student whose feedback was not written."""
     chunks = [c for c in (students[i :: max(1, jobs)] for i in range(max(1, jobs))) if c]
     for student in students:
         shutil.rmtree(output / "feedback" / student / assignment, ignore_errors=True)
     everyone = [p.name for p in (output / "autograded").iterdir() if p.is_dir()]
-    # each process leaves out the other chunks, and the students not regraded now
-    excluded = [[s for s in everyone if s not in chunk] for chunk in chunks]
     logs: list[str] = []
     with ProcessPoolExecutor(max(1, len(chunks)), mp_context=context) as pool:
-        futures = [
+        futures = [  # each process leaves out the other chunks and the students not regraded
             pool.submit(_feedback_chunk, course, output, db_url, assignment, leave_out)
-            for leave_out in excluded
+            for leave_out in ([s for s in everyone if s not in chunk] for chunk in chunks)
         ]
         for future in futures:
             try:

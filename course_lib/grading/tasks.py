@@ -1,24 +1,9 @@
 """One submission's grading task: the contract, the grading itself, and its process.
 
 :class:`GradeTask` is everything the grading of one submission needs, :class:`TaskResult`
-everything it gives back; the batch and the task exchange nothing else. :func:`run_task` runs
-:func:`grade_one` in a process of its own (forked from a fork server that has nbgrader and the
-verdict's library imported, or ``python -m course_lib.grading.tasks TASK.json RESULT.json``
-where this process may not fork children, e.g. inside a daemonic Dask worker), in its own
-session, and kills it with every process below it at the time limit. It never raises: a crash
-or a timeout becomes a failed :class:`TaskResult`. :func:`grade_one`
-
-1. reads the submitted files *without modifying them*, copying them into a private course
-   directory (:mod:`course_lib.grading.notebook`: unreadable files are reported and left out,
-   an old nbformat is upgraded, a wrongly named notebook is graded under the expected name,
-   edited or deleted test cells are reported);
-2. runs the real ``nbgrader autograde`` (Python API) against a private copy of the template
-   gradebook, with :class:`course_lib.grading.execute.IsolatedExecute` in place of ``Execute``
-   and ``OverwriteCells.add_missing_cells`` on;
-3. reads the findings that autograde's :class:`course_lib.grading.notebook.ApplyFindings` (the
-   fairness policy, run after ``SaveAutoGrades``) recorded in each autograded notebook;
-4. returns a :class:`TaskResult` (grades, comments, autograded notebooks) for the batch to
-   merge into the one gradebook.
+everything it gives back (as JSON: no pickle comes back from a task). :func:`run_task` runs
+:func:`grade_one` in a process of its own and never raises. How a task reads the submission,
+runs nbgrader and is isolated: docs/grading.md ("Large classes").
 """
 
 from __future__ import annotations
@@ -28,13 +13,13 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import pickle
 import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -48,7 +33,6 @@ from course_lib.grading.course import (
     LIMIT_TRAITS,
     CourseConfig,
     Limits,
-    load_course_config,
     nbgrader_environment,
 )
 from course_lib.grading.findings import recorded_findings
@@ -59,7 +43,6 @@ __all__ = [
     "GradeTask",
     "NotebookResult",
     "TaskResult",
-    "forked_main",
     "forkserver_context",
     "grade_one",
     "kill_tree",
@@ -87,26 +70,6 @@ class GradeTask:
     @property
     def seconds_allowed(self) -> float:
         return self.limits.task_seconds(len(self.course.notebooks(self.assignment)))
-
-    def to_json(self) -> str:
-        """The task as JSON for a fresh process (which reloads the course once)."""
-        data = {k: v for k, v in asdict(self).items() if k != "course"}
-        data["course_root"] = str(self.course.root)
-        return json.dumps(data, default=str)
-
-    @classmethod
-    def from_json(cls, text: str) -> GradeTask:
-        data = json.loads(text)
-        course = load_course_config(data.pop("course_root"))
-        return cls(
-            **{
-                **data,
-                "course": course,
-                "submission_dir": Path(data["submission_dir"]),
-                "template_gradebook": Path(data["template_gradebook"]),
-                "limits": Limits(**data["limits"]),
-            }
-        )
 
 
 @dataclass
@@ -140,7 +103,7 @@ class TaskResult:
     #: "graded": every notebook went through nbgrader; "failed": at least one did not
     status: str
     problems: list[str] = field(default_factory=list)
-    #: integrity findings: ``{"notebook", "kind", "where", "tests"}``
+    #: integrity findings (:meth:`course_lib.grading.findings.Finding.to_dict`)
     findings: list[dict[str, Any]] = field(default_factory=list)
     notebooks: dict[str, NotebookResult] = field(default_factory=dict)
     log: str = ""
@@ -151,13 +114,13 @@ class TaskResult:
     @property
     def score(self) -> float:
         return sum(
-            float(g.auto_score or 0.0) for n in self.notebooks.values() for g in n.grades.values()
+            float(g.auto_score or 0) for n in self.notebooks.values() for g in n.grades.values()
         )
 
     @property
     def max_score(self) -> float:
         return sum(
-            float(g.max_score or 0.0) for n in self.notebooks.values() for g in n.grades.values()
+            float(g.max_score or 0) for n in self.notebooks.values() for g in n.grades.values()
         )
 
     def to_json(self) -> str:
@@ -168,10 +131,7 @@ class TaskResult:
         data = json.loads(text)
         notebooks = {
             name: NotebookResult(
-                **{
-                    **nb,
-                    "grades": {gid: CellGrade(**g) for gid, g in nb["grades"].items()},
-                }
+                **{**nb, "grades": {gid: CellGrade(**g) for gid, g in nb["grades"].items()}}
             )
             for name, nb in data.pop("notebooks").items()
         }
@@ -180,14 +140,8 @@ class TaskResult:
     @classmethod
     def failure(cls, task: GradeTask, message: str, started: float, log: str = "") -> TaskResult:
         """A submission that could not be graded: score 0 and why."""
-        return cls(
-            task.student,
-            task.assignment,
-            "failed",
-            problems=[message],
-            log=log,
-            seconds=round(time.monotonic() - started, 2),
-        )
+        seconds = round(time.monotonic() - started, 2)
+        return cls(task.student, task.assignment, "failed", [message], log=log, seconds=seconds)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,7 +149,8 @@ class TaskResult:
 
 
 def grade_one(task: GradeTask) -> TaskResult:
-    """Grade one submission (see the module docstring)."""
+    """Grade one submission in this process: the submitted files are read (never modified)
+    into a private course directory and gradebook, where nbgrader's autograde runs."""
     started, cpu_started = time.monotonic(), _cpu_seconds()
     problems: list[str] = []
     work = Path(tempfile.mkdtemp(prefix=f"grade-{task.assignment}-", dir=os.getcwd()))
@@ -204,38 +159,41 @@ def grade_one(task: GradeTask) -> TaskResult:
         root = work / "course"
         sub_dir = root / "submitted" / task.student / task.assignment
         sub_dir.mkdir(parents=True)
-        db_path = root / "gradebook.db"
-        shutil.copyfile(task.template_gradebook, db_path)
-        source_dir = task.course.source_path / task.assignment
+        db_url = f"sqlite:///{root / 'gradebook.db'}"
+        shutil.copyfile(task.template_gradebook, root / "gradebook.db")
         names = task.course.notebooks(task.assignment)
-        sources = {n: nbformat.read(str(source_dir / f"{n}.ipynb"), as_version=4) for n in names}
-        submitted = {}
+        submitted = 0
         for name in names:
-            nb = pick_submitted(task.submission_dir, name, sources[name], problems)
+            path = task.course.source_path / task.assignment / f"{name}.ipynb"
+            source = nbformat.read(str(path), as_version=4)
+            nb = pick_submitted(task.submission_dir, name, source, problems)
             if nb is not None:
-                submitted[name] = report_changes(nb, sources[name], problems)
-                nbformat.write(submitted[name], str(sub_dir / f"{name}.ipynb"))
-        _copy_other_files(task.submission_dir, sub_dir)
+                nbformat.write(report_changes(nb, source, problems), str(sub_dir / path.name))
+                submitted += 1
+        for path in task.submission_dir.iterdir() if task.submission_dir.is_dir() else []:
+            # other files (data a student saved, timestamp.txt); symlinks are never followed
+            if path.suffix != ".ipynb" and path.is_file() and not path.is_symlink():
+                if path.stat().st_size <= MAX_FILE_BYTES:
+                    shutil.copyfile(path, sub_dir / path.name)
 
-        outcome = _autograde(task, root, f"sqlite:///{db_path}", work)
+        outcome = _autograde(task, root, db_url, work)
         if not outcome.get("success"):
             problems.append("nbgrader could not autograde this submission")
-        graded = _read_grades(task, f"sqlite:///{db_path}", names)
+        graded = outcome.get("success") and submitted == len(names)
         result = TaskResult(
             task.student,
             task.assignment,
-            "graded" if outcome.get("success") and len(submitted) == len(names) else "failed",
+            "graded" if graded else "failed",
             problems=problems,
             log=((outcome.get("log") or "") + (outcome.get("error") or ""))[-20000:],
+            notebooks=_read_grades(task, db_url, names),
         )
-        for name in names:
-            entry = graded.get(name, NotebookResult())
+        for name, entry in result.notebooks.items():
             path = root / "autograded" / task.student / task.assignment / f"{name}.ipynb"
             if path.exists():
                 autograded = nbformat.read(str(path), as_version=4)
                 result.findings += recorded_findings(autograded, entry.grades)  # ApplyFindings
                 entry.autograded = nbformat.writes(autograded)
-            result.notebooks[name] = entry
         result.seconds = round(time.monotonic() - started, 2)
         result.cpu_seconds = round(_cpu_seconds() - cpu_started, 2)
         return result
@@ -245,20 +203,8 @@ def grade_one(task: GradeTask) -> TaskResult:
 
 def _cpu_seconds() -> float:
     """CPU time of this process and of its children that have ended (kernels, verdict)."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _copy_other_files(submission: Path, destination: Path) -> None:
-    """Non-notebook files (data a student saved, timestamp.txt); symlinks are never followed."""
-    for path in submission.iterdir() if submission.is_dir() else []:
-        if path.suffix == ".ipynb" or path.is_symlink() or not path.is_file():
-            continue
-        if path.stat().st_size <= MAX_FILE_BYTES:
-            shutil.copyfile(path, destination / path.name)
+    usage = [resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def _autograde(task: GradeTask, root: Path, db_url: str, work: Path) -> dict:
@@ -277,8 +223,7 @@ def _autograde(task: GradeTask, root: Path, db_url: str, work: Path) -> dict:
     c.IsolatedExecute.scratch_directory = str(work)
     c.IsolatedExecute.kernel_user = task.kernel_user
     c.IsolatedExecute.shutdown_kernel = "immediate"  # nothing to save: no graceful wait
-    api = NbGraderAPI(config=c)
-    return api.autograde(task.assignment, task.student, force=True, create=True)
+    return NbGraderAPI(config=c).autograde(task.assignment, task.student, force=True, create=True)
 
 
 def _read_grades(task: GradeTask, db_url: str, names: list[str]) -> dict[str, NotebookResult]:
@@ -288,56 +233,47 @@ def _read_grades(task: GradeTask, db_url: str, names: list[str]) -> dict[str, No
     out: dict[str, NotebookResult] = {}
     with Gradebook(db_url, task.course.course_id) as gb:
         for name in names:
-            try:
+            with contextlib.suppress(MissingEntry):
                 sub = gb.find_submission_notebook(name, task.assignment, task.student)
-            except MissingEntry:
-                continue
-            out[name] = NotebookResult(
-                grades={
-                    g.name: CellGrade(g.auto_score, g.max_score, bool(g.needs_manual_grade))
-                    for g in sub.grades
-                },
-                comments={c.name: c.auto_comment for c in sub.comments},
-                late_penalty=sub.late_submission_penalty,
-            )
+                out[name] = NotebookResult(
+                    grades={
+                        g.name: CellGrade(g.auto_score, g.max_score, bool(g.needs_manual_grade))
+                        for g in sub.grades
+                    },
+                    comments={c.name: c.auto_comment for c in sub.comments},
+                    late_penalty=sub.late_submission_penalty,
+                )
     return out
 
 
-def forked_main(
-    task: GradeTask, result_path: str, log_path: str, env: dict[str, str], cwd: str
-) -> None:
-    """Entry point in a child of the batch's fork server (modules already imported)."""
-    os.setsid()  # its own session: the batch kills the whole tree at the time limit
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+def _task_main(task: GradeTask, scratch: str, env: dict[str, str]) -> None:
+    """The task's process (forked from the fork server, or ``python -m``): its own session (the
+    batch kills it with every process below it), output to ``worker.log``, ``result.json``."""
+    os.setsid()
+    fd = os.open(os.path.join(scratch, "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    for target in (1, 2):
+        os.dup2(fd, target)
     os.close(fd)
     os.environ.clear()
     os.environ.update(env)
-    os.chdir(cwd)
-    _write_result(task, Path(result_path))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _write_result(task: GradeTask, out: Path) -> None:
+    os.chdir(scratch)
     started = time.monotonic()
     try:
         result = grade_one(task)
     except BaseException as exc:
         message = f"the grader failed on this submission: {type(exc).__name__}: {exc}"
         result = TaskResult.failure(task, message, started, traceback.format_exc()[-20000:])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(result.to_json())
-    tmp.replace(out)
+    Path(scratch, "result.tmp").write_text(result.to_json())
+    os.replace(os.path.join(scratch, "result.tmp"), os.path.join(scratch, "result.json"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no interpreter shutdown: it could wait for a library's lingering thread
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m course_lib.grading.tasks TASK.json RESULT.json``."""
-    task_path, result_path = sys.argv[1:] if argv is None else argv
-    _write_result(GradeTask.from_json(Path(task_path).read_text()), Path(result_path))
-    return 0
+def main(argv: list[str] | None = None) -> None:
+    """``python -m course_lib.grading.tasks SCRATCH``: the task :func:`run_task` pickled there."""
+    scratch = (sys.argv[1:] if argv is None else argv)[0]
+    _task_main(*pickle.loads(Path(scratch, "task.pickle").read_bytes()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,135 +283,84 @@ def main(argv: list[str] | None = None) -> int:
 #: them (about 2 s of CPU per submission: nbgrader, nbconvert, SQLAlchemy, jupyter_client).
 FORKSERVER_PRELOAD = [
     "course_lib.grading.tasks",
-    "course_lib.grading.execute",
+    "course_lib.grading.execute",  # nbgrader's preprocessors, nbclient, jupyter_client
     "nbgrader.apps",
-    "nbgrader.api",
-    "nbgrader.preprocessors",
-    "nbconvert.preprocessors",
-    "nbclient",
-    "jupyter_client",
     # what starting a kernel and opening the private SQLite gradebook import (0.25 s each time)
     "ipykernel.kernelspec",
     "psutil",
     "sqlalchemy.dialects.sqlite",
 ]
-_forkserver_lock = threading.Lock()
-_forkserver_ctx: Any = None
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def run_task(task: GradeTask) -> TaskResult:
-    """Grade one submission in a process of its own; never raises. Runs in a pool thread of the
-    batch or inside a Dask worker."""
-    started = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix="course-grade-task-"))
+    """Grade one submission in a process of its own, killed with every process below it at
+    ``task.seconds_allowed``; never raises (a crash or a timeout is a failed result)."""
+    started, limit = time.monotonic(), task.seconds_allowed
+    scratch = tempfile.mkdtemp(prefix="course-grade-task-")
+    result_path, log_path = Path(scratch, "result.json"), Path(scratch, "worker.log")
+    env = {**nbgrader_environment(), "MPLBACKEND": "Agg", **task.env}
+    env.update(dict.fromkeys(_THREAD_VARS, "1"))
+    proc: Any = None
     try:
-        result_path = scratch / "result.json"
-        log_path = scratch / "worker.log"
-        env = nbgrader_environment()
-        env.update(task.env)
-        env.update(dict.fromkeys(_THREAD_VARS, "1"))
-        env.setdefault("MPLBACKEND", "Agg")
-        limit = task.seconds_allowed
         context = forkserver_context()
         if context is not None:
-            exitcode = _run_forked(context, task, result_path, log_path, env, scratch, limit)
-        else:
-            task_path = scratch / "task.json"
-            task_path.write_text(task.to_json())
-            exitcode = _run_subprocess(task_path, result_path, log_path, env, scratch, limit)
+            proc = context.Process(target=_task_main, args=(task, scratch, env))
+            proc.start()
+            proc.join(limit)
+            exitcode = proc.exitcode
+        else:  # where this process may not have children of its own (a daemonic Dask worker)
+            Path(scratch, "task.pickle").write_bytes(pickle.dumps((task, scratch, env)))
+            argv = [sys.executable, "-m", "course_lib.grading.tasks", scratch]
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+                )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(limit)
+            exitcode = proc.returncode
         if exitcode is None:
             message = f"grading stopped after {limit:.0f} s (the notebook time limit); score 0"
             return TaskResult.failure(task, message, started)
         if result_path.exists():
-            result = TaskResult.from_json(result_path.read_text())
-            result.seconds = result.seconds or round(time.monotonic() - started, 2)
-            return result
+            return TaskResult.from_json(result_path.read_text())
         tail = log_path.read_bytes()[-4000:].decode("utf-8", "replace") if log_path.exists() else ""
         message = f"the grading process exited with code {exitcode}"
         return TaskResult.failure(task, message, started, tail)
     except Exception as exc:  # pragma: no cover - defensive: the batch must go on
         return TaskResult.failure(task, f"the grading task failed: {exc!r}", started)
     finally:
+        if proc is not None and proc.pid is not None:
+            kill_tree(proc.pid)
+            (proc.wait if isinstance(proc, subprocess.Popen) else proc.join)(5)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def forkserver_context() -> Any:
-    """The fork server's multiprocessing context, its server started (it imports
+    """The ``forkserver`` multiprocessing context, its server running (it imports
     :data:`FORKSERVER_PRELOAD` and the verdict's library while the caller goes on), or None
     where this process may not have children (inside a daemonic Dask worker) or
     ``COURSE_LIB_GRADE_FORKSERVER=0``."""
-    global _forkserver_ctx
     if (
         "forkserver" not in multiprocessing.get_all_start_methods()
         or multiprocessing.current_process().daemon
         or os.environ.get("COURSE_LIB_GRADE_FORKSERVER", "1") == "0"
     ):
         return None
-    with _forkserver_lock:
-        if _forkserver_ctx is None:
-            # the server (and every task forked from it) must not start BLAS threads
-            for var in _THREAD_VARS:
-                os.environ.setdefault(var, "1")
-            from course_lib.grading.verdict import library_modules
+    from course_lib.grading.verdict import library_modules
 
-            _forkserver_ctx = multiprocessing.get_context("forkserver")
-            # the verdict processes are forks of the tasks: the library they judge with too
-            _forkserver_ctx.set_forkserver_preload([*FORKSERVER_PRELOAD, *library_modules()])
-        multiprocessing.forkserver.ensure_running()
-        return _forkserver_ctx
-
-
-def _run_forked(
-    context: Any,
-    task: GradeTask,
-    result_path: Path,
-    log_path: Path,
-    env: dict[str, str],
-    cwd: Path,
-    limit: float,
-) -> int | None:
-    """The task in a child of the fork server; None when it was killed at ``limit``."""
-    proc = context.Process(
-        target=forked_main, args=(task, str(result_path), str(log_path), env, str(cwd))
-    )
-    proc.start()
-    try:
-        proc.join(limit)
-        return proc.exitcode
-    finally:
-        if proc.pid is not None:
-            kill_tree(proc.pid)
-        proc.join(5)
-
-
-def _run_subprocess(
-    task_path: Path, result_path: Path, log_path: Path, env: dict[str, str], cwd: Path, limit: float
-) -> int | None:
-    """The task as ``python -m course_lib.grading.tasks``; None when killed at ``limit``."""
-    argv = [sys.executable, "-m", "course_lib.grading.tasks", str(task_path), str(result_path)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            cwd=cwd,
-        )
-        try:
-            return proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            return None
-        finally:
-            kill_tree(proc.pid)
-            proc.wait()
+    for var in _THREAD_VARS:  # the server (and every task forked from it): no BLAS threads
+        os.environ.setdefault(var, "1")
+    context = multiprocessing.get_context("forkserver")
+    # the verdict processes are forks of the tasks: the library they judge with too
+    context.set_forkserver_preload([*FORKSERVER_PRELOAD, *library_modules()])
+    multiprocessing.forkserver.ensure_running()  # no-op when running (preload fixed then)
+    return context
 
 
 def kill_tree(pid: int) -> None:
-    """Kill a task's process, every process below it (kernels run in their own sessions) and what is
-    left in its session (a process whose parent ended)."""
+    """Kill a task's process, every process below it (kernels run in their own sessions) and
+    what is left in its session (a process whose parent ended)."""
     import psutil
 
     with contextlib.suppress(psutil.Error):  # already gone
@@ -488,4 +373,4 @@ def kill_tree(pid: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
