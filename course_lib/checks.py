@@ -22,6 +22,7 @@ import numpy as np
 from course_lib._random import SeedLike, as_generator
 from course_lib.gradcheck import (
     CHECK_TOL,
+    assert_gradients_close,
     check_layer,
     check_loss_layer,
     check_model,
@@ -146,8 +147,7 @@ def check_layer_gradients(
         report = check_layer(
             layer, x, forward_kwargs=forward_kwargs, seed=seed, tol=tol, params=params
         )
-    if not report.ok:
-        raise AssertionError(str(report))
+    assert_gradients_close(report)
 
 
 def check_loss_layer_gradients(
@@ -157,8 +157,7 @@ def check_loss_layer_gradients(
     check_own_implementation(layer)
     with _student_code(f"{type(layer).__name__} failed on x of shape {np.shape(x)}"):
         report = check_loss_layer(layer, x, t, tol=tol)
-    if not report.ok:
-        raise AssertionError(str(report))
+    assert_gradients_close(report)
 
 
 def check_layer_matches(
