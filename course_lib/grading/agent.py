@@ -1,29 +1,26 @@
-"""The grader's agent inside a student's kernel.
+"""The grader's agent in a student's kernel: serves the verdict process during a test cell.
 
-While an autograder test cell runs, the kernel's main thread sits in :func:`serve`: the verdict
-process (:mod:`course_lib.grading.verdict`) sends it requests such as "call ``Relu().forward``
-with this array", the agent runs the student's code and sends back the result as data. Student
-output printed meanwhile is forwarded so it appears under the test cell, as it would without
-isolation.
-
-Nothing here needs to be trusted: the agent runs in the student's process, which the student
-controls. The verdict process only ever receives data from it.
+The kernel's main thread sits in :func:`serve` while a test runs; the verdict process sends it
+requests ("call ``Relu().forward`` with this array"), the agent runs the student's code and
+sends back data; what the student prints is forwarded. Nothing here is trusted: it runs in the
+student's process (docs/grading.md, "Tamper resistance", item 1).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
-import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from course_lib.grading import refwatch
 from course_lib.grading.proxies import ProxyFactory
 from course_lib.grading.rpc import OBJECT_OPS, Endpoint
 
-__all__ = ["BOOT", "boot", "serve"]
+__all__ = ["BOOT", "LimitedStream", "boot", "serve"]
 
 #: The kernel's first line (``IPKernelApp.exec_lines``), before any student cell: capture the
 #: primitives the watch needs and load the agent (see :mod:`course_lib.grading.refwatch`).
@@ -35,44 +32,37 @@ MAX_STREAM_CHARS = 200_000
 _state: dict[str, Any] = {}
 
 
-class _Forward(io.TextIOBase):
-    """A text stream that forwards what the student prints to the verdict process."""
+class LimitedStream(io.TextIOBase):
+    """A text file handing what is written to ``send(text)``, until ``budget[0]`` characters
+    (a list shared by several streams) are used up."""
 
     encoding = "utf-8"
 
-    def __init__(self, endpoint: Endpoint, name: str, budget: list[int]):
-        self.endpoint = endpoint
-        self.name = name
+    def __init__(self, send: Callable[[str], Any], budget: list[int]):
+        self.send = send
         self.budget = budget
 
     def write(self, text: str) -> int:
         text = str(text)
-        if self.budget[0] > 0 and text:
-            piece = text[: self.budget[0]]
+        piece = text[: max(0, self.budget[0])]
+        if piece:
             self.budget[0] -= len(piece)
             if self.budget[0] <= 0:
                 piece += "\n... output truncated by the grader ...\n"
-            self.endpoint.send_stream(self.name, piece)
+            self.send(piece)
         return len(text)
 
     def writable(self) -> bool:
         return True
 
 
-def _user_namespace() -> dict[str, Any]:
-    try:
-        ip = get_ipython()  # type: ignore[name-defined]
-        return ip.user_ns
-    except NameError:
-        return vars(sys.modules["__main__"])
-
-
 def _getname(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    ns = _user_namespace()
-    name = str(args[0])
-    if name in ns:
-        return ns[name]
-    raise NameError(f"name '{name}' is not defined")
+    from IPython import get_ipython
+
+    namespace = get_ipython().user_ns
+    if str(args[0]) in namespace:
+        return namespace[str(args[0])]
+    raise NameError(f"name '{args[0]}' is not defined")
 
 
 def _gradcheck(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -113,14 +103,14 @@ def serve(path: str, token: str, watch: dict[str, Any] | None = None) -> None:
                 endpoint.sock.close()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         refwatch.connect(sock, path)
-        sock.sendall(token.encode("ascii") + b"\n" + str(os.getpid()).encode("ascii") + b"\n")
+        sock.sendall(token.encode("ascii") + b"\n")
         # the verdict's objects (a function a test passes in) arrive as proxies
         endpoint = Endpoint(sock, ProxyFactory(), ops=KERNEL_OPS, on_done=refwatch.report)
         _state.update(endpoint=endpoint, key=(path, token))
     budget = [MAX_STREAM_CHARS]
     saved = sys.stdout, sys.stderr
-    sys.stdout = _Forward(endpoint, "stdout", budget)
-    sys.stderr = _Forward(endpoint, "stderr", budget)
+    sys.stdout = LimitedStream(functools.partial(endpoint.send_stream, "stdout"), budget)
+    sys.stderr = LimitedStream(functools.partial(endpoint.send_stream, "stderr"), budget)
     refwatch.begin(watch)
     try:
         endpoint.serve()

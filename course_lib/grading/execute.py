@@ -1,31 +1,18 @@
 """nbgrader's ``Execute`` preprocessor, hardened for untrusted submissions.
 
-:class:`IsolatedExecute` replaces ``nbgrader.preprocessors.Execute`` in ``nbgrader autograde``
-(through ``Autograde.autograde_preprocessors``), so nbgrader still sanitises the submission
-(``OverwriteCells`` restores locked test cells from the gradebook), scores cells from their
-outputs (``SaveAutoGrades``) and writes the autograded notebook. What changes:
-
-- **autograder test cells run in the verdict process** (:mod:`course_lib.grading.verdict`), a
-  pristine process forked before the kernel runs any student code; the student's
-  objects are reached through data-only remote calls. Nothing a student cell does to
-  ``numpy``, ``course_lib``, the test helpers or builtins inside the kernel changes how a test
-  computes its expected values or judges the answer;
-- **the kernel starts with resource limits** (:mod:`course_lib.grading.launcher`): address
-  space (a ``MemoryError`` in the cell), CPU time, file size, no core dumps, and in a
-  bubblewrap sandbox (:mod:`course_lib.grading.sandbox`), or without one, when the grader runs
-  as root, as an unprivileged user;
-- **a kernel that dies** (``os._exit``, a segfault, the memory limit, ``exit()``) or hangs past
-  its timeout (even ignoring interrupts) is restarted: the dying cell gets an error output, the
-  cells before it are replayed silently, and the notebook goes on (at most ``max_restarts``);
-- **output is capped while it arrives** (``max_output_chars`` per cell; a cell flooding far
-  past it is interrupted), so gigabytes of printing cannot exhaust the grader's memory;
-- **a time limit for the whole notebook**: cells past it are not run and say so.
+:class:`IsolatedExecute` takes ``Execute``'s place in ``Autograde.autograde_preprocessors``:
+autograder test cells run in the verdict process (:mod:`course_lib.grading.verdict_process`),
+the kernel starts with resource limits, in the sandbox where bwrap runs
+(:mod:`course_lib.grading.sandbox`); a kernel that dies or hangs is restarted and the cells
+above are replayed; output is capped while it arrives; the notebook has a time limit
+(docs/grading.md, "What a submission can do" and "Tamper resistance").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import shutil
 import time
@@ -34,39 +21,42 @@ from typing import Any
 import nbformat
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbformat import NotebookNode
-from nbgrader.preprocessors import Execute
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    Execute,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from course_lib.grading.agent import BOOT
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
-from course_lib.grading.notebook import is_test
+from course_lib.grading.findings import named_error
+from course_lib.grading.notebook import ApplyFindings, is_test
 from course_lib.grading.sandbox import LimitedKernelManager, launcher_args, sandbox_folder
 from course_lib.grading.static import verdict_init
-from course_lib.grading.verdict import named_error
 from course_lib.grading.verdict_process import VerdictProcess
+
+__all__ = ["IsolatedExecute", "isolated_autograde_preprocessors"]
 
 #: The defaults of every limit (the one place they are set: :class:`Limits`).
 _LIMITS = Limits()
-
-__all__ = ["IsolatedExecute", "isolated_autograde_preprocessors"]
+#: Kernel restarts per notebook before the cells left are not run.
+MAX_RESTARTS = 3
+#: A cell printing more than this many characters is interrupted.
+INTERRUPT_OUTPUT_CHARS = 20_000_000
+#: The error names of a cell that ended or hung its kernel: never replayed.
+_KERNEL_LOST = ("DeadKernelError", "CellTimeoutError")
 
 
 def isolated_autograde_preprocessors() -> list[type]:
     """``Autograde.autograde_preprocessors`` with :class:`IsolatedExecute` in place of
     ``Execute``: the one list that ``course-lib grade`` and plain ``nbgrader autograde`` (through
     ``graders/nbgrader_config.py``, so also the formgrader's Autograde button) both use."""
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (
-        AssignLatePenalties,
-        CheckCellMetadata,
-        IgnorePattern,
-        LimitOutput,
-        SaveAutoGrades,
-    )
-
-    from course_lib.grading.notebook import ApplyFindings
-
     return [
         IsolatedExecute,
         IgnorePattern,
@@ -84,43 +74,22 @@ def _error(ename: str, evalue: str) -> NotebookNode:
 
 
 class IsolatedExecute(Execute):
-    """See the module docstring."""
+    """See the module docstring; the CPU-time limit is ``notebook_timeout`` + 60 s."""
 
-    memory_limit = Integer(_LIMITS.memory, help="Kernel address-space limit in bytes.").tag(
+    memory_limit = Integer(_LIMITS.memory, help="Kernel address space, bytes.").tag(config=True)
+    file_size_limit = Integer(_LIMITS.file_size, help="Largest file, bytes.").tag(config=True)
+    kernel_user = Unicode(DEFAULT_KERNEL_USER, help="Kernel account under root.").tag(config=True)
+    notebook_timeout = Float(_LIMITS.notebook_timeout, help="Seconds per notebook.").tag(
         config=True
     )
-    cpu_limit = Integer(0, help="Kernel CPU-seconds limit (0: notebook_timeout + 60).").tag(
-        config=True
-    )
-    file_size_limit = Integer(_LIMITS.file_size, help="Largest file the kernel may write.").tag(
-        config=True
-    )
-    kernel_user = Unicode(
-        DEFAULT_KERNEL_USER, help="Account the kernel runs as when grading as root."
-    ).tag(config=True)
-    notebook_timeout = Float(_LIMITS.notebook_timeout, help="Seconds for the whole notebook.").tag(
-        config=True
-    )
-    max_output_chars = Integer(
-        _LIMITS.max_output_chars, help="Output characters kept per cell."
-    ).tag(config=True)
-    interrupt_output_chars = Integer(
-        20_000_000, help="A cell printing more than this many characters is interrupted."
-    ).tag(config=True)
-    max_restarts = Integer(3, help="Kernel restarts per notebook before giving up.").tag(
-        config=True
-    )
-    isolate_tests = Bool(True, help="Run autograder test cells in the verdict process.").tag(
-        config=True
-    )
-    source_directory = Unicode(
-        "", help="Absolute path of the assignment's source folder (for the verdict's setup)."
-    ).tag(config=True)
+    max_output_chars = Integer(_LIMITS.max_output_chars, help="Kept per cell.").tag(config=True)
+    isolate_tests = Bool(True, help="Test cells in the verdict process.").tag(config=True)
+    source_directory = Unicode("", help="The assignment's source folder.").tag(config=True)
     scratch_directory = Unicode("", help="Scratch space for kernel homes.").tag(config=True)
     sandbox = Unicode(
         os.environ.get("COURSE_LIB_SANDBOX", "auto"),
         help="'auto': run kernels in a bubblewrap sandbox where bwrap can run, else with limits "
-        "only (reported); 'bwrap': require the sandbox; 'off': limits only.",
+        "only (logged); 'bwrap': require the sandbox; 'off': limits only.",
     ).tag(config=True)
 
     @default("timeout")
@@ -134,13 +103,12 @@ class IsolatedExecute(Execute):
         self._gave_up: str | None = None  # why the cells left are not run
         self._deadline = time.monotonic() + self.notebook_timeout
         self._cell_chars: dict[int, int] = {}
-        self._interrupted: set[int] = set()
-        self._events: list[str] = []
         self._exit_cells: set[int] = set()
         self.kernel_manager_class = LimitedKernelManager
-        self._sandbox_dir = sandbox_folder(self.sandbox, self._events)
+        self._sandbox_dir = sandbox_folder(self.sandbox, self.log.warning)
         if self.isolate_tests:
             self._start_verdict(nb, resources)
+            self.on_notebook_start = self._connect_verdict  # after every kernel (re)start
         try:
             return super().preprocess(nb, resources, km)
         finally:
@@ -148,25 +116,23 @@ class IsolatedExecute(Execute):
                 self._verdict.stop()
             if self._sandbox_dir is not None:
                 shutil.rmtree(self._sandbox_dir, ignore_errors=True)
-            if resources is not None:
-                resources.setdefault("course_lib", {})["execution_events"] = list(self._events)
 
     def create_kernel_manager(self) -> Any:
         km = super().create_kernel_manager()
         km.launcher_args = launcher_args(
             memory=self.memory_limit,
-            cpu=self.cpu_limit or int(self.notebook_timeout) + 60,
+            cpu=int(self.notebook_timeout) + 60,
             fsize=self.file_size_limit,
             user=None if self._sandbox_dir else self.kernel_user,
             workdir=self.scratch_directory,
-            events=self._events,
+            warn=self.log.warning,
         )
         if self._sandbox_dir is not None:
             # no network in the sandbox: the kernel's ZeroMQ sockets are files in a shared folder
             km.transport = "ipc"
             km.ip = os.path.join(self._sandbox_dir, "kernel")
             km.sandbox = {
-                "cwd": self._kernel_cwd() or os.getcwd(),
+                "cwd": (self.resources or {}).get("metadata", {}).get("path") or os.getcwd(),
                 "writable": [self._sandbox_dir],
                 "hidden": self._course_folders(),
             }
@@ -184,17 +150,9 @@ class IsolatedExecute(Execute):
             folders += [solutions, os.path.dirname(solutions)]
         return folders
 
-    async def async_start_new_kernel_client(self) -> Any:
-        kc = await super().async_start_new_kernel_client()
-        self._connect_verdict()
-        return kc
-
-    start_new_kernel_client = run_sync(async_start_new_kernel_client)
-
     # ------------------------------------------------------------------ verdict process
     def _start_verdict(self, nb: NotebookNode, resources: Any) -> None:
-        """Fork the verdict process (:mod:`course_lib.grading.verdict_process`); it runs the
-        notebook's setup while the kernel starts."""
+        """Start the verdict process; it runs the notebook's setup while the kernel starts."""
         source_nb = self._source_notebook(resources)
         init = verdict_init(source_nb if source_nb is not None else nb)
         init["cells"] = [c.source if c.cell_type == "code" else "" for c in nb.cells]
@@ -209,11 +167,9 @@ class IsolatedExecute(Execute):
     def _source_folder(self, resources: Any) -> str:
         """The assignment's source folder: ``source_directory`` (``course-lib grade`` sets it), or
         under plain ``nbgrader autograde`` the course's own (``CourseDirectory``)."""
-        if self.source_directory:
-            return self.source_directory
         assignment = ((resources or {}).get("nbgrader") or {}).get("assignment")
-        if not assignment:
-            return ""
+        if self.source_directory or not assignment:
+            return self.source_directory
         from nbgrader.coursedir import CourseDirectory
 
         coursedir = CourseDirectory(config=self.config)
@@ -228,10 +184,9 @@ class IsolatedExecute(Execute):
             return None
         return nbformat.read(path, as_version=4)
 
-    def _connect_verdict(self) -> None:
+    def _connect_verdict(self, notebook: NotebookNode | None = None) -> None:
         """Hand the (new) kernel's connection to the verdict process."""
-        if self._verdict is None or self.km is None:
-            return
+        assert self._verdict is not None and self.km is not None
         info = self.km.get_connection_info(session=False)
         info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
         pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
@@ -250,25 +205,17 @@ class IsolatedExecute(Execute):
         )
         total = self._cell_chars.get(cell_index, 0) + size
         self._cell_chars[cell_index] = total
-        if total > self.max_output_chars:
-            if (
-                total > self.interrupt_output_chars
-                and cell_index not in self._interrupted
-                and self.km is not None
-            ):
-                self._interrupted.add(cell_index)
-                self._interrupt_task = asyncio.ensure_future(self.km.interrupt_kernel())
-            if total - size <= self.max_output_chars:
-                outs.append(
-                    nbformat.v4.new_output(
-                        "stream",
-                        name="stdout",
-                        text=f"\n... output truncated by the grader after "
-                        f"{self.max_output_chars} characters ...\n",
-                    )
-                )
-            return None
-        return super().output(outs, msg, display_id, cell_index)
+        if total <= self.max_output_chars:
+            return super().output(outs, msg, display_id, cell_index)
+        if total - size <= self.max_output_chars:
+            note = (
+                f"\n... output truncated by the grader after {self.max_output_chars} "
+                "characters ...\n"
+            )
+            outs.append(nbformat.v4.new_output("stream", name="stdout", text=note))
+        if total - size <= INTERRUPT_OUTPUT_CHARS < total and self.km is not None:
+            self._interrupt_task = asyncio.ensure_future(self.km.interrupt_kernel())
+        return None
 
     async def async_execute_cell(
         self,
@@ -287,19 +234,18 @@ class IsolatedExecute(Execute):
             return cell
         started = time.monotonic()
         try:
-            return await self._execute_cell(cell, cell_index, execution_count, store_history)
+            if self.isolate_tests and is_test(cell):
+                return await self._run_test_cell(cell, cell_index)
+            return await self._run_kernel_cell(cell, cell_index, execution_count, store_history)
         finally:
             self.log.info("cell %d ran in %.2f s", cell_index, time.monotonic() - started)
 
-    async def _execute_cell(
-        self,
-        cell: NotebookNode,
-        cell_index: int,
-        execution_count: int | None,
-        store_history: bool,
+    # nbclient binds ``execute_cell`` to its own coroutine at class creation: rebind ours
+    execute_cell = run_sync(async_execute_cell)
+
+    async def _run_kernel_cell(
+        self, cell: NotebookNode, cell_index: int, execution_count: int | None, store_history: bool
     ) -> NotebookNode:
-        if self.isolate_tests and is_test(cell):
-            return await self._run_test_cell(cell, cell_index)
         timeout = self._get_timeout(cell) or 300
         self._cell_chars[cell_index] = 0
         try:
@@ -311,28 +257,24 @@ class IsolatedExecute(Execute):
                 return result
             # exit() / quit(): the kernel stops right after this cell; start a new one now (and
             # never run this cell again), rather than let a later cell find the kernel dead
-            self._events.append(f"exit() in cell {cell_index}")
+            self.log.warning("exit() in cell %d", cell_index)
             await self._restart_kernel(cell_index + 1)
             return cell
         except DeadKernelError:
-            cell.setdefault("outputs", []).append(
-                _error(
-                    "DeadKernelError",
-                    "the kernel died while running this cell (a crash, os._exit, exit(), or "
-                    f"more than {self.memory_limit / 1024**3:.1f} GiB of memory); the grader "
-                    "restarted it and ran the cells above again",
-                )
+            error = _error(
+                "DeadKernelError",
+                "the kernel died while running this cell (a crash, os._exit, exit(), or more "
+                f"than {self.memory_limit / 1024**3:.1f} GiB of memory); the grader restarted it "
+                "and ran the cells above again",
             )
-            self._events.append(f"kernel died in cell {cell_index}")
         except (CellTimeoutError, asyncio.TimeoutError):
-            cell.setdefault("outputs", []).append(
-                _error(
-                    "CellTimeoutError",
-                    f"this cell did not finish within {timeout} s and did not stop when "
-                    "interrupted; the grader restarted the kernel",
-                )
+            error = _error(
+                "CellTimeoutError",
+                f"this cell did not finish within {timeout} s and did not stop when interrupted; "
+                "the grader restarted the kernel",
             )
-            self._events.append(f"cell {cell_index} hung")
+        cell.setdefault("outputs", []).append(error)
+        self.log.warning("%s in cell %d", error.ename, cell_index)
         await self._restart_kernel(cell_index)
         return cell
 
@@ -351,44 +293,36 @@ class IsolatedExecute(Execute):
             )
         return await super()._check_raise_for_error(cell, cell_index, exec_reply)
 
-    # nbclient binds ``execute_cell`` to its own coroutine at class creation: rebind ours
-    execute_cell = run_sync(async_execute_cell)
-
     async def _run_test_cell(self, cell: NotebookNode, cell_index: int) -> NotebookNode:
+        assert self._verdict is not None
         timeout = float(self._get_timeout(cell) or 300)
         timeout = max(1.0, min(timeout, self._deadline - time.monotonic()))
-        loop = asyncio.get_running_loop()
-        answer = await loop.run_in_executor(
-            None,
-            lambda: self._verdict.call(  # type: ignore[union-attr]
-                {
-                    "cmd": "run",
-                    "source": cell.source,
-                    "timeout": timeout,
-                    "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id"),
-                },
-                timeout=timeout + 60,
-            ),
-        )
+        command = {
+            "cmd": "run",
+            "source": cell.source,
+            "timeout": timeout,
+            "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id"),
+        }
+        answer = await asyncio.to_thread(self._verdict.call, command, timeout + 60)
         if "outputs" in answer:
             cell.outputs = [nbformat.from_dict(o) for o in answer["outputs"]]
         else:
-            cell.outputs = [
-                _error("GraderError", f"the test could not be run: {answer.get('error')}")
-            ]
+            error = f"the test could not be run: {answer.get('error')}"
+            cell.outputs = [_error("GraderError", error)]
         self.code_cells_executed += 1
         cell.execution_count = None
         alive = self.km is not None and await self.km.is_alive()
         if not answer.get("kernel_ok", False) or not alive:
-            self._events.append(f"kernel unusable after test cell {cell_index}")
+            self.log.warning("kernel unusable after test cell %d", cell_index)
             await self._restart_kernel(cell_index)
         return cell
 
     # ------------------------------------------------------------------ restarts
     async def _restart_kernel(self, failed_index: int) -> None:
+        """A new kernel, the cells before ``failed_index`` run again; none past the limit."""
         assert self.km is not None
         self._restarts += 1
-        if self._restarts > self.max_restarts:
+        if self._restarts > MAX_RESTARTS:
             self._gave_up = (
                 f"not run: the kernel died or hung {self._restarts} times, the grader stopped here"
             )
@@ -401,42 +335,18 @@ class IsolatedExecute(Execute):
         self.kc = None
         await self.km.restart_kernel(now=True)
         await self.async_start_new_kernel_client()
-        await self._replay(failed_index)
-
-    def _kernel_cwd(self) -> str | None:
-        return (self.resources or {}).get("metadata", {}).get("path") or None
-
-    async def _replay(self, upto: int) -> None:
-        """Run the non-test code cells before ``upto`` again, silently."""
-        assert self.kc is not None
-        for index, cell in enumerate(self.nb.cells[:upto]):
-            if cell.cell_type != "code" or not cell.source.strip():
-                continue
-            if is_test(cell):
-                continue
-            if index in self._exit_cells:
-                continue
-            if any(
-                o.get("ename") in ("DeadKernelError", "CellTimeoutError")
-                for o in cell.get("outputs", [])
-            ):
+        executed = self.code_cells_executed  # the replay does not count
+        for index, cell in enumerate(self.nb.cells[:failed_index]):
+            lost = any(o.get("ename") in _KERNEL_LOST for o in cell.get("outputs", []))
+            if is_test(cell) or index in self._exit_cells or lost:
                 continue
             if time.monotonic() > self._deadline:
-                return
-            msg_id = self.kc.execute(cell.source, silent=True, store_history=False)
-            timeout = float(self._get_timeout(cell) or 300)
-            deadline = time.monotonic() + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    with contextlib.suppress(Exception):
-                        await self.km.interrupt_kernel()
-                    break
-                try:
-                    reply = await self.kc.get_shell_msg(timeout=min(left, 1.0))
-                except Exception:
-                    if not await self.km.is_alive():
-                        return
-                    continue
-                if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                    break
+                break
+            self._cell_chars[index] = 0
+            try:  # nbclient's own execution, on a copy: the outputs are dropped
+                await super().async_execute_cell(copy.deepcopy(cell), index, store_history=False)
+            except DeadKernelError:
+                break  # the next cell finds the kernel dead and restarts it
+            except CellTimeoutError:
+                continue
+        self.code_cells_executed = executed

@@ -1,24 +1,17 @@
 """Start a student's kernel with resource limits (and, under root, as an unprivileged user).
 
-``python -m course_lib.grading.launcher [options] -- <kernel command>`` sets the limits, then
-replaces itself with the kernel command (same process id, so interrupts and kills from the
-grader reach the kernel). Limits (``setrlimit``) apply to the kernel and to every process it
-starts:
-
-- ``--memory BYTES``: address space (``RLIMIT_AS``); an allocation past it raises ``MemoryError``
-  in the student's cell instead of exhausting the machine;
-- ``--cpu SECONDS``: CPU time (``RLIMIT_CPU``), a backstop behind the grader's wall-clock limits;
-- ``--fsize BYTES``: largest file the kernel may write; core dumps are disabled.
-
-When the grader runs as root and ``--user`` names an account (``nobody`` by default from the
-grader), the kernel drops to that account: it can then neither modify the course library or the
-grader's files on disk nor signal the grader's processes. Its connection file, home and working
-directory are handed over to that account first.
+``python -m course_lib.grading.launcher [--memory B] [--cpu S] [--fsize B] [--nproc N]
+[--user NAME] [--workdir DIR] -- <kernel command>`` sets the limits (``setrlimit``: address
+space, CPU time, file size, processes of ``--user``; no core dumps), drops to ``--user`` when run
+as root (the connection file, a fresh home in ``--workdir`` and the working directory handed
+over first), then replaces itself with the kernel command (same process id, so the grader's
+interrupts and kills reach the kernel). docs/grading.md, "Tamper resistance", item 5.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
 import resource
@@ -32,29 +25,20 @@ __all__ = ["main"]
 def _set_limit(kind: int, value: int | None) -> None:
     if value is None or value <= 0:
         return
-    soft, hard = resource.getrlimit(kind)
-    new_hard = value if hard == resource.RLIM_INFINITY or hard > value else hard
-    resource.setrlimit(kind, (min(value, new_hard), new_hard))
+    hard = resource.getrlimit(kind)[1]
+    hard = value if hard == resource.RLIM_INFINITY or hard > value else hard
+    resource.setrlimit(kind, (min(value, hard), hard))
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        print("usage: launcher [options] -- kernel command", file=sys.stderr)
-        return 2
-    split = argv.index("--")
     parser = argparse.ArgumentParser(prog="course_lib.grading.launcher")
-    parser.add_argument("--memory", type=int, default=None)
-    parser.add_argument("--cpu", type=int, default=None)
-    parser.add_argument("--fsize", type=int, default=None)
-    parser.add_argument("--nproc", type=int, default=None)
+    for option in ("--memory", "--cpu", "--fsize", "--nproc"):
+        parser.add_argument(option, type=int, default=None)
     parser.add_argument("--user", default=None)
     parser.add_argument("--workdir", default=None, help="scratch directory for the kernel's home")
-    opts = parser.parse_args(argv[:split])
-    command = argv[split + 1 :]
-    if not command:
-        print("no kernel command", file=sys.stderr)
-        return 2
+    parser.add_argument("command", nargs="+", help="the kernel command, after --")
+    opts = parser.parse_args(argv)
+    command = opts.command
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _set_limit(resource.RLIMIT_AS, opts.memory)
@@ -66,20 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         uid, gid = entry.pw_uid, entry.pw_gid
         home = tempfile.mkdtemp(prefix="kernel-home-", dir=opts.workdir)
         os.chown(home, uid, gid)
-        # the connection file is private to the grader: give the kernel its own copy
-        if "-f" in command:
-            i = command.index("-f")
-            if i + 1 < len(command):
-                copy = os.path.join(home, "connection.json")
-                shutil.copyfile(command[i + 1], copy)
-                os.chown(copy, uid, gid)
-                os.chmod(copy, 0o600)
-                command[i + 1] = copy
-        cwd = os.getcwd()
-        try:
-            os.chown(cwd, uid, gid)
-        except OSError:
-            pass
+        if "-f" in command[:-1]:  # the connection file is private to the grader: a copy
+            i = command.index("-f") + 1
+            command[i] = shutil.copyfile(command[i], os.path.join(home, "connection.json"))
+            os.chown(command[i], uid, gid)
+            os.chmod(command[i], 0o600)
+        with contextlib.suppress(OSError):
+            os.chown(os.getcwd(), uid, gid)
         os.environ.update(
             HOME=home,
             IPYTHONDIR=os.path.join(home, ".ipython"),
@@ -94,13 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         os.setuid(uid)
     # the address-space limit counts reservations, not use: glibc reserves 64 MiB per thread
     # arena and a threaded BLAS a buffer per thread; keep both small so the limit is about data
-    for var, value in (
-        ("MALLOC_ARENA_MAX", "2"),
-        ("OPENBLAS_NUM_THREADS", "1"),
-        ("OMP_NUM_THREADS", "1"),
-        ("MKL_NUM_THREADS", "1"),
-    ):
-        os.environ.setdefault(var, value)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     os.execvp(command[0], command)
     return 127  # pragma: no cover
 

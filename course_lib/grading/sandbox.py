@@ -1,33 +1,25 @@
-"""How a student's kernel is confined: bubblewrap when it can run, resource limits always.
+"""How a student's kernel is confined: bubblewrap where it can run, resource limits always.
 
-The grader starts every kernel through :mod:`course_lib.grading.launcher` (address space, CPU
-time, file size; :class:`LimitedKernelManager`). Where `bubblewrap <https://github.com/containers/bubblewrap>`_ (``bwrap``,
-Debian package ``bubblewrap``) can run, the launcher itself runs inside a bwrap sandbox whose
-file system is built from an allow-list (:func:`system_plan`): read-only, the system, Python,
-the ``course_lib`` package, the datasets and the kernel's connection file; writable, the
-notebook's folder, the sockets' folder and an in-memory ``/tmp`` and home; nothing else (the
-course directory with ``solutions/``, the gradebook, other submissions). It has no network (an
-empty network namespace: the kernel's ZeroMQ sockets use the ``ipc`` transport), its own
-process tree, IPC, UTS and cgroup namespaces, and a user namespace in which the kernel is
-``nobody`` without capabilities (docs/grading.md, "Tamper resistance", item 6).
-
-Where bwrap cannot run (macOS, a container without user namespaces, the package not installed)
-:func:`probe` says why, the grader reports it once, and the kernel runs with the resource
-limits, the unprivileged ``--kernel-user`` when grading as root, and the verdict process.
+:class:`LimitedKernelManager` starts every kernel through :mod:`course_lib.grading.launcher`
+and, where :func:`probe` finds that ``bwrap`` runs, inside a bwrap sandbox whose file system
+is an allow-list (:func:`sandboxed_command`, :func:`bwrap_command`). docs/grading.md, "Tamper
+resistance", items 5 and 6.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import pwd
 import shutil
 import site
 import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Dict, List, Unicode
@@ -40,7 +32,7 @@ __all__ = [
     "launcher_args",
     "probe",
     "sandbox_folder",
-    "system_plan",
+    "sandboxed_command",
 ]
 
 #: Top-level system folders the kernel may read (those that exist; symlinks are kept as links).
@@ -67,8 +59,7 @@ class SandboxStatus:
     reason: str
 
     def describe(self) -> str:
-        if self.available:
-            return f"kernels run in a bubblewrap sandbox ({self.bwrap})"
+        """What the grader says when the sandbox is unavailable."""
         return (
             f"bubblewrap sandbox unavailable ({self.reason}); kernels run with resource limits "
             "and the unprivileged kernel user only (see docs/grading.md)"
@@ -81,7 +72,6 @@ class SandboxPlan:
 
     ``read_only``: folders and files bound read-only at the same path;
     ``writable``: folders bound read-write at the same path (created if missing);
-    ``hidden_files``: files replaced by an empty file (inside a read-only folder);
     ``hidden``: folders replaced by an empty read-only folder, for a course that lives under a
     read-only system folder (``/opt/course``); what ``read_only`` or ``writable`` lists below
     them is bound again on top.
@@ -89,8 +79,7 @@ class SandboxPlan:
 
     read_only: tuple[str, ...]
     writable: tuple[str, ...]
-    hidden_files: tuple[str, ...] = field(default_factory=tuple)
-    hidden: tuple[str, ...] = field(default_factory=tuple)
+    hidden: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,53 +105,15 @@ def probe() -> SandboxStatus:
 
 def _python_paths() -> list[str]:
     """What the interpreter needs to run: prefixes, standard library, site-packages."""
-    paths = {
-        sys.prefix,
-        sys.base_prefix,
-        sys.exec_prefix,
-        sys.base_exec_prefix,
-        os.path.dirname(os.path.realpath(sys.executable)),
-    }
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        with_path = sysconfig.get_paths().get(key)
-        if with_path:
-            paths.add(with_path)
-    paths.update(site.getsitepackages())
-    user_site = site.getusersitepackages()
-    if isinstance(user_site, str) and site.ENABLE_USER_SITE:
-        paths.add(user_site)
-    return sorted(p for p in paths if p)
-
-
-def system_plan(
-    *,
-    writable: Iterable[str | os.PathLike[str]],
-    read_only: Iterable[str | os.PathLike[str]] = (),
-    hidden: Iterable[str | os.PathLike[str]] = (),
-) -> SandboxPlan:
-    """The allow-list for one kernel: the system, Python, course_lib, the datasets
-    (``$COURSE_LIB_DATA``, else the dataset cache), plus the given
-    ``read_only`` files (the connection file) and ``writable`` folders (the notebook's folder,
-    the sockets' folder). Paths that do not exist are left out, except ``writable`` ones."""
-    import course_lib
-    from course_lib.datasets.paths import get_data_dir
-
-    # an editable install of the library lives in the repository: only the package is bound
-    library = os.path.dirname(os.path.realpath(course_lib.__file__))
-    ro: list[str] = []
-    for path in [*SYSTEM_DIRS, *_python_paths(), library, str(get_data_dir())]:
-        if os.path.lexists(path):
-            ro.append(os.path.abspath(path))
-    ro += [os.path.abspath(os.fspath(p)) for p in read_only if os.path.exists(p)]
-    rw = [os.path.abspath(os.fspath(p)) for p in writable]
-    hidden_files = [f for f in HIDDEN_SYSTEM_FILES if os.path.isfile(f)]
-    hidden_dirs = [os.path.abspath(os.fspath(p)) for p in hidden if os.path.isdir(p)]
-    return SandboxPlan(
-        read_only=_dedupe(ro),
-        writable=_dedupe(rw),
-        hidden_files=tuple(hidden_files),
-        hidden=_dedupe([h for h in hidden_dirs if h != os.sep]),
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    paths.update(
+        sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")
     )
+    paths.update(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        paths.add(site.getusersitepackages())
+    return sorted(p for p in paths if p)
 
 
 def _dedupe(paths: Sequence[str]) -> tuple[str, ...]:
@@ -176,7 +127,6 @@ def bwrap_command(
     plan: SandboxPlan,
     command: Sequence[str],
     cwd: str,
-    env: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The argument vector that runs ``command`` in ``cwd`` inside the sandbox of ``plan``.
 
@@ -196,8 +146,9 @@ def bwrap_command(
             args += ["--symlink", os.readlink(path), path]  # merged /usr: /bin -> usr/bin
         else:
             args += ["--ro-bind", path, path]
-    for path in plan.hidden_files:
-        args += ["--ro-bind", "/dev/null", path]
+    for path in HIDDEN_SYSTEM_FILES:
+        if os.path.isfile(path):
+            args += ["--ro-bind", "/dev/null", path]
     for path in plan.writable:
         os.makedirs(path, exist_ok=True)
         args += ["--bind", path, path]
@@ -210,7 +161,6 @@ def bwrap_command(
         "JUPYTER_RUNTIME_DIR": f"{SANDBOX_HOME}/runtime",
         "TMPDIR": "/tmp",
         ENV_VAR: str(get_data_dir()),
-        **(env or {}),
         "USER": "nobody",
         "LOGNAME": "nobody",
         # the grader's process id means nothing in the sandbox's process tree (ipykernel would
@@ -231,14 +181,28 @@ def sandboxed_command(
     read_only: Iterable[str] = (),
     hidden: Iterable[str] = (),
 ) -> list[str] | None:
-    """``command`` wrapped in bwrap, or ``None`` when bwrap cannot run here (see :func:`probe`).
+    """``command`` run in ``cwd`` in a sandbox, or ``None`` where bwrap cannot run (:func:`probe`).
 
-    Under the grader the layers take the NumPy path (:mod:`course_lib.kernels`), so a kernel
-    needs no cache of compiled code."""
+    Read-only: the system, Python, the ``course_lib`` package, the datasets and the
+    ``read_only`` files (the connection file); writable: ``cwd`` and ``writable`` (the sockets'
+    folder); ``hidden`` folders (the course) emptied. Missing paths are left out."""
+    import course_lib
+    from course_lib.datasets.paths import get_data_dir
+
     status = probe()
     if not status.available or status.bwrap is None:
         return None
-    plan = system_plan(writable=[cwd, *writable], read_only=read_only, hidden=hidden)
+    # an editable install of the library lives in the repository: only the package is bound
+    library = os.path.dirname(os.path.realpath(course_lib.__file__))
+    system = [*SYSTEM_DIRS, *_python_paths(), library, str(get_data_dir())]
+    plan = SandboxPlan(
+        read_only=_dedupe(
+            [os.path.abspath(p) for p in system if os.path.lexists(p)]
+            + [os.path.abspath(p) for p in read_only if os.path.exists(p)]
+        ),
+        writable=_dedupe([os.path.abspath(p) for p in [cwd, *writable]]),
+        hidden=_dedupe([os.path.abspath(p) for p in hidden if os.path.isdir(p) and p != os.sep]),
+    )
     return bwrap_command(status.bwrap, plan, command, cwd)
 
 
@@ -267,11 +231,11 @@ class LimitedKernelManager(AsyncKernelManager):
         return wrapped
 
 
-def sandbox_folder(mode: str, events: list[str]) -> str | None:
+def sandbox_folder(mode: str, warn: Callable[[str], Any]) -> str | None:
     """The folder of the sockets shared with a sandboxed kernel, or None without the sandbox.
 
-    ``mode``: ``auto`` (the sandbox where bwrap runs; else why not goes to ``events``),
-    ``bwrap`` (required: RuntimeError where it cannot run) or ``off``."""
+    ``mode``: ``auto`` (the sandbox where bwrap runs; else ``warn`` says why not), ``bwrap``
+    (required: RuntimeError where it cannot run) or ``off``."""
     if mode not in ("auto", "bwrap", "off"):
         raise ValueError(f"IsolatedExecute.sandbox must be auto, bwrap or off: {mode!r}")
     if mode == "off":
@@ -280,7 +244,7 @@ def sandbox_folder(mode: str, events: list[str]) -> str | None:
     if not status.available:
         if mode == "bwrap":
             raise RuntimeError(status.describe())
-        events.append(status.describe())
+        warn(status.describe())
         return None
     # in the system's temporary folder, not the (deep) scratch folder: Unix socket paths, the
     # verdict's included, are limited to 107 bytes
@@ -288,17 +252,17 @@ def sandbox_folder(mode: str, events: list[str]) -> str | None:
 
 
 def launcher_args(
-    *, memory: int, cpu: int, fsize: int, user: str | None, workdir: str, events: list[str]
+    *, memory: int, cpu: int, fsize: int, user: str | None, workdir: str, warn: Callable[[str], Any]
 ) -> list[str]:
     """The launcher's options. ``user``: the account the kernel runs as when the grader runs
-    as root (without the sandbox), if that account can run this Python (else why not goes to
-    ``events`` and the kernel stays root)."""
+    as root (without the sandbox), if that account can run this Python (else ``warn`` says so
+    and the kernel stays root)."""
     args = [f"--memory={memory}", f"--cpu={cpu}", f"--fsize={fsize}", "--nproc=4096"]
     if user and os.geteuid() == 0:
         if _user_can_run_python(user):
             args.append(f"--user={user}")
         else:
-            events.append(f"kernel runs as root: user {user!r} cannot run {sys.executable}")
+            warn(f"kernel runs as root: user {user!r} cannot run {sys.executable}")
     if workdir:
         args.append(f"--workdir={workdir}")
     return args
@@ -308,14 +272,11 @@ def launcher_args(
 def _user_can_run_python(user: str) -> bool:
     """Whether ``user`` can run this interpreter and import the course library (e.g. a Python
     installed under /root cannot)."""
-    import pwd
-
     try:
-        gid = pwd.getpwnam(user).pw_gid
         run = subprocess.run(
             [sys.executable, "-c", "import course_lib"],
             user=user,
-            group=gid,
+            group=pwd.getpwnam(user).pw_gid,
             extra_groups=[],
             cwd="/",
             capture_output=True,

@@ -1,29 +1,18 @@
-"""The verdict process: runs autograder test cells where student code cannot reach them.
+"""The verdict process's state: runs a notebook's autograder test cells where student code
+cannot reach them (docs/grading.md, "Tamper resistance", item 1).
 
-The grader starts one verdict process per notebook before the student's kernel runs any cell
-(:mod:`course_lib.grading.verdict_process`: a fork of the grader, which never runs student
-code). It holds NumPy, ``course_lib`` and the test helpers (``course_lib.checks``)
-imported before any student code ran (:func:`preimport`), so what it uses is the library as
-installed, not as a student cell may have modified it later. :class:`VerdictSession` is its
-state: the notebook's setup (imports and helpers), the kernel's connection, and
-:meth:`VerdictSession.run`, which runs one test cell (its source as restored by nbgrader from
-the gradebook) and answers with the cell's outputs in nbformat form, so nbgrader scores and
-shows them.
-
-Names a test cell uses that the verdict process does not define itself (the student's
-``Relu``, ``network``, ...) are looked up in the kernel and arrive as data or as proxies
-(:mod:`course_lib.grading.rpc`): calling a proxy runs the student's code *in the kernel*,
-through the agent (:mod:`course_lib.grading.agent`), and only the returned data comes back. The
-test's expected values, comparisons and messages are computed here, by code no student cell
-ever ran alongside.
+:class:`VerdictSession` holds the notebook's setup (imports and helpers), the kernel's
+connection, and :meth:`VerdictSession.run`, which runs one test cell and answers with its
+outputs in nbformat form. Names the setup does not bind are looked up in the kernel and arrive
+as data or proxies (:mod:`course_lib.grading.rpc`); expected values are computed here.
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
-import io
 import os
 import pkgutil
 import secrets
@@ -36,6 +25,7 @@ import traceback
 from typing import Any
 
 from course_lib.grading import refwatch
+from course_lib.grading.agent import LimitedStream
 from course_lib.grading.findings import named_error, report_outputs
 from course_lib.grading.proxies import ProxyFactory, TestNamespace
 from course_lib.grading.rpc import (
@@ -46,7 +36,7 @@ from course_lib.grading.rpc import (
     RemoteTimeout,
 )
 
-__all__ = ["CellTimeout", "VerdictSession", "library_modules", "named_error", "preimport"]
+__all__ = ["CellTimeout", "VerdictSession", "library_modules", "preimport"]
 
 #: Characters of test output kept before the rest is dropped.
 MAX_OUTPUT_CHARS = 200_000
@@ -56,41 +46,6 @@ INTERRUPT_GRACE = 20.0
 
 class CellTimeout(BaseException):
     """The test cell ran out of time."""
-
-
-class _Output:
-    """What a test cell printed (here and in the kernel), in order, at most
-    :data:`MAX_OUTPUT_CHARS` characters; :meth:`stream` is a file for ``sys.stdout``."""
-
-    def __init__(self) -> None:
-        self.streams: list[list[str]] = []  # [name, text], consecutive texts of a name joined
-        self.left = MAX_OUTPUT_CHARS
-
-    def add(self, name: str, text: str) -> None:
-        name = name if name in ("stdout", "stderr") else "stdout"
-        if self.left <= 0 or not text:
-            return
-        piece = text[: self.left]
-        self.left -= len(piece)
-        if self.left <= 0:
-            piece += "\n... output truncated by the grader ...\n"
-        if self.streams and self.streams[-1][0] == name:
-            self.streams[-1][1] += piece
-        else:
-            self.streams.append([name, piece])
-
-    def stream(self, name: str) -> io.TextIOBase:
-        output = self
-
-        class Stream(io.TextIOBase):
-            def write(self, text: str) -> int:
-                output.add(name, str(text))
-                return len(text)
-
-        return Stream()
-
-    def outputs(self) -> list[dict[str, Any]]:
-        return [{"output_type": "stream", "name": n, "text": t} for n, t in self.streams]
 
 
 #: Modules no test uses: the command line, widgets, the grader itself, and the course home
@@ -129,10 +84,8 @@ class VerdictSession:
     """State of the verdict process for one notebook (survives kernel restarts)."""
 
     def __init__(self) -> None:
-        self.factory = ProxyFactory()
         self.ns = TestNamespace(self._resolve_remote)
         self.ns["__name__"] = "__main__"
-        self.student_names: set[str] = set()
         self.rpc_dir = tempfile.mkdtemp(prefix="cg-verdict-")
         os.chmod(self.rpc_dir, 0o711)
         self.sock_path = os.path.join(self.rpc_dir, secrets.token_hex(8) + ".sock")
@@ -140,19 +93,19 @@ class VerdictSession:
         self.listener.bind(self.sock_path)
         os.chmod(self.sock_path, 0o666)
         self.listener.listen(4)
-        self.conn_token = secrets.token_hex(16)
+        self.conn_token = ""
         self.kc: Any = None
         self.kernel_pid: int | None = None
         self.endpoint: Endpoint | None = None
-        self._output = _Output()
         self.exercises: dict[str, list[str]] = {}
         self.allow: list[str] = []
         self.cells: list[str] = []
         self.handed_out = ""
         self._tables: dict[str, dict[str, Any]] = {}
         self._report: dict[str, Any] | None = None
+        self._streams: list[list[str]] = []  # [name, text] of the running test, in order
+        self._sinks: dict[str, LimitedStream] = {}  # its stdout and stderr
 
-    # -- setup
     def init(
         self,
         setup: list[str],
@@ -162,60 +115,54 @@ class VerdictSession:
         cells: list[str] | None = None,
         handed_out: str = "",
     ) -> dict[str, Any]:
-        """``exercises``: name -> grade_ids of its tests; ``allow``: course_lib objects the
+        """Run the ``setup`` statements; ``{"errors": [...]}`` names those that failed.
+
+        ``exercises``: name -> grade_ids of its tests; ``allow``: course_lib objects the
         solution uses; ``cells``: the submitted notebook's cell sources (to name the cell a
         runtime finding comes from); ``handed_out``: the text of the instructor's notebook
         (docstrings given to students do not mark a copy of the reference)."""
         self.handed_out = handed_out
-        self.student_names = set(student_names)
         self.exercises = {str(k): list(v) for k, v in (exercises or {}).items()}
         self.allow = list(allow or [])
         self.cells = list(cells or [])
         errors = []
         for source in setup:
             try:
-                code = compile(source, "<setup>", "exec")
-                exec(code, self.ns)
+                exec(compile(source, "<setup>", "exec"), self.ns)
             except Exception as exc:  # a setup statement that cannot run here is skipped
                 errors.append(f"`{source.splitlines()[0]}`: {type(exc).__name__}: {exc}")
-        for name in self.student_names:
+        for name in student_names:
             self.ns.pop(name, None)
         return {"errors": errors}
 
     def connect_kernel(self, connection_info: dict[str, Any], pid: int | None) -> None:
+        """Talk to a (new) kernel from now on."""
         from jupyter_client import BlockingKernelClient
 
+        self._disconnect()
+        self.kc = BlockingKernelClient()
+        self.kc.load_connection_info(connection_info)
+        self.kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        self.kernel_pid = pid
+
+    def _disconnect(self) -> None:
         if self.kc is not None:
             with contextlib.suppress(Exception):
                 self.kc.stop_channels()
         if self.endpoint is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):
                 self.endpoint.sock.close()
-        self.endpoint = None
-        self.factory = ProxyFactory()
-        info = dict(connection_info)
-        if isinstance(info.get("key"), str):
-            info["key"] = info["key"].encode()
-        self.kc = BlockingKernelClient()
-        self.kc.load_connection_info(info)
-        self.kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-        self.kernel_pid = pid
+        self.kc = self.endpoint = None
 
     def close(self) -> None:
         """Close the kernel client, the connection and the socket (the process ends next)."""
-        if self.kc is not None:
-            self.kc.stop_channels()
-            self.kc = None
-        if self.endpoint is not None:
-            self.endpoint.sock.close()
-            self.endpoint = None
+        self._disconnect()
         self.listener.close()
         with contextlib.suppress(OSError):
             os.unlink(self.sock_path)
         with contextlib.suppress(OSError):
             os.rmdir(self.rpc_dir)
 
-    # -- name resolution
     def _resolve_remote(self, name: str) -> Any:
         if self.endpoint is None:
             raise KeyError(name)
@@ -224,7 +171,6 @@ class VerdictSession:
         except NameError:
             raise KeyError(name) from None
 
-    # -- the reference watch
     def _watch_for(self, grade_id: str | None) -> dict[str, Any]:
         """Fingerprints of the reference code of the exercises ``grade_id`` tests."""
         names = sorted(n for n, tests in self.exercises.items() if grade_id in tests)
@@ -239,89 +185,71 @@ class VerdictSession:
                 self._tables[key] = {}
         return self._tables[key]
 
-    # -- running one test cell
-    def _start_serving(self, deadline: float, watch: dict[str, Any] | None = None) -> str:
+    def _print(self, name: str, text: str) -> None:
+        """Add to the running test's output (consecutive texts of one stream joined)."""
+        if self._streams and self._streams[-1][0] == name:
+            self._streams[-1][1] += text
+        else:
+            self._streams.append([name, text])
+
+    def _forwarded(self, name: str, text: str) -> None:
+        """What the student's code printed in the kernel during the test."""
+        self._sinks.get(name, self._sinks["stdout"]).write(text)
+
+    def _start_serving(self, deadline: float, watch: dict[str, Any]) -> str:
+        """Put the kernel's agent to serve this test; the id of that execute request."""
         fresh = self.endpoint is None or self.endpoint.closed
         if fresh:
             # a new connection, under a new token: a connection left over from an earlier,
             # interrupted test (the kernel may connect late) is refused, never reused
             self.conn_token = secrets.token_hex(16)
-            self._drain_listener()
         code = (
             "__import__('course_lib.grading.agent', fromlist=['serve'])"
-            f".serve({self.sock_path!r}, {self.conn_token!r}, {watch or {}!r})"
+            f".serve({self.sock_path!r}, {self.conn_token!r}, {watch!r})"
         )
         msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
         if fresh:
-            conn = self._accept(deadline)
-            # proxies and mirror classes belong to one connection: handles restart with it
-            self.factory = ProxyFactory()
+            # proxies and mirror classes belong to one connection: a new factory with it
             self.endpoint = Endpoint(
-                conn,
-                self.factory,
+                self._accept(deadline),
+                ProxyFactory(),
                 ops=READ_ONLY_OPS,
-                on_stream=lambda name, text: self._output.add(name, text),  # this test's
+                on_stream=self._forwarded,
             )
         return msg_id
 
-    def _drain_listener(self) -> None:
-        self.listener.setblocking(False)
-        try:
-            while True:
-                try:
-                    conn, _ = self.listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                conn.close()
-        finally:
-            self.listener.setblocking(True)
-
     def _accept(self, deadline: float) -> socket.socket:
         """The kernel's connection carrying the current token (others are closed)."""
+        expected = self.conn_token.encode("ascii") + b"\n"
         limit = time.monotonic() + max(5.0, min(120.0, deadline - time.monotonic()))
-        while True:
-            left = limit - time.monotonic()
-            if left <= 0:
-                raise ProtocolError(
-                    "the grader could not reach your kernel (is a cell still running?)"
-                )
+        while (left := limit - time.monotonic()) > 0:
             self.listener.settimeout(left)
             try:
                 conn, _ = self.listener.accept()
             except TimeoutError:
                 continue
             conn.settimeout(max(1.0, min(10.0, left)))
-            hello = b""
-            try:
-                while hello.count(b"\n") < 2 and len(hello) < 200:
-                    chunk = conn.recv(200)
-                    if not chunk:
-                        break
-                    hello += chunk
-            except OSError:
-                conn.close()
-                continue
-            lines = hello.split(b"\n")
-            if len(lines) >= 2 and lines[0].decode("ascii", "replace") == self.conn_token:
-                return conn
+            with contextlib.suppress(OSError):
+                if conn.recv(len(expected), socket.MSG_WAITALL) == expected:
+                    return conn
             conn.close()
+        raise ProtocolError("the grader could not reach your kernel (is a cell still running?)")
 
     def _finish_serving(self, msg_id: str, timed_out: bool) -> bool:
         """Tell the agent the test is over; return whether the kernel is responsive."""
-        ep = self.endpoint
-        if ep is None:
+        if self.endpoint is None:
             return False
         if timed_out and self.kernel_pid:
             with contextlib.suppress(OSError):
                 os.kill(self.kernel_pid, signal.SIGINT)
-        ep.deadline = time.monotonic() + INTERRUPT_GRACE
+        self.endpoint.deadline = time.monotonic() + INTERRUPT_GRACE
         try:
-            if timed_out:  # wait for the interrupted request's answer, then resynchronise
-                ep.closed = True  # the stream is mid-request: start a fresh connection next time
-                ep.sock.close()
+            if timed_out:  # the stream is mid-request: a fresh connection next time
+                self.endpoint.closed = True
+                self.endpoint.sock.close()
                 self.endpoint = None
             else:
-                self._report = ep.request("done")
+                self._report = self.endpoint.request("done")
         except (ProtocolError, RemoteTimeout, OSError):
             self.endpoint = None
         deadline = time.monotonic() + INTERRUPT_GRACE
@@ -335,7 +263,13 @@ class VerdictSession:
         return False
 
     def run(self, source: str, timeout: float, grade_id: str | None = None) -> dict[str, Any]:
-        self._output = _Output()
+        """Run one test cell: ``{"outputs": [...nbformat outputs], "kernel_ok": bool}``."""
+        budget = [MAX_OUTPUT_CHARS]
+        self._sinks = {
+            name: LimitedStream(functools.partial(self._print, name), budget)
+            for name in ("stdout", "stderr")
+        }
+        self._streams = []
         self._report = None
         error: dict[str, Any] | None = None
         result: Any = None
@@ -357,8 +291,7 @@ class VerdictSession:
             assert self.endpoint is not None
             self.endpoint.deadline = deadline
             signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.monotonic()) + 1.0)
-            sys.stdout = self._output.stream("stdout")
-            sys.stderr = self._output.stream("stderr")
+            sys.stdout, sys.stderr = self._sinks["stdout"], self._sinks["stderr"]
             exec(compile(tree, "<test cell>", "exec"), self.ns)
             if last_expr is not None:
                 result = eval(compile(last_expr, "<test cell>", "eval"), self.ns)
@@ -383,11 +316,10 @@ class VerdictSession:
             signal.signal(signal.SIGALRM, old_handler)
             sys.stdout, sys.stderr = saved
             self.ns.forget_resolved()
-        if self.endpoint is not None and self.endpoint.deadline is not None:
-            timed_out = timed_out or time.monotonic() > deadline
+        timed_out = timed_out or (self.endpoint is not None and time.monotonic() > deadline)
         if msg_id is not None and kernel_ok:
             kernel_ok = self._finish_serving(msg_id, timed_out)
-        outputs = self._output.outputs()
+        outputs = [{"output_type": "stream", "name": n, "text": t} for n, t in self._streams]
         findings = report_outputs(self._report, self.cells)
         if error is not None:
             outputs.append(error)
@@ -396,16 +328,11 @@ class VerdictSession:
                 text = repr(result)[:10000]
             except Exception:
                 text = "<unprintable result>"
+            data = {"text/plain": text}
             outputs.append(
-                {
-                    "output_type": "execute_result",
-                    "execution_count": None,
-                    "metadata": {},
-                    "data": {"text/plain": text},
-                }
+                dict(output_type="execute_result", execution_count=None, metadata={}, data=data)
             )
-        outputs += findings
-        return {"outputs": outputs, "kernel_ok": kernel_ok}
+        return {"outputs": outputs + findings, "kernel_ok": kernel_ok}
 
 
 def _raise_timeout(signum: int, frame: Any) -> None:

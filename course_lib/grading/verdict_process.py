@@ -1,33 +1,16 @@
-"""How the grader starts the verdict process and talks to it.
+"""Start the verdict process (:class:`course_lib.grading.verdict.VerdictSession`) and talk to it.
 
-The verdict process (:class:`course_lib.grading.verdict.VerdictSession`) runs a notebook's
-autograder test cells. :class:`VerdictProcess` starts it as a **fork of the grader**, before
-the student's kernel runs any cell: the grader itself never runs student code (it only reads
-notebooks as data), so its fork is as pristine as a fresh interpreter, and it already holds
-NumPy, ``course_lib`` and the test helpers. Under ``course-lib grade`` every grading task is
-forked from a fork server that imported them once
-(:func:`course_lib.grading.verdict.library_modules`), so a verdict process
-costs no imports at all (a fresh ``python -I`` spent 2.4 s of CPU and 5 s of wall time
-importing them for each notebook). Elsewhere (plain ``nbgrader autograde``) the fork imports
-what is missing (:func:`course_lib.grading.verdict.preimport`) before it answers. In a
-multi-threaded grader (the formgrader's Autograde button runs nbgrader inside the Jupyter
-server) the process is spawned instead of forked.
-
-Like ``python -I``, the fork drops from ``sys.path`` the empty entry, relative entries,
-``PYTHONPATH`` and the user's site-packages, so that no module is found in a folder a student
-could write to. Commands and answers are JSON objects, one per message, over a
-``multiprocessing`` pipe (``send_bytes`` / ``recv_bytes``: no pickle):
-
-``kernel``  the kernel's connection information and process id (after every kernel start);
-``run``     run one test cell; the answer holds the cell's outputs in nbformat form;
-``quit``    close the kernel client and the socket, and end.
-
-The first message of the process is ``{"ready": true, "errors": [...]}``, after it ran the
-notebook's setup (imports and helpers, :func:`course_lib.grading.static.verdict_init`).
+A fork of the grader, or a spawned interpreter where the grader runs other threads, with
+``sys.path`` as ``python -I`` has it (docs/grading.md, "Tamper resistance", item 1). Commands
+and answers are JSON objects over a ``multiprocessing`` pipe (no pickle): the process first
+sends ``{"ready": true, "errors": [...]}`` after the notebook's setup, then answers ``kernel``
+(connection info and pid, after every kernel start), ``run`` (one test cell: its outputs) and
+``quit``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -45,8 +28,7 @@ __all__ = ["VerdictProcess"]
 class VerdictProcess:
     """One verdict process for one notebook (it survives the kernel's restarts).
 
-    ``init``: the ``init`` command's arguments (:func:`course_lib.grading.static.verdict_init`
-    and ``cells``); ``env`` and ``cwd``: the process's environment and folder.
+    ``init``: :meth:`VerdictSession.init`'s arguments; ``env``, ``cwd``: its environment, folder.
     """
 
     def __init__(self, init: dict[str, Any], env: dict[str, str], cwd: str | None) -> None:
@@ -93,16 +75,12 @@ class VerdictProcess:
 
 
 def _context() -> Any:
-    """``fork`` where this process runs one thread (a grading task, ``nbgrader autograde``);
-    ``spawn`` (a fresh interpreter that imports the library itself: slower, same sandboxing of
-    ``sys.path``) in a multi-threaded host such as the formgrader's Jupyter server, where a fork
-    could inherit a lock that another thread holds and hang."""
+    """``fork`` in a single-threaded grader, ``spawn`` in a multi-threaded one (the formgrader)."""
     return multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
 
 
 def _isolated_path(path: list[str], env: dict[str, str]) -> list[str]:
-    """``sys.path`` as ``python -I`` would have it (see the module docstring): without the
-    ``PYTHONPATH`` of this process or of ``env``."""
+    """``path`` as ``python -I`` has it, also without the ``PYTHONPATH`` of ``env``."""
     dropped = {
         entry
         for pythonpath in (os.environ.get("PYTHONPATH", ""), env.get("PYTHONPATH", ""))
@@ -113,7 +91,7 @@ def _isolated_path(path: list[str], env: dict[str, str]) -> list[str]:
 
 
 def _serve(conn: Any, init: dict[str, Any], env: dict[str, str], cwd: str | None) -> None:
-    """The forked process: serve commands until ``quit`` (see the module docstring)."""
+    """The verdict process: serve commands until ``quit`` (see the module docstring)."""
     sys.path[:] = _isolated_path(sys.path, env)
     os.environ.clear()
     os.environ.update(env)
@@ -128,23 +106,17 @@ def _serve(conn: Any, init: dict[str, Any], env: dict[str, str], cwd: str | None
 
     answer({"ready": True, **session.init(**init)})
     try:
-        while True:
-            try:
-                cmd = json.loads(conn.recv_bytes())
-            except EOFError:
-                break
-            kind = cmd.get("cmd")
-            if kind == "quit":
-                break
-            try:
-                if kind == "kernel":
-                    session.connect_kernel(cmd["connection_info"], cmd.get("pid"))
-                    answer({"ok": True})
-                elif kind == "run":
-                    answer(session.run(cmd["source"], float(cmd["timeout"]), cmd.get("grade_id")))
-                else:
-                    answer({"error": f"unknown command {kind!r}"})
-            except Exception as exc:
-                answer({"error": f"{type(exc).__name__}: {exc}", "kernel_ok": False})
+        with contextlib.suppress(EOFError):
+            while (cmd := json.loads(conn.recv_bytes())).get("cmd") != "quit":
+                try:
+                    if cmd.get("cmd") == "kernel":
+                        session.connect_kernel(cmd["connection_info"], cmd.get("pid"))
+                        answer({"ok": True})
+                    elif cmd.get("cmd") == "run":
+                        answer(session.run(cmd["source"], cmd["timeout"], cmd.get("grade_id")))
+                    else:
+                        answer({"error": f"unknown command {cmd.get('cmd')!r}"})
+                except Exception as exc:
+                    answer({"error": f"{type(exc).__name__}: {exc}", "kernel_ok": False})
     finally:
         session.close()
