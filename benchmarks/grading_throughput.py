@@ -206,7 +206,7 @@ def profile(root: Path, assignment: str) -> dict:
     from course_lib.grading import gradebook, tasks, verdict
     from course_lib.grading.course import load_course
     from course_lib.grading.execute import IsolatedExecute
-    from course_lib.grading.verdict_process import VerdictProcess
+    from course_lib.grading.verdict import VerdictProcess
 
     totals: dict[str, float] = collections.defaultdict(float)
     for name in (

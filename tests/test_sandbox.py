@@ -320,7 +320,7 @@ def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp
     relative entries, ``PYTHONPATH`` and the user's site-packages; and it must not see a
     module planted there, even one the grader has not imported yet. With a second thread
     running in the grader (the formgrader's Jupyter server) it is spawned, not forked."""
-    from course_lib.grading.verdict_process import VerdictProcess
+    from course_lib.grading.verdict import VerdictProcess
 
     release = threading.Event()
     other = threading.Thread(target=release.wait, daemon=True)

@@ -1,7 +1,7 @@
 """nbgrader's ``Execute`` preprocessor, hardened for untrusted submissions.
 
 :class:`IsolatedExecute` takes ``Execute``'s place in ``Autograde.autograde_preprocessors``:
-autograder test cells run in the verdict process (:mod:`course_lib.grading.verdict_process`),
+autograder test cells run in the verdict process (:mod:`course_lib.grading.verdict`),
 the kernel starts with resource limits, in the sandbox where bwrap runs
 (:mod:`course_lib.grading.sandbox`); a kernel that dies or hangs is restarted and the cells
 above are replayed; output is capped while it arrives; the notebook has a time limit
@@ -39,7 +39,7 @@ from course_lib.grading.findings import named_error
 from course_lib.grading.notebook import ApplyFindings, is_test
 from course_lib.grading.sandbox import LimitedKernelManager, launcher_args, sandbox_folder
 from course_lib.grading.static import verdict_init
-from course_lib.grading.verdict_process import VerdictProcess
+from course_lib.grading.verdict import VerdictProcess
 
 __all__ = ["IsolatedExecute", "isolated_autograde_preprocessors"]
 
