@@ -67,10 +67,6 @@ class BatchResult:
     feedback_problems: list[str] = field(default_factory=list)
 
     @property
-    def submissions(self) -> int:
-        return sum(len(v) for v in self.students.values())
-
-    @property
     def failed(self) -> int:
         """Submissions that could not be graded normally."""
         return sum(e["status"] != "graded" for v in self.students.values() for e in v.values())
@@ -298,7 +294,7 @@ def format_summary(result: BatchResult) -> str:
             lines += [f"    - {problem}" for problem in entry["problems"]]
             lines += [f"    - {finding['where']}" for finding in entry["findings"]]
     lines += [f"feedback step: {problem}" for problem in result.feedback_problems]
-    n = result.submissions
+    n = sum(len(v) for v in result.students.values())
     rate = n / (result.seconds / 60) if result.seconds else 0.0
     lines.append(f"{n} submissions in {result.seconds:.1f} s ({rate:.1f} per minute)")
     if result.failed:

@@ -34,23 +34,16 @@ def prepare(
     """Record ``assignments`` in the gradebook ``db_url`` and in a template SQLite gradebook
     (returned) that every grading task copies; the student versions go to
     ``output/release/<assignment>/`` (placeholders for submissions that cannot be graded)."""
+    for folder in (output, work):
+        folder.mkdir(parents=True, exist_ok=True)
     template = work / "template.db"
     template.unlink(missing_ok=True)
-    scratch = work / "template-course"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    generate(course, output, f"sqlite:///{template}", assignments)  # and output/release/
     sqlite = Path(db_url.removeprefix("sqlite:///")) if db_url.startswith("sqlite:///") else None
-    with with_nbgrader_environment():
-        generate(course, scratch, f"sqlite:///{template}", assignments)
-        for assignment in assignments:
-            release = output / "release" / assignment
-            shutil.rmtree(release, ignore_errors=True)
-            shutil.copytree(scratch / "release" / assignment, release)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if sqlite is not None and not sqlite.exists():
-            shutil.copyfile(template, sqlite)  # a fresh gradebook: the template is it
-        else:
-            generate(course, output, db_url, assignments)
+    if sqlite is not None and not sqlite.exists():
+        shutil.copyfile(template, sqlite)  # a fresh gradebook: the template is it
+    else:
+        generate(course, output, db_url, assignments)
     return template
 
 
