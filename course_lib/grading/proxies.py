@@ -16,7 +16,7 @@ import numpy as np
 
 from course_lib.grading.rpc import Endpoint
 
-__all__ = ["FORWARDED_DUNDERS", "ProxyFactory", "TestNamespace", "is_proxy"]
+__all__ = ["FORWARDED_DUNDERS", "ProxyFactory", "TestNamespace"]
 
 #: Attributes of a remote object that proxies forward although they are "dunder" names.
 FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
@@ -68,9 +68,6 @@ class _RemoteBase:
     def __getitem__(self, key: Any) -> Any:
         return self._cg_ep.request("getitem", self._cg_h, key)
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._cg_ep.request("setitem", self._cg_h, key, value)
-
     def __iter__(self) -> Any:
         return iter(self._cg_ep.request("iter", self._cg_h))
 
@@ -78,11 +75,10 @@ class _RemoteBase:
         array = np.asarray(self._cg_ep.request("array", self._cg_h))
         return array.astype(dtype) if dtype is not None else array
 
-    def __copy__(self) -> Any:
+    def __deepcopy__(self, memo: Any = None) -> Any:
         return self._cg_ep.request("deepcopy", self._cg_h)
 
-    def __deepcopy__(self, memo: Any) -> Any:
-        return self._cg_ep.request("deepcopy", self._cg_h)
+    __copy__ = __deepcopy__
 
     def __gradcheck_replay__(self, plan: dict[str, Any]) -> Any:
         """:func:`course_lib.gradcheck.replay` of ``plan`` in the kernel, as ONE request."""
@@ -175,11 +171,6 @@ class ProxyFactory:
         for slot, value in zip(_RemoteBase.__slots__, (ep, handle, meta)):
             object.__setattr__(obj, slot, value)
         return obj
-
-
-def is_proxy(obj: Any) -> bool:
-    """Whether ``obj`` stands for an object of the student's kernel."""
-    return isinstance(obj, _RemoteBase)
 
 
 class TestNamespace(dict):

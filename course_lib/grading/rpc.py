@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from course_lib.grading.wire import (
-    MAX_FRAME_BYTES,
     Codec,
     ProtocolError,
     RemoteError,
@@ -82,7 +81,6 @@ OBJECT_OPS: Mapping[str, Op] = {
     **READ_ONLY_OPS,
     "getattr": lambda o, a, k: getattr(o, str(a[0])),
     "setattr": lambda o, a, k: setattr(o, str(a[0]), a[1]),
-    "setitem": lambda o, a, k: o.__setitem__(a[0], a[1]),
     "deepcopy": lambda o, a, k: copy.deepcopy(o),
 }
 
@@ -104,13 +102,11 @@ class Endpoint:
         ops: Mapping[str, Op] = OBJECT_OPS,
         on_stream: Callable[[str, str], None] | None = None,
         on_done: Callable[[], Any] | None = None,
-        limit: int = MAX_FRAME_BYTES,
     ):
         self.sock = sock
         self.codec = Codec(lambda h, meta: make_proxy(self, h, meta))
         self.ops = {**ops, "done": lambda o, a, k: on_done() if on_done else None}
         self.on_stream = on_stream
-        self.limit = limit
         self.deadline: float | None = None
         self.closed = False
         self._seq = 0
@@ -121,7 +117,7 @@ class Endpoint:
 
     def _receive(self, deadline: float | None) -> dict[str, Any]:
         try:
-            message = recv_frame(self.sock, deadline, self.limit)
+            message = recv_frame(self.sock, deadline)
         except (ProtocolError, OSError) as exc:
             if not isinstance(exc, RemoteTimeout):
                 self.closed = True
@@ -149,16 +145,22 @@ class Endpoint:
         except OSError as exc:
             self.closed = True
             raise ProtocolError(f"cannot reach the kernel: {exc}") from exc
+        return self._wait(seq, self.deadline)
+
+    def _wait(self, seq: int | None, deadline: float | None) -> Any:
+        """Serve the other side's requests until the answer to request ``seq`` arrives, or with
+        ``seq`` None until ``done`` is served."""
         while True:
-            message = self._receive(self.deadline)
+            message = self._receive(deadline)
             kind = message.get("kind")
             if kind == "stream":
                 if self.on_stream is not None:
                     self.on_stream(str(message.get("name")), str(message.get("text")))
             elif kind == "req":
-                self._serve_one(message)
-            elif kind != "rep" or message.get("seq") != seq:
-                raise ProtocolError("unexpected message from the kernel")
+                if not self._serve_one(message) and seq is None:
+                    return None
+            elif kind != "rep" or seq is None or message.get("seq") != seq:
+                raise ProtocolError("unexpected message from the other side")
             elif "exc" in message:
                 raise exception_from_wire(message["exc"])
             else:
@@ -188,12 +190,7 @@ class Endpoint:
 
     def serve(self, deadline: float | None = None) -> None:
         """Serve the other side's requests until it sends ``done``."""
-        while True:
-            message = self._receive(deadline)
-            if message.get("kind") != "req":
-                raise ProtocolError("expected a request")
-            if not self._serve_one(message):
-                return
+        self._wait(None, deadline)
 
     def send_stream(self, name: str, text: str) -> None:
         send_frame(self.sock, {"kind": "stream", "name": name, "text": text})

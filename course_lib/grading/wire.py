@@ -26,18 +26,6 @@ from typing import Any
 import msgpack
 import numpy as np
 
-__all__ = [
-    "MAX_FRAME_BYTES",
-    "Codec",
-    "ProtocolError",
-    "RemoteError",
-    "RemoteTimeout",
-    "exception_from_wire",
-    "exception_to_wire",
-    "recv_frame",
-    "send_frame",
-]
-
 #: Largest message accepted from the other side.
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 #: Deepest container nesting encoded by value.
@@ -181,18 +169,6 @@ def _held_here() -> int:
 _HELD_HERE = _held_here()
 
 
-def _names(obj: Any, kind: str) -> dict[str, Any]:
-    """``kind`` and the name, qualified name and module of an object sent by reference."""
-    meta: dict[str, Any] = {"kind": kind}
-    for key in ("name", "qualname", "module"):
-        try:
-            value = getattr(obj, f"__{key}__")
-        except Exception:
-            value = None
-        meta[key] = value if isinstance(value, str) else None
-    return meta
-
-
 class Codec:
     """Encodes values for the wire and decodes the other side's values, for one connection.
 
@@ -228,22 +204,28 @@ class Codec:
             self._handles[id(obj)] = handle
         return handle
 
-    def _class_meta(self, cls: type, depth: int = 0) -> dict[str, Any]:
-        """A class's handle, names and bases, so the other side can mirror its MRO."""
-        bases = [b for b in cls.__bases__ if b is not object] if depth < 8 else []
-        meta = {"h": self.handle_of(cls), **_names(cls, "class")}
-        return {**meta, "bases": [self._class_meta(b, depth + 1) for b in bases]}
-
-    def ref(self, obj: Any) -> dict[str, Any]:
+    def _meta(self, obj: Any, depth: int = 0) -> dict[str, Any]:
+        """What the other side needs to make a proxy of ``obj``: its kind and, for a class, a
+        module or a function, its handle, names (and a class's bases, to mirror its MRO)."""
         if isinstance(obj, type):
-            meta = self._class_meta(obj)
+            kind = "class"
         elif isinstance(obj, types.ModuleType):
-            meta = _names(obj, "module")
+            kind = "module"
         elif callable(obj) and hasattr(obj, "__name__"):
-            meta = _names(obj, "function")
+            kind = "function"
         else:
-            meta = {"kind": "instance", "cls": self._class_meta(type(obj))}
-        return {"@": "ref", "h": self.handle_of(obj), "meta": meta}
+            return {"kind": "instance", "cls": self._meta(type(obj))}
+        meta: dict[str, Any] = {"kind": kind, "h": self.handle_of(obj)}
+        for key in ("name", "qualname", "module"):
+            try:
+                value = getattr(obj, f"__{key}__")
+            except Exception:
+                value = None
+            meta[key] = value if isinstance(value, str) else None
+        if kind == "class":
+            bases = [b for b in obj.__bases__ if b is not object] if depth < 8 else []
+            meta["bases"] = [self._meta(b, depth + 1) for b in bases]
+        return meta
 
     def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
         """The (unique) local stand-in for the other side's object ``handle``."""
@@ -362,7 +344,7 @@ class Codec:
             return {"@": "type", "v": value.__name__}
         if isinstance(value, type) and issubclass(value, np.generic) and value is not np.object_:
             return {"@": "type", "v": np.dtype(value).str}
-        return self.ref(value)
+        return {"@": "ref", "h": self.handle_of(value), "meta": self._meta(value)}
 
     def decode(self, data: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH + 2:
