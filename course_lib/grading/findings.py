@@ -149,11 +149,11 @@ def collect_findings(source: Any, autograded: Any) -> list[Finding]:
                 _, exercise, cell, line = json.loads(marks[-1])
             except (ValueError, TypeError):
                 continue  # a student's own message quoting the mark, not the verdict's
-            evalue = str(output.get("evalue"))
             if kind == "reference":
                 costs = tuple(sorted({*exercises.get(exercise or "", ()), gid}))
             else:
                 costs = tuple(g for pos, g in tests if pos >= index)
+            evalue = str(output.get("evalue"))  # "cell 2, line 3: message"
             message = evalue.split(": ", 1)[-1]
             finding = Finding(kind, message, cell, line, costs, exercise, "runtime")
             found.setdefault((kind, exercise or "", evalue), finding)
@@ -163,12 +163,9 @@ def collect_findings(source: Any, autograded: Any) -> list[Finding]:
 def apply_findings(
     findings: list[Finding], autograded: Any, grades: Mapping[str, Any], comments: Mapping[str, Any]
 ) -> bool:
-    """Apply the fairness policy to one autograded notebook (each finding on the comment of the
-    answer cell at or before its cell, else the first); True when it is flagged for review.
-
-    ``grades``: grade_id -> nbgrader's ``Grade`` (``auto_score``) of each graded cell;
-    ``comments``: grade_id -> nbgrader's ``Comment`` (``auto_comment``) of each answer cell.
-    """
+    """Apply the fairness policy to one autograded notebook and to ``grades`` and ``comments``
+    (grade_id -> nbgrader's ``Grade`` of each graded cell, ``Comment`` of each answer cell: a
+    finding goes to the answer cell at or before its cell, else the first); True: flag it."""
     from nbformat import from_dict
 
     from course_lib.grading.notebook import grade_id, is_answer

@@ -1,7 +1,6 @@
-"""What the grader knows about a notebook: its cells' nbgrader roles (from ``nbgrader.utils``,
-so they mean what they mean to nbgrader), reading a submitted file, how a submission differs
-from its source, and the two preprocessors the grader adds to nbgrader's (docs/grading.md,
-"Fairness policy" and the feedback paragraph of "Tamper resistance")."""
+"""What the grader knows about a notebook: its cells' nbgrader roles (``nbgrader.utils``'s),
+reading a submitted file and how it differs from its source, and the two preprocessors the
+grader adds to nbgrader's (docs/grading.md, "Fairness policy" and "Tamper resistance")."""
 
 from __future__ import annotations
 
@@ -92,13 +91,9 @@ def pick_submitted(
     else:
         candidates = sorted(p for p in folder.glob("*.ipynb") if p.is_file() and not p.is_symlink())
         ids = {grade_id(c) for c in source.cells} - {None}
-
-        def overlap(path: Path) -> int:
-            nb = read_notebook(path)[0]
-            return -1 if nb is None else len(ids & {grade_id(c) for c in nb.cells})
-
-        scores = {path: overlap(path) for path in candidates}
-        chosen = max(candidates, key=scores.__getitem__, default=None)
+        read = {path: read_notebook(path)[0] for path in candidates}
+        scores = {p: len(ids & {grade_id(c) for c in nb.cells}) for p, nb in read.items() if nb}
+        chosen = max(scores, key=scores.__getitem__, default=None)
         if chosen is None or scores[chosen] <= 0:
             found = f" (found {', '.join(p.name for p in candidates)})" if candidates else ""
             problems.append(f"no notebook {expected}.ipynb submitted{found}")
@@ -174,9 +169,8 @@ def report_changes(nb: NotebookNode, source: NotebookNode, problems: list[str]) 
 
 
 def feedback_preprocessors() -> list[type]:
-    """``GenerateFeedback.preprocessors`` without the hidden tests: the one list that
-    ``course-lib grade`` and plain ``nbgrader generate_feedback`` (through
-    ``graders/nbgrader_config.py``) both use."""
+    """``GenerateFeedback.preprocessors`` without the hidden tests, for ``course-lib grade`` and
+    (through ``graders/nbgrader_config.py``) plain ``nbgrader generate_feedback``."""
     return [GetGrades, FeedbackView, CSSHTMLHeaderPreprocessor]
 
 

@@ -96,11 +96,9 @@ def bound_names(node: ast.stmt) -> set[str]:
     elif isinstance(node, (ast.With, ast.AsyncWith)):
         targets = [i.optional_vars for i in node.items if i.optional_vars is not None]
     names = {sub.id for t in targets for sub in ast.walk(t) if isinstance(sub, ast.Name)}
-    if isinstance(node, (ast.If, ast.Try, ast.For, ast.While, ast.With)):
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.stmt):
-                names |= bound_names(child)
-    return names
+    blocks = (ast.If, ast.Try, ast.For, ast.While, ast.With)
+    children = ast.iter_child_nodes(node) if isinstance(node, blocks) else ()
+    return names.union(*(bound_names(c) for c in children if isinstance(c, ast.stmt)))
 
 
 def loaded_names(node: ast.AST) -> set[str]:
@@ -155,10 +153,10 @@ def verdict_init(source_nb: NotebookNode) -> dict[str, Any]:
     imports: dict[str, str] = {}
     exercises: dict[str, list[str]] = {}
     candidates: list[ast.stmt] = []
-    for _, cell, tree in code_cells(source_nb):
+    for index, cell, tree in code_cells(source_nb):
         for node in tree.body:
             if is_answer(cell):
-                allow |= _Scanner(node, imports).objects
+                allow |= _Scanner(node, imports, index, ()).objects
             bind_imports(imports, node)
         if is_answer(cell):
             current = {name for node in tree.body for name in bound_names(node)}
@@ -190,9 +188,7 @@ class _Scanner(ast.NodeVisitor):
     names through the notebook's imports (``objects``, the most specific:
     ``course_lib.layers.Relu``, not also ``course_lib.layers``)."""
 
-    def __init__(
-        self, node: ast.stmt, imports: dict[str, str], index: int = 0, after: tuple[str, ...] = ()
-    ):
+    def __init__(self, node: ast.stmt, imports: dict[str, str], index: int, after: tuple[str, ...]):
         self.node, self.imports, self.index, self.after = node, imports, index, after
         self.local = local_names(node)  # a parameter ``net`` is not the notebook's ``net``
         self.found: list[Finding] = []
@@ -311,18 +307,16 @@ class _Scanner(ast.NodeVisitor):
             self.hit(node, f"uses `{node.id}`")
 
 
-def scan_submission(source_nb: NotebookNode, submitted_nb: NotebookNode) -> list[Finding]:
+def scan_submission(source: NotebookNode, submitted: NotebookNode) -> list[Finding]:
     """The static pass's findings for one submitted notebook as it runs (test cells in place):
     the habits, reaches for the grader and early reference warnings of its student code."""
-    init = verdict_init(source_nb)
-    course = {
-        c.source.strip() for c in source_nb.cells if c.cell_type == "code" and not is_answer(c)
-    }
-    test_ids = {grade_id(c) for c in source_nb.cells if c.cell_type == "code" and is_test(c)}
-    tests = [(i, grade_id(c)) for i, c in enumerate(submitted_nb.cells) if grade_id(c) in test_ids]
+    init = verdict_init(source)
+    given = {c.source.strip() for c in source.cells if c.cell_type == "code" and not is_answer(c)}
+    test_ids = {grade_id(c) for c in source.cells if c.cell_type == "code" and is_test(c)}
+    tests = [(i, grade_id(c)) for i, c in enumerate(submitted.cells) if grade_id(c) in test_ids]
     imports: dict[str, str] = {}
     findings: list[Finding] = []
-    for index, cell, tree in code_cells(submitted_nb):
+    for index, cell, tree in code_cells(submitted):
         if grade_id(cell) in test_ids:
             continue  # nbgrader restores test cells from the gradebook
         after = tuple(g for i, g in tests if i > index)
@@ -330,7 +324,7 @@ def scan_submission(source_nb: NotebookNode, submitted_nb: NotebookNode) -> list
         own = {n for n in bound_here if set(init["exercises"].get(n, ())) & set(after)}
         answer = is_answer(cell)
         for node in tree.body:
-            if answer or cell.source.strip() not in course:
+            if answer or cell.source.strip() not in given:  # student code
                 scanner = _Scanner(node, imports, index, after)
                 findings += scanner.found + scanner.reference(init["allow"], own, answer)
             bind_imports(imports, node)
