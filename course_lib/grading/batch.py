@@ -67,6 +67,10 @@ class BatchResult:
     feedback_problems: list[str] = field(default_factory=list)
 
     @property
+    def submissions(self) -> int:
+        return sum(len(v) for v in self.students.values())
+
+    @property
     def failed(self) -> int:
         """Submissions that could not be graded normally."""
         return sum(e["status"] != "graded" for v in self.students.values() for e in v.values())
@@ -167,8 +171,8 @@ class Batch:
         opts, total, started = self.options, len(tasks), time.monotonic()
         where = f"Dask {opts.dask}" if opts.dask else f"{opts.jobs} local jobs"
         self.log(f"grading {total} submissions of {', '.join(self.assignments)} ({where})")
-        for done, (task, result) in enumerate(_results(tasks, opts), start=1):
-            entry = self.merge(task, result)
+        for done, result in enumerate(_results(tasks, opts), start=1):
+            entry = self.merge(result)
             left = (time.monotonic() - started) / done * (total - done)
             eta = f"ETA {int(left // 60)}:{int(left % 60):02d}" if done < total else "done"
             problems = f"  [{len(result.problems)} problem(s)]" if result.problems else ""
@@ -178,9 +182,9 @@ class Batch:
                 f"{eta}{problems}"
             )
 
-    def merge(self, task: GradeTask, result: TaskResult) -> dict[str, Any]:
+    def merge(self, result: TaskResult) -> dict[str, Any]:
         """``result`` into the gradebook, ``autograded/`` and the logs; its summary entry."""
-        sub = self.found[(task.student, task.assignment)]
+        sub = self.found[(result.student, result.assignment)]
         result.problems = sub.problems + result.problems
         log_file = self.work / "logs" / f"{result.student}--{result.assignment}.log"
         log_file.write_text(result.log, encoding="utf-8")
@@ -250,14 +254,13 @@ def grade_batch(
     return batch.report()
 
 
-def _results(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[tuple[GradeTask, TaskResult]]:
-    """``(task, result)`` as the tasks finish: :func:`run_task` on ``opts.jobs`` threads of
-    this process, or one Dask task per submission (``opts.dask``)."""
+def _results(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[TaskResult]:
+    """The results as the tasks finish: :func:`run_task` on ``opts.jobs`` threads of this
+    process, or one Dask task per submission (``opts.dask``)."""
     if not opts.dask:
         with concurrent.futures.ThreadPoolExecutor(max(1, opts.jobs)) as pool:
-            futures = {pool.submit(run_task, task): task for task in tasks}
-            for future in concurrent.futures.as_completed(futures):
-                yield futures[future], future.result()
+            futures = [pool.submit(run_task, task) for task in tasks]
+            yield from (f.result() for f in concurrent.futures.as_completed(futures))
         return
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -278,7 +281,7 @@ def _results(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[tuple[Grade
             except Exception as exc:  # a worker lost mid-task: that submission fails, reported
                 message = f"the Dask task failed: {exc}"
                 result = TaskResult.failure(futures[future], message, time.monotonic())
-            yield futures[future], result
+            yield result
     finally:
         client.close()
         if cluster is not None:
@@ -294,7 +297,7 @@ def format_summary(result: BatchResult) -> str:
             lines += [f"    - {problem}" for problem in entry["problems"]]
             lines += [f"    - {finding['where']}" for finding in entry["findings"]]
     lines += [f"feedback step: {problem}" for problem in result.feedback_problems]
-    n = sum(len(v) for v in result.students.values())
+    n = result.submissions
     rate = n / (result.seconds / 60) if result.seconds else 0.0
     lines.append(f"{n} submissions in {result.seconds:.1f} s ({rate:.1f} per minute)")
     if result.failed:
