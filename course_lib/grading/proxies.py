@@ -104,9 +104,6 @@ class _RemoteMeta(type):
         else:
             cls._cg_class_ep.request("setattr", cls._cg_class_h, name, value)
 
-    def __repr__(cls) -> str:
-        return f"<class '{cls.__module__}.{cls.__qualname__}'>"
-
 
 def _library_class(module: str, qualname: str) -> type | None:
     """The verdict's own class ``module.qualname`` when it is an imported course_lib class."""
@@ -124,7 +121,6 @@ class ProxyFactory:
 
     def __init__(self) -> None:
         self.classes: dict[int, type] = {}
-        self.kinds: dict[tuple[str, str, str], type] = {}
 
     def mirror(self, ep: Endpoint, meta: dict[str, Any]) -> type:
         handle = int(meta["h"])
@@ -158,15 +154,10 @@ class ProxyFactory:
             return self.mirror(ep, meta)
         if kind == "instance" and meta.get("cls"):
             cls = self.mirror(ep, meta["cls"])
-        else:  # functions, modules: a class that carries the object's module and name
-            key = (str(kind), str(meta.get("module")), str(meta.get("qualname")))
-            if key not in self.kinds:
-                module = str(meta.get("module") or "__main__")
-                name = "function" if kind == "function" else str(kind)
-                self.kinds[key] = type(
-                    name, (_RemoteBase,), {"__slots__": (), "__module__": module}
-                )
-            cls = self.kinds[key]
+        else:  # functions, modules: a class that carries the object's module
+            name = "function" if kind == "function" else str(kind)
+            module = str(meta.get("module") or "__main__")
+            cls = type(name, (_RemoteBase,), {"__slots__": (), "__module__": module})
         obj = object.__new__(cls)
         for slot, value in zip(_RemoteBase.__slots__, (ep, handle, meta)):
             object.__setattr__(obj, slot, value)
