@@ -413,10 +413,8 @@ class VerdictProcess:
 
     def stop(self) -> None:
         """Ask the process to end; kill it when it does not within 5 s."""
-        try:
+        with contextlib.suppress(OSError):
             self.conn.send_bytes(b'{"cmd": "quit"}')
-        except OSError:
-            pass
         self.process.join(5)
         if self.process.is_alive():
             self.process.kill()
