@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Numba's threading layer unless NUMBA_THREADING_LAYER is set (measured: docs/performance.md).
 NUMBA_LAYER = "workqueue"
@@ -132,32 +133,32 @@ def single_threaded_blas() -> Iterator[None]:
             c.set_num_threads(n)
 
 
-def run_shares(work: Callable[[Sequence[T]], None], items: Sequence[T]) -> None:
+def run_shares(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     """Call ``work(share)`` on :func:`threads` contiguous shares of ``items``, in parallel.
 
-    The calling thread takes the first share, helper threads the others; BLAS is
-    single-threaded meanwhile (see :func:`single_threaded_blas`), so each thread
-    runs its own products. ``work`` must release the GIL for its heavy parts
-    (NumPy's products and the serial Numba kernels do) and must not start a
-    parallel Numba kernel (Numba's workqueue pool cannot be entered from two
-    threads). With one thread, or one item, ``work(items)`` runs here, as is.
+    Returns what each call returned, in the order of the shares. The calling thread
+    takes the first share, helper threads the others; BLAS is single-threaded
+    meanwhile (see :func:`single_threaded_blas`), so each thread runs its own
+    products, and so is it when one thread or one item leaves a single share to run
+    here. ``work`` must release the GIL for its heavy parts (NumPy's products and the
+    serial Numba kernels do) and must not start a parallel Numba kernel (Numba's
+    workqueue pool cannot be entered from two threads).
     """
     global _pool, _pool_size
     n = min(threads(), len(items))
-    if n <= 1:
-        work(items)
-        return
-    shares = [items[i * len(items) // n : (i + 1) * len(items) // n] for i in range(n)]
-    if _pool is None or _pool_size < n - 1:
-        _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="course_lib")
-        _pool_size = n - 1
     with single_threaded_blas():
+        if n <= 1:
+            return [work(items)]
+        shares = [items[i * len(items) // n : (i + 1) * len(items) // n] for i in range(n)]
+        if _pool is None or _pool_size < n - 1:
+            _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="course_lib")
+            _pool_size = n - 1
         futures = [_pool.submit(work, share) for share in shares[1:]]
         try:
-            work(shares[0])
+            first = work(shares[0])
         finally:
-            for f in futures:
-                f.result()
+            rest = [f.result() for f in futures]
+        return [first, *rest]
 
 
 def _forget_pool() -> None:

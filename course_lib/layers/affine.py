@@ -72,9 +72,9 @@ def _by_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     def work(rows: range) -> None:
         np.matmul(a[rows.start : rows.stop], b, out=out[rows.start : rows.stop])
 
-    with threads.single_threaded_blas():
-        if a.shape[0] * a.shape[1] * b.shape[1] >= SHARE_MIN:
-            threads.run_shares(work, range(a.shape[0]))
-        else:
+    if a.shape[0] * a.shape[1] * b.shape[1] >= SHARE_MIN:
+        threads.run_shares(work, range(a.shape[0]))  # one-thread BLAS in every share
+    else:
+        with threads.single_threaded_blas():
             work(range(a.shape[0]))
     return out

@@ -19,7 +19,15 @@ from contextvars import ContextVar
 
 import numpy as np
 
-__all__ = ["Layer", "MissingCacheError", "inference", "keeps_caches", "recording"]
+__all__ = [
+    "Layer",
+    "MissingCacheError",
+    "image_blocks",
+    "inference",
+    "keeps_caches",
+    "recording",
+    "reused",
+]
 
 #: None: no one asked (layers cache, as in the book); False: inference; True: recording.
 _RECORDING: ContextVar[bool | None] = ContextVar("course_lib_recording", default=None)
@@ -62,6 +70,22 @@ def keep_freed_memory() -> bool:
 
 
 keep_freed_memory()
+
+
+def image_blocks(N: int, image_bytes: int, block_bytes: int) -> list[tuple[int, int]]:
+    """(first image, images) of each block of a batch of N: about ``block_bytes`` each.
+
+    ``image_bytes`` is what one image takes in the block's working buffers; a block
+    holds at least one image. The convolution's compiled paths work a block at a time
+    so that its buffers stay in the CPU cache.
+    """
+    per_block = max(1, block_bytes // image_bytes)
+    return [(start, min(per_block, N - start)) for start in range(0, N, per_block)]
+
+
+def reused(buffer: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``buffer`` when it has this shape, else a new empty array (one working buffer per thread)."""
+    return buffer if buffer is not None and buffer.shape == shape else np.empty(shape, dtype=dtype)
 
 
 def keeps_caches() -> bool:

@@ -47,7 +47,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from course_lib import kernels, threads
 from course_lib.layers import winograd
-from course_lib.layers.base import Layer, keeps_caches
+from course_lib.layers.base import Layer, image_blocks, keeps_caches, reused
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -185,14 +185,9 @@ class Convolution(Layer):
                     np.matmul(buffer, col_W, out=rows)
                     fast.add_bias(rows, b)
 
-        with threads.single_threaded_blas():  # also with one share: no 2-thread BLAS call
-            threads.run_shares(work, self._blocks(N, OH * OW * (K + grey) * dtype.itemsize))
+        image_bytes = OH * OW * (K + grey) * dtype.itemsize  # one image's patch rows
+        threads.run_shares(work, image_blocks(N, image_bytes, self.block_bytes))
         return out.transpose(0, 3, 1, 2)
-
-    def _blocks(self, N: int, image_bytes: int) -> list[tuple[int, int]]:
-        """(first image, images) of each block: about ``block_bytes`` of patch rows each."""
-        per_block = max(1, self.block_bytes // image_bytes)
-        return [(start, min(per_block, N - start)) for start in range(0, N, per_block)]
 
     def _block_patches(
         self, fast, img: np.ndarray, start: int, n: int, OH: int, OW: int, buffer
@@ -205,8 +200,7 @@ class Convolution(Layer):
         FN, C, FH, FW = self.W.shape
         K, s, p = FH * FW * C, self.stride, self.pad
         shape = (K + 1, n * OH * OW) if C == 1 else (n * OH * OW, K)
-        if buffer is None or buffer.shape != shape:
-            buffer = np.empty(shape, dtype=img.dtype)
+        buffer = reused(buffer, shape, img.dtype)
         if C == 1:
             fast.grey_patches(img[start : start + n, ..., 0], FH, FW, s, p, OH, OW, buffer)
             buffer[K] = 1
@@ -291,11 +285,10 @@ class Convolution(Layer):
         img = self.img.astype(dtype, copy=False)
         dimg = np.empty((N, H, W, C), dtype=dtype) if self.input_grad else None
         W_T = self.W.transpose(0, 2, 3, 1).reshape(FN, K).astype(dtype, copy=False)
-        blocks = self._blocks(N, rows * (K + grey) * dtype.itemsize)
-        sums: list[tuple[np.ndarray, np.ndarray]] = []
+        blocks = image_blocks(N, rows * (K + grey) * dtype.itemsize, self.block_bytes)
         ones = np.ones(blocks[0][1] * rows, dtype=dtype)  # rows of the largest block
 
-        def work(share: list[tuple[int, int]]) -> None:  # serial kernels, 1-thread BLAS
+        def work(share: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
             dW = np.zeros((FN, K + grey), dtype=dtype)
             db = np.zeros(FN, dtype=dtype)
             part, part_T, col = np.empty_like(dW), np.empty_like(dW.T), None
@@ -312,14 +305,9 @@ class Convolution(Layer):
                     np.matmul(d_block, W_T, out=dcol)  # (n*OH*OW, K): every patch's gradient
                     s, p = self.stride, self.pad
                     fast.col2im(dcol, FH, FW, s, p, OH, OW, dimg[start : start + n])
-            sums.append((dW, db))
+            return dW, db  # this thread's sums
 
-        with threads.single_threaded_blas():  # also with one share: no 2-thread BLAS call
-            threads.run_shares(work, blocks)
-        dW, db = sums[0]
-        for more_dW, more_db in sums[1:]:
-            dW += more_dW
-            db += more_db
+        dW, db = (sum(parts) for parts in zip(*threads.run_shares(work, blocks), strict=True))
         return dW, db, dimg
 
     @staticmethod

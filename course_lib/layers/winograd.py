@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from course_lib import threads
+from course_lib.layers.base import image_blocks, reused
 
 __all__ = ["applies", "backward", "filter_transform", "filter_transform_adjoint", "forward"]
 
@@ -70,14 +71,8 @@ def _tiles(OH: int, OW: int) -> tuple[int, int]:
 def _blocks(
     N: int, tiles: int, C: int, FN: int, dtype: np.dtype, block_bytes: int
 ) -> list[tuple[int, int]]:
-    """(first image, images) of each block: about ``block_bytes`` of transformed tiles each."""
-    per_image = 16 * tiles * (C + FN) * dtype.itemsize
-    per_block = max(1, block_bytes // per_image)
-    return [(start, min(per_block, N - start)) for start in range(0, N, per_block)]
-
-
-def _buffer(old: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    return old if old is not None and old.shape == shape else np.empty(shape, dtype=dtype)
+    """The blocks of images (:func:`image_blocks`) by the bytes of an image's transformed tiles."""
+    return image_blocks(N, 16 * tiles * (C + FN) * dtype.itemsize, block_bytes)
 
 
 def forward(
@@ -94,17 +89,15 @@ def forward(
     def work(share: list[tuple[int, int]]) -> None:  # serial kernels, 1-thread BLAS
         V = M = None
         for start, n in share:
-            V = _buffer(V, (16, n * TH * TW, C), out.dtype)
-            M = _buffer(M, (16, n * TH * TW, FN), out.dtype)
+            V = reused(V, (16, n * TH * TW, C), out.dtype)
+            M = reused(M, (16, n * TH * TW, FN), out.dtype)
             fast.wino_input(img[start : start + n], pad, TH, TW, V)
             np.matmul(V, U, out=M)
             fast.wino_output(M, TH, TW, b, out[start : start + n])
 
-    with (
-        threads.single_threaded_blas()
-    ):  # the filter transform too: 2-thread BLAS ran it 100x slower
+    with threads.single_threaded_blas():  # a 2-thread OpenBLAS ran this product 100x slower
         U = filter_transform(W, out.dtype)
-        threads.run_shares(work, _blocks(N, TH * TW, C, FN, out.dtype, block_bytes))
+    threads.run_shares(work, _blocks(N, TH * TW, C, FN, out.dtype, block_bytes))
 
 
 def backward(
@@ -128,15 +121,14 @@ def backward(
     TH, TW = _tiles(OH, OW)
     blocks = _blocks(N, TH * TW, C, FN, dtype, block_bytes)
     ones = np.ones(blocks[0][1] * OH * OW, dtype=dtype)
-    sums: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def work(share: list[tuple[int, int]]) -> None:  # serial kernels, 1-thread BLAS
+    def work(share: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         dU, db = np.zeros((16, C, FN), dtype=dtype), np.zeros(FN, dtype=dtype)
         part = np.empty_like(dU)
         V = dM = None
         for start, n in share:
-            V = _buffer(V, (16, n * TH * TW, C), dtype)
-            dM = _buffer(dM, (16, n * TH * TW, FN), dtype)
+            V = reused(V, (16, n * TH * TW, C), dtype)
+            dM = reused(dM, (16, n * TH * TW, FN), dtype)
             d = dout[start : start + n]
             fast.wino_input(img[start : start + n], pad, TH, TW, V)
             fast.wino_output_adjoint(d, TH, TW, dM)
@@ -145,14 +137,11 @@ def backward(
             if dimg is not None:  # V is done with: its buffer takes dV
                 np.matmul(dM, U_T, out=V)
                 fast.wino_input_adjoint(V, pad, TH, TW, dimg[start : start + n])
-        sums.append((dU, db))
+        return dU, db  # this thread's sums
 
-    with threads.single_threaded_blas():  # the filter transforms too (see forward)
+    with threads.single_threaded_blas():  # the filter transform (see forward)
         U = filter_transform(W, dtype)
-        U_T = np.ascontiguousarray(U.transpose(0, 2, 1))  # (16, FN, C)
-        threads.run_shares(work, blocks)
-        dU, db = sums[0]
-        for more_dU, more_db in sums[1:]:
-            dU += more_dU
-            db += more_db
+    U_T = np.ascontiguousarray(U.transpose(0, 2, 1))  # (16, FN, C)
+    dU, db = (sum(parts) for parts in zip(*threads.run_shares(work, blocks), strict=True))
+    with threads.single_threaded_blas():
         return filter_transform_adjoint(dU), db
