@@ -220,7 +220,7 @@ class Convolution(Layer):
         K = FH * FW * C
 
         if compiled and winograd.applies(self.W, self.stride, dtype):
-            d = np.ascontiguousarray(dout.transpose(0, 2, 3, 1), dtype=dtype)  # (N, OH, OW, FN)
+            d = np.ascontiguousarray(d.reshape(N, OH, OW, FN), dtype=dtype)  # d is channels-last
             dimg = np.empty((N, H, W, C), dtype=dtype) if self.input_grad else None
             filters, img = self.W.astype(dtype, copy=False), self.img.astype(dtype, copy=False)
             self.dW, self.db = winograd.backward(
