@@ -36,9 +36,8 @@ class _RemoteBase:
     def __getattr__(self, name: str) -> Any:
         if _private(name):
             raise AttributeError(name)
-        meta = object.__getattribute__(self, "_cg_meta")
-        if name in ("__name__", "__qualname__") and meta.get(name.strip("_")):
-            return meta[name.strip("_")]
+        if name in ("__name__", "__qualname__") and self._cg_meta.get(name.strip("_")):
+            return self._cg_meta[name.strip("_")]
         return self._cg_ep.request("getattr", self._cg_h, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -99,7 +98,7 @@ class _RemoteMeta(type):
         return cls._cg_class_ep.request("getattr", cls._cg_class_h, name)
 
     def __setattr__(cls, name: str, value: Any) -> None:
-        if name.startswith("_cg_") or name.startswith("__"):
+        if name.startswith(("_cg_", "__")):
             type.__setattr__(cls, name, value)
         else:
             cls._cg_class_ep.request("setattr", cls._cg_class_h, name, value)
@@ -154,10 +153,9 @@ class ProxyFactory:
             return self.mirror(ep, meta)
         if kind == "instance" and meta.get("cls"):
             cls = self.mirror(ep, meta["cls"])
-        else:  # functions, modules: a class that carries the object's module
-            name = "function" if kind == "function" else str(kind)
+        else:  # functions, modules: a class named after the kind, in the object's module
             module = str(meta.get("module") or "__main__")
-            cls = type(name, (_RemoteBase,), {"__slots__": (), "__module__": module})
+            cls = type(str(kind), (_RemoteBase,), {"__slots__": (), "__module__": module})
         obj = object.__new__(cls)
         for slot, value in zip(_RemoteBase.__slots__, (ep, handle, meta)):
             object.__setattr__(obj, slot, value)

@@ -22,14 +22,7 @@ from typing import Any
 
 #: ``course_lib.grading`` modules a kernel legitimately imports (the agent's).
 KERNEL_MODULES = frozenset(
-    {
-        "course_lib.grading",
-        "course_lib.grading.agent",
-        "course_lib.grading.proxies",
-        "course_lib.grading.refwatch",
-        "course_lib.grading.rpc",
-        "course_lib.grading.wire",
-    }
+    f"course_lib.grading.{name}" for name in ("agent", "proxies", "refwatch", "rpc", "wire")
 )
 #: The grader's modules (prefixes): the engine and the release; not the checks.
 GRADER = ("course_lib.grading.", "course_lib.release")
@@ -110,23 +103,15 @@ def _callees(fn: Any, allow: set[int]) -> Iterable[tuple[str, Any]]:
     for name in fn.__code__.co_names:
         value = module_globals.get(name)
         module = getattr(value, "__module__", "") or ""
-        if not (hasattr(value, "__code__") and module.startswith("course_lib.")):
-            continue
-        if name.startswith("_") or id(value) in allow:
-            continue
-        yield f"{module}.{value.__qualname__}", value
+        public = not name.startswith("_") and id(value) not in allow
+        if public and hasattr(value, "__code__") and module.startswith("course_lib."):
+            yield f"{module}.{value.__qualname__}", value
 
 
-def _where(fn: Any) -> str:
-    code = fn.__code__
+def _where(code: Any) -> str:
+    """Where ``code`` is, as ``"<last three parts of its file>:<first line>"``."""
     tail = "/".join(code.co_filename.replace("\\", "/").split("/")[-3:])
     return f"{tail}:{code.co_firstlineno}"
-
-
-def _is_at(code: Any, where: str) -> bool:
-    tail, _, line = where.rpartition(":")
-    filename = code.co_filename.replace("\\", "/")
-    return filename.endswith("/" + tail) and str(code.co_firstlineno) == line
 
 
 def watch_table(
@@ -152,7 +137,7 @@ def watch_table(
     def add(fn: Any, exercise: str, label: str, doc: str, callee: bool) -> None:
         code = fn.__code__
         names.add((code.co_name, code.co_argcount))
-        entry = [exercise, label, "" if doc in handed_out else doc, _where(fn), callee]
+        entry = [exercise, label, "" if doc in handed_out else doc, _where(code), callee]
         prints.setdefault(fingerprint(code), entry)
 
     for exercise in sorted(set(exercises)):
@@ -260,7 +245,7 @@ def _make_hook(state: _State) -> Callable[[Any, str, Any], None]:
         caller = frame.f_back
         if callee and caller is not None and "/course_lib/" in caller.f_code.co_filename:
             return  # a helper the library calls (a fallback layer's), not the student
-        own = _is_at(code, where)
+        own = _where(code) == where
         if not own and not (doc and doc in _owner_doc(frame)):
             return  # the same short code typed by the student: not a copy
         if len(state.hits) < MAX_EVENTS:

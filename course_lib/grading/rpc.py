@@ -109,29 +109,18 @@ class Endpoint:
         self.on_stream = on_stream
         self.deadline: float | None = None
         self.closed = False
-        self._seq = 0
+        self._seqs = itertools.count(1)
 
     def _send(self, message: dict[str, Any]) -> None:
         """Send ``message`` (its values encoded) with the changes to the shared values."""
         send_frame(self.sock, {**message, **self.codec.changes()})
-
-    def _receive(self, deadline: float | None) -> dict[str, Any]:
-        try:
-            message = recv_frame(self.sock, deadline)
-        except (ProtocolError, OSError) as exc:
-            if not isinstance(exc, RemoteTimeout):
-                self.closed = True
-            raise
-        self.codec.apply(message)
-        return message
 
     def request(self, op: str, target: int | None = None, *args: Any, **kwargs: Any) -> Any:
         """The value of operation ``op`` on the other side's object ``target`` (a handle; None:
         no object); the other side's exception is raised here."""
         if self.closed:
             raise ProtocolError("the connection to the kernel is closed")
-        self._seq += 1
-        seq = self._seq
+        seq = next(self._seqs)
         message = {
             "kind": "req",
             "seq": seq,
@@ -151,7 +140,13 @@ class Endpoint:
         """Serve the other side's requests until the answer to request ``seq`` arrives, or with
         ``seq`` None until ``done`` is served."""
         while True:
-            message = self._receive(deadline)
+            try:
+                message = recv_frame(self.sock, deadline)
+            except (ProtocolError, OSError) as exc:
+                if not isinstance(exc, RemoteTimeout):
+                    self.closed = True
+                raise
+            self.codec.apply(message)
             kind = message.get("kind")
             if kind == "stream":
                 if self.on_stream is not None:
@@ -168,7 +163,6 @@ class Endpoint:
 
     def _serve_one(self, message: dict[str, Any]) -> bool:
         """Serve one request; return False when the request was ``done``."""
-        reply: dict[str, Any] = {"kind": "rep", "seq": message.get("seq")}
         op = str(message.get("op"))
         try:
             handler = self.ops.get(op)
@@ -178,14 +172,13 @@ class Endpoint:
             obj = self.codec.objects[int(target)] if target is not None else None
             args = [self.codec.decode(a) for a in message.get("args") or []]
             kwargs = {k: self.codec.decode(v) for k, v in (message.get("kwargs") or {}).items()}
-            reply["value"] = self.codec.encode(handler(obj, args, kwargs))
+            reply = {"value": self.codec.encode(handler(obj, args, kwargs))}
             del obj, args, kwargs  # what no code here holds any more is forgotten on sending
         except BaseException as exc:  # student code may raise anything, even SystemExit
             if isinstance(exc, (ProtocolError, BrokenPipeError)):
                 raise
-            reply.pop("value", None)
-            reply["exc"] = exception_to_wire(exc)
-        self._send(reply)
+            reply = {"exc": exception_to_wire(exc)}
+        self._send({"kind": "rep", "seq": message.get("seq"), **reply})
         return op != "done"
 
     def serve(self, deadline: float | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
+import itertools
 import socket
 import struct
 import sys
@@ -57,18 +58,13 @@ class RemoteError(Exception):
     remote_traceback = ""
 
 
-_remote_error_classes: dict[str, type[RemoteError]] = {}
-
-
 def exception_from_wire(info: dict[str, Any]) -> BaseException:
     """The exception :func:`exception_to_wire` sent: a builtin type rebuilt, any other type a
     :class:`RemoteError` subclass of that name; its ``remote_traceback`` is the other side's."""
     name, message = str(info.get("type", "Exception")), str(info.get("msg", ""))
     cls = _BUILTIN_EXCEPTIONS.get(name) if info.get("module") == "builtins" else None
     if cls is None:
-        cls = _remote_error_classes.setdefault(
-            name, type(name, (RemoteError,), {"remote_type": name})
-        )
+        cls = type(name, (RemoteError,), {"remote_type": name})
     try:
         exc = cls(message)
     except Exception:  # an exception class with an unusual constructor
@@ -168,6 +164,20 @@ def _held_here() -> int:
 
 _HELD_HERE = _held_here()
 
+#: How the values that cross by value alone are rebuilt from their ``"v"`` (a container's: its
+#: items decoded), by tag.
+_FROM_WIRE: dict[str, Callable[[Any], Any]] = {
+    "tuple": tuple,
+    "dict": lambda v: dict(zip(v[::2], v[1::2])),
+    "slice": lambda v: slice(*v),
+    "bigint": int,
+    "complex": lambda v: complex(*v),
+    "ellipsis": lambda v: Ellipsis,
+    "dtype": lambda v: np.dtype(str(v)),
+    "np": lambda v: _from_npy(v)[()],
+    "type": lambda v: _BUILTIN_TYPES.get(str(v)) or np.dtype(str(v)).type,
+}
+
 
 class Codec:
     """Encodes values for the wire and decodes the other side's values, for one connection.
@@ -190,16 +200,12 @@ class Codec:
         self._proxy_handles: dict[int, int] = {}  # id(proxy) -> handle (proxies kept alive)
         self.shared: dict[int, list[Any]] = {}
         self._keys: dict[int, int] = {}  # id(shared value) -> key
-        self._next = 0
-
-    def _new_key(self) -> int:
-        self._next += 1
-        return self._next
+        self._new_keys = itertools.count(1)  # handles and keys
 
     def handle_of(self, obj: Any) -> int:
         handle = self._handles.get(id(obj))
-        if handle is None or self.objects.get(handle) is not obj:
-            handle = self._new_key()
+        if handle is None:  # (an object in self.objects stays alive: its id stays its own)
+            handle = next(self._new_keys)
             self.objects[handle] = obj
             self._handles[id(obj)] = handle
         return handle
@@ -227,13 +233,6 @@ class Codec:
             meta["bases"] = [self._meta(b, depth + 1) for b in bases]
         return meta
 
-    def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
-        """The (unique) local stand-in for the other side's object ``handle``."""
-        if handle not in self._proxies:
-            made = self._proxies[handle] = self._make_proxy(handle, meta)
-            self._proxy_handles[id(made)] = handle
-        return self._proxies[handle]
-
     def _entry(self, key: int) -> Any:
         entry = self.shared.get(key)
         value = entry[0] if entry is not None else None
@@ -244,7 +243,7 @@ class Codec:
         its data (``snapshot``: its current one, when known)."""
         key = self._keys.get(id(value))
         if key is None or self._entry(key) is not value:
-            key = self._new_key()
+            key = next(self._new_keys)
             self._keys[id(value)] = key
             held = weakref.ref(value) if isinstance(value, np.ndarray) else value
             self.shared[key] = [held, None, id(value)]
@@ -252,15 +251,14 @@ class Codec:
         if isinstance(value, np.ndarray):
             return {"@": "nd", "w": key, "v": _npy(value)}
         name = type(value.bit_generator).__name__
-        return {"@": "rng", "w": key, "bg": name, "st": self.encode(snapshot)}
+        return {"@": "rng", "w": key, "bg": name, "v": self.encode(snapshot)}
 
     def _receive(self, key: int, value: Any) -> Any:
         """The local value of the shared ``key``: the one known, updated with the just decoded
         ``value``, or ``value`` itself when new."""
         known = self._entry(key)
         if isinstance(known, np.ndarray):
-            same = known.shape == value.shape and known.dtype == value.dtype
-            if same and known.flags.writeable:
+            if known.shape == value.shape and known.dtype == value.dtype and known.flags.writeable:
                 np.copyto(known, value)
                 value = known
         elif known is not None and type(known.bit_generator) is type(value.bit_generator):
@@ -281,15 +279,12 @@ class Codec:
         sync, gone = [], []
         for key, entry in list(self.shared.items()):
             value = self._entry(key)
-            if value is None:  # our original is gone
-                gone.append(key)
-                self._forget(key)
-                continue
-            now = _snapshot(value)
-            if now != entry[1]:
+            if value is not None and (now := _snapshot(value)) != entry[1]:
                 sync.append(self._share(value, now))
-            # a copy no code here can reach any more (only this table and this frame hold it)
-            if key < 0 and isinstance(value, np.ndarray) and sys.getrefcount(value) <= _HELD_HERE:
+            # forgotten: our original is gone, or a copy no code here can reach any more (only
+            # this table and this frame hold it)
+            held_copy = key < 0 and isinstance(value, np.ndarray)
+            if value is None or (held_copy and sys.getrefcount(value) <= _HELD_HERE):
                 gone.append(key)
                 self._forget(key)
         return {"sync": sync, "gone": gone}
@@ -310,7 +305,7 @@ class Codec:
         if depth > MAX_DEPTH:
             raise ValueError("value nested too deeply to send")
         handle = self._proxy_handles.get(id(value))
-        if handle is not None and self._proxies.get(handle) is value:
+        if handle is not None:  # (a proxy stays alive: its id stays its own)
             return {"@": "back", "h": handle}
         if value is None or type(value) in (bool, str, bytes, float):
             return value
@@ -330,9 +325,9 @@ class Codec:
         if type(value) in (list, tuple):
             items = [self.encode(v, depth + 1) for v in value]
             return items if type(value) is list else {"@": "tuple", "v": items}
-        if type(value) is dict:
-            keys, values = list(value), list(value.values())
-            return {"@": "dict", "k": self.encode(keys, depth), "v": self.encode(values, depth)}
+        if type(value) is dict:  # keys and values alternating
+            items = [x for item in value.items() for x in item]
+            return {"@": "dict", "v": [self.encode(x, depth + 1) for x in items]}
         if type(value) is slice:
             parts = (value.start, value.stop, value.step)
             return {"@": "slice", "v": [self.encode(x, depth + 1) for x in parts]}
@@ -355,41 +350,30 @@ class Codec:
             return [self.decode(v, depth + 1) for v in data]
         if not isinstance(data, dict):
             raise ProtocolError("unexpected value on the wire")
-        tag = data.get("@")
+        tag, value = data.get("@"), data.get("v")
+        if tag in ("tuple", "dict", "slice"):
+            value = [self.decode(v, depth + 1) for v in value]
+        if tag in _FROM_WIRE:
+            return _FROM_WIRE[tag](value)
         if tag == "nd":
-            return self._receive(-int(data["w"]), _from_npy(data["v"]))
+            return self._receive(-int(data["w"]), _from_npy(value))
         if tag == "rng":
             if data["bg"] not in BIT_GENERATORS:
                 raise ProtocolError(f"unknown bit generator {data['bg']!r}")
             gen = np.random.Generator(getattr(np.random, data["bg"])())
             try:
-                gen.bit_generator.state = self.decode(data["st"], depth + 1)
+                gen.bit_generator.state = self.decode(value, depth + 1)
             except (TypeError, ValueError, KeyError) as exc:
                 raise ProtocolError(f"invalid random generator state: {exc}") from exc
             return self._receive(-int(data["w"]), gen)
-        if tag == "np":
-            return _from_npy(data["v"])[()]
-        if tag == "tuple":
-            return tuple(self.decode(v, depth + 1) for v in data["v"])
-        if tag == "dict":
-            keys = [self.decode(k, depth + 1) for k in data["k"]]
-            return dict(zip(keys, [self.decode(v, depth + 1) for v in data["v"]]))
-        if tag == "bigint":
-            return int(data["v"])
-        if tag == "complex":
-            return complex(*data["v"])
-        if tag == "slice":
-            return slice(*(self.decode(v, depth + 1) for v in data["v"]))
-        if tag == "ellipsis":
-            return Ellipsis
-        if tag == "dtype":
-            return np.dtype(str(data["v"]))
-        if tag == "type":
-            return _BUILTIN_TYPES.get(str(data["v"])) or np.dtype(str(data["v"])).type
         if tag == "back":
             if int(data["h"]) not in self.objects:
                 raise ProtocolError(f"unknown handle {data['h']}")
             return self.objects[int(data["h"])]
-        if tag == "ref":
-            return self.proxy(int(data["h"]), dict(data.get("meta") or {}))
+        if tag == "ref":  # the one local stand-in for the other side's object
+            handle, meta = int(data["h"]), dict(data.get("meta") or {})
+            if handle not in self._proxies:
+                self._proxies[handle] = proxy = self._make_proxy(handle, meta)
+                self._proxy_handles[id(proxy)] = handle
+            return self._proxies[handle]
         raise ProtocolError(f"unknown value tag {tag!r}")
