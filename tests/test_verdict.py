@@ -2,7 +2,8 @@
 watch and its findings, the grader's own reaches, a test that times out.
 
 The kernel starts the way the grader starts it (the agent's ``BOOT`` line first); test cells
-run in this process through :class:`course_lib.grading.verdict.VerdictSession`.
+run in this process through :class:`course_lib.grading.verdict.VerdictSession`, while the
+kernel runs the session's ``serve`` line, as ``IsolatedExecute`` has it run (:func:`run_test`).
 """
 
 from __future__ import annotations
@@ -66,9 +67,21 @@ def session(kernel):
         allow=[],
         cells=cells,
     )
-    session.connect_kernel(km.get_connection_info(session=False), km.provisioner.pid)
     yield session
     session.close()
+
+
+def run_test(kernel, session, source: str, timeout: float, grade_id: str | None = None) -> dict:
+    """One test cell as ``IsolatedExecute`` runs it: the kernel serves the session while the
+    test runs, is interrupted when the test timed out, and must be idle again within 20 s."""
+    km, kc = kernel
+    msg_id = kc.execute(session.serve_code(0, grade_id), silent=True)
+    result = session.run(source, timeout)
+    if result["timed_out"]:
+        km.interrupt_kernel()
+    while kc.get_shell_msg(timeout=20)["parent_header"].get("msg_id") != msg_id:
+        pass
+    return result
 
 
 def enames(result) -> list[str]:
@@ -77,13 +90,15 @@ def enames(result) -> list[str]:
 
 def test_own_code_passes_without_findings(kernel, session):
     run_in_kernel(kernel[1], OWN_RELU)
-    result = session.run(TEST, 60, "relu-tests")
+    result = run_test(kernel, session, TEST, 60, "relu-tests")
     assert enames(result) == [] and result["kernel_ok"], result
 
 
 def test_a_test_of_another_exercise_does_not_watch_this_reference(kernel, session):
     run_in_kernel(kernel[1], "Relu = course_lib.layers.Relu")
-    result = session.run(TEST, 60, "some-other-tests")  # e.g. a network using the fallback
+    result = run_test(
+        kernel, session, TEST, 60, "some-other-tests"
+    )  # e.g. a network using the fallback
     assert enames(result) == [], result
 
 
@@ -98,7 +113,7 @@ def test_the_reference_run_through_a_bound_method_is_named(kernel, session):
         "    def backward(self, dout):\n"
         "        return self._r.backward(dout)\n",
     )
-    result = session.run(TEST, 60, "relu-tests")
+    result = run_test(kernel, session, TEST, 60, "relu-tests")
     assert "ReferenceUsed" in enames(result), result
     message = next(o for o in result["outputs"] if o.get("ename") == "ReferenceUsed")["evalue"]
     assert "course_lib.layers.activations.Relu.forward" in message
@@ -114,7 +129,7 @@ def test_removing_the_watch_is_reaching_for_the_grader(kernel, session):
         + "    return _own(self, x)\n"
         + "Relu.forward = _forward\n",
     )
-    result = session.run(TEST, 60, "relu-tests")
+    result = run_test(kernel, session, TEST, 60, "relu-tests")
     assert "GraderAccess" in enames(result), result
 
 
@@ -122,10 +137,10 @@ def test_a_test_that_times_out_leaves_the_kernel_usable(kernel, session):
     run_in_kernel(
         kernel[1], OWN_RELU + "\nRelu.forward = lambda self, x: [0 for _ in iter(int, 1)]"
     )
-    result = session.run(TEST, 3, "relu-tests")
+    result = run_test(kernel, session, TEST, 3, "relu-tests")
     assert enames(result) == ["CellTimeoutError"], result
     run_in_kernel(kernel[1], OWN_RELU)
-    result = session.run(TEST, 60, "relu-tests")
+    result = run_test(kernel, session, TEST, 60, "relu-tests")
     assert enames(result) == [], result
 
 
@@ -168,9 +183,9 @@ def test_in_place_changes_the_kernel_makes_to_a_tests_arrays_come_back(kernel, s
     """ch02's gradient_check test: the student's function moves the entries of the test
     network's params (read in the kernel from the verdict's object) and puts them back."""
     run_in_kernel(kernel[1], GRADIENT_CHECKS)
-    result = session.run(PARAMS_TEST.replace("CHECK", "gradient_check"), 60)
+    result = run_test(kernel, session, PARAMS_TEST.replace("CHECK", "gradient_check"), 60)
     assert enames(result) == [], result
-    result = session.run(PARAMS_TEST.replace("CHECK", "sloppy_check"), 60)
+    result = run_test(kernel, session, PARAMS_TEST.replace("CHECK", "sloppy_check"), 60)
     error = next(o for o in result["outputs"] if o["output_type"] == "error")
     assert error["ename"] == "AssertionError", result
     assert "network.params['W1'][0, 0]: changed" in error["evalue"], error

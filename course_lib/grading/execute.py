@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import copy
 import os
+import queue
 import shutil
 import time
 from typing import Any
 
 import nbformat
-from jupyter_core.utils import run_sync
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbformat import NotebookNode
@@ -39,7 +40,7 @@ from course_lib.grading.findings import named_error
 from course_lib.grading.notebook import ApplyFindings, is_test
 from course_lib.grading.sandbox import LimitedKernelManager, launcher_args, sandbox_folder
 from course_lib.grading.static import verdict_init
-from course_lib.grading.verdict import VerdictProcess
+from course_lib.grading.verdict import INTERRUPT_GRACE, VerdictProcess
 
 __all__ = ["IsolatedExecute", "isolated_autograde_preprocessors"]
 
@@ -108,7 +109,6 @@ class IsolatedExecute(Execute):
         self._sandbox_dir = sandbox_folder(self.sandbox, self.log.warning)
         if self.isolate_tests:
             self._start_verdict(nb, resources)
-            self.on_notebook_start = self._connect_verdict  # after every kernel (re)start
         try:
             return super().preprocess(nb, resources, km)
         finally:
@@ -183,19 +183,6 @@ class IsolatedExecute(Execute):
         if not (folder and notebook and os.path.exists(path)):
             return None
         return nbformat.read(path, as_version=4)
-
-    def _connect_verdict(self, notebook: NotebookNode | None = None) -> None:
-        """Hand the (new) kernel's connection to the verdict process."""
-        assert self._verdict is not None and self.km is not None
-        info = self.km.get_connection_info(session=False)
-        info = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in info.items()}
-        pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
-        answer = self._verdict.call({"cmd": "kernel", "connection_info": info, "pid": pid})
-        if self._verdict.setup_errors is None:
-            raise RuntimeError(f"the verdict process did not start: {answer}")
-        for err in self._verdict.setup_errors:
-            self.log.warning("verdict setup: %s", err)
-        self._verdict.setup_errors.clear()  # said once, not after every kernel restart
 
     # ------------------------------------------------------------------ cells
     def output(self, outs: list, msg: dict, display_id: Any, cell_index: int) -> Any:
@@ -294,16 +281,23 @@ class IsolatedExecute(Execute):
         return await super()._check_raise_for_error(cell, cell_index, exec_reply)
 
     async def _run_test_cell(self, cell: NotebookNode, cell_index: int) -> NotebookNode:
-        assert self._verdict is not None
+        """The test runs in the verdict process while the kernel's agent serves it (this sends
+        the kernel the verdict's ``serve`` line, and interrupts it when the test timed out)."""
+        assert self._verdict is not None and self.km is not None and self.kc is not None
         timeout = float(self._get_timeout(cell) or 300)
         timeout = max(1.0, min(timeout, self._deadline - time.monotonic()))
-        command = {
-            "cmd": "run",
-            "source": cell.source,
-            "timeout": timeout,
-            "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id"),
-        }
-        answer = await asyncio.to_thread(self._verdict.call, command, timeout + 60)
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        serve = {"cmd": "serve", "kernel_starts": self._restarts, "grade_id": grade_id}
+        answer = await asyncio.to_thread(self._verdict.call, serve)
+        if self._verdict.setup_errors is None:
+            raise RuntimeError(f"the verdict process did not start: {answer}")
+        for err in self._verdict.setup_errors:
+            self.log.warning("verdict setup: %s", err)
+        self._verdict.setup_errors.clear()  # said once
+        if "code" in answer:
+            msg_id = await ensure_async(self.kc.execute(answer["code"], silent=True))
+            run = {"cmd": "run", "source": cell.source, "timeout": timeout}
+            answer = await asyncio.to_thread(self._verdict.call, run, timeout + 60)
         if "outputs" in answer:
             cell.outputs = [nbformat.from_dict(o) for o in answer["outputs"]]
         else:
@@ -311,11 +305,26 @@ class IsolatedExecute(Execute):
             cell.outputs = [_error("GraderError", error)]
         self.code_cells_executed += 1
         cell.execution_count = None
-        alive = self.km is not None and await self.km.is_alive()
-        if not answer.get("kernel_ok", False) or not alive:
+        if answer.get("timed_out"):
+            await ensure_async(self.km.interrupt_kernel())
+        served = answer.get("kernel_ok") and await self._kernel_replied(msg_id)
+        if not served or not await self.km.is_alive():
             self.log.warning("kernel unusable after test cell %d", cell_index)
             await self._restart_kernel(cell_index)
         return cell
+
+    async def _kernel_replied(self, msg_id: str) -> bool:
+        """Whether the kernel finished the request ``msg_id`` within :data:`INTERRUPT_GRACE`."""
+        assert self.kc is not None
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reply = await ensure_async(self.kc.shell_channel.get_msg(timeout=left))
+            except queue.Empty:
+                return False
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return True
+        return False
 
     # ------------------------------------------------------------------ restarts
     async def _restart_kernel(self, failed_index: int) -> None:

@@ -5,10 +5,10 @@ reach them (docs/grading.md, "Tamper resistance", item 1).
 grader runs other threads, a spawned interpreter, with ``sys.path`` as ``python -I`` has it.
 Commands and answers are JSON objects over a ``multiprocessing`` pipe (no pickle): the process
 first sends ``{"ready": true, "errors": [...]}`` after the notebook's setup, then answers
-``kernel`` (connection info and pid, after every kernel start), ``run`` (one test cell) and
-``quit``. :class:`VerdictSession` is the process's state: the setup (imports and helpers), the
-kernel's connection, and :meth:`VerdictSession.run`, which runs one test cell and answers with
-its outputs in nbformat form. Names the setup does not bind are looked up in the kernel and
+``serve`` (the line the grader has the kernel run so that its agent serves the next test),
+``run`` (one test cell) and ``quit``. :class:`VerdictSession` is the process's state: the setup
+(imports and helpers), the connection to the kernel's agent, and :meth:`VerdictSession.run`,
+which runs one test cell and answers with its outputs in nbformat form. Names the setup does not bind are looked up in the kernel and
 arrive as data or proxies (:mod:`course_lib.grading.rpc`); expected values are computed here.
 """
 
@@ -103,9 +103,8 @@ class VerdictSession:
         os.chmod(self.sock_path, 0o666)
         self.listener.listen(4)
         self.conn_token = ""
-        self.kc: Any = None
-        self.kernel_pid: int | None = None
         self.endpoint: Endpoint | None = None
+        self._kernel_starts = 0
         self.exercises: dict[str, list[str]] = {}
         self.allow: list[str] = []
         self.cells: list[str] = []
@@ -144,27 +143,14 @@ class VerdictSession:
             self.ns.pop(name, None)
         return {"errors": errors}
 
-    def connect_kernel(self, connection_info: dict[str, Any], pid: int | None) -> None:
-        """Talk to a (new) kernel from now on."""
-        from jupyter_client import BlockingKernelClient
-
-        self._disconnect()
-        self.kc = BlockingKernelClient()
-        self.kc.load_connection_info(connection_info)
-        self.kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-        self.kernel_pid = pid
-
     def _disconnect(self) -> None:
-        if self.kc is not None:
-            with contextlib.suppress(Exception):
-                self.kc.stop_channels()
         if self.endpoint is not None:
             with contextlib.suppress(OSError):
                 self.endpoint.sock.close()
-        self.kc = self.endpoint = None
+        self.endpoint = None
 
     def close(self) -> None:
-        """Close the kernel client, the connection and the socket (the process ends next)."""
+        """Close the connection and the socket (the process ends next)."""
         self._disconnect()
         self.listener.close()
         with contextlib.suppress(OSError):
@@ -205,27 +191,20 @@ class VerdictSession:
         """What the student's code printed in the kernel during the test."""
         self._sinks.get(name, self._sinks["stdout"]).write(text)
 
-    def _start_serving(self, deadline: float, watch: dict[str, Any]) -> str:
-        """Put the kernel's agent to serve this test; the id of that execute request."""
-        fresh = self.endpoint is None or self.endpoint.closed
-        if fresh:
-            # a new connection, under a new token: a connection left over from an earlier,
-            # interrupted test (the kernel may connect late) is refused, never reused
+    def serve_code(self, kernel_starts: int, grade_id: str | None = None) -> str:
+        """The line the kernel runs (sent by the grader) to serve the next test, ``grade_id``.
+
+        After a kernel (re)start (``kernel_starts`` counts them) or a test that broke the
+        connection, a new connection under a new token: a connection left over from an earlier,
+        interrupted test (the kernel may connect late) is refused, never reused."""
+        if kernel_starts != self._kernel_starts or self.endpoint is None or self.endpoint.closed:
+            self._disconnect()
+            self._kernel_starts = kernel_starts
             self.conn_token = secrets.token_hex(16)
-        code = (
+        return (
             "__import__('course_lib.grading.agent', fromlist=['serve'])"
-            f".serve({self.sock_path!r}, {self.conn_token!r}, {watch!r})"
+            f".serve({self.sock_path!r}, {self.conn_token!r}, {self._watch_for(grade_id)!r})"
         )
-        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
-        if fresh:
-            # proxies and mirror classes belong to one connection: a new factory with it
-            self.endpoint = Endpoint(
-                self._accept(deadline),
-                ProxyFactory(),
-                ops=READ_ONLY_OPS,
-                on_stream=self._forwarded,
-            )
-        return msg_id
 
     def _accept(self, deadline: float) -> socket.socket:
         """The kernel's connection carrying the current token (others are closed)."""
@@ -244,35 +223,22 @@ class VerdictSession:
             conn.close()
         raise ProtocolError("the grader could not reach your kernel (is a cell still running?)")
 
-    def _finish_serving(self, msg_id: str, timed_out: bool) -> bool:
-        """Tell the agent the test is over; return whether the kernel is responsive."""
-        if self.endpoint is None:
-            return False
-        if timed_out and self.kernel_pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.kernel_pid, signal.SIGINT)
+    def _finish_serving(self, timed_out: bool) -> None:
+        """Tell the agent the test is over (its answer is the watch's report); after a timeout,
+        drop the connection instead (the stream is mid-request)."""
+        assert self.endpoint is not None
         self.endpoint.deadline = time.monotonic() + INTERRUPT_GRACE
         try:
-            if timed_out:  # the stream is mid-request: a fresh connection next time
-                self.endpoint.closed = True
-                self.endpoint.sock.close()
-                self.endpoint = None
-            else:
+            if not timed_out:
                 self._report = self.endpoint.request("done")
+                return
         except (ProtocolError, RemoteTimeout, OSError):
-            self.endpoint = None
-        deadline = time.monotonic() + INTERRUPT_GRACE
-        while time.monotonic() < deadline:
-            try:
-                reply = self.kc.get_shell_msg(timeout=max(0.05, deadline - time.monotonic()))
-            except Exception:
-                break
-            if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                return True
-        return False
+            pass
+        self._disconnect()
 
-    def run(self, source: str, timeout: float, grade_id: str | None = None) -> dict[str, Any]:
-        """Run one test cell: ``{"outputs": [...nbformat outputs], "kernel_ok": bool}``."""
+    def run(self, source: str, timeout: float) -> dict[str, Any]:
+        """Run one test cell while the kernel serves it (see :meth:`serve_code`): ``{"outputs":
+        [...nbformat outputs], "kernel_ok": bool, "timed_out": bool}``."""
         budget = [MAX_OUTPUT_CHARS]
         self._sinks = {
             name: LimitedStream(functools.partial(self._print, name), budget)
@@ -285,25 +251,21 @@ class VerdictSession:
         timed_out = False
         kernel_ok = True
         deadline = time.monotonic() + timeout
-        msg_id = None
         saved = sys.stdout, sys.stderr
-        try:
-            tree = ast.parse(source, "<test cell>")
-        except SyntaxError as exc:
-            return {"outputs": [_error_output(exc)], "kernel_ok": True}
-        last_expr = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last_expr = ast.Expression(tree.body.pop().value)
         old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
         try:
-            msg_id = self._start_serving(deadline, self._watch_for(grade_id))
-            assert self.endpoint is not None
+            if self.endpoint is None:  # proxies and mirror classes belong to one connection
+                sock = self._accept(deadline)
+                ops, forward = READ_ONLY_OPS, self._forwarded
+                self.endpoint = Endpoint(sock, ProxyFactory(), ops=ops, on_stream=forward)
             self.endpoint.deadline = deadline
+            tree = ast.parse(source, "<test cell>")
+            tail = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
             signal.setitimer(signal.ITIMER_REAL, max(0.01, deadline - time.monotonic()) + 1.0)
             sys.stdout, sys.stderr = self._sinks["stdout"], self._sinks["stderr"]
             exec(compile(tree, "<test cell>", "exec"), self.ns)
-            if last_expr is not None:
-                result = eval(compile(last_expr, "<test cell>", "eval"), self.ns)
+            if isinstance(tail, ast.Expr):  # the value of the last expression, shown
+                result = eval(compile(ast.Expression(tail.value), "<test cell>", "eval"), self.ns)
         except (CellTimeout, RemoteTimeout):
             timed_out = True
             error = named_error(
@@ -325,9 +287,9 @@ class VerdictSession:
             signal.signal(signal.SIGALRM, old_handler)
             sys.stdout, sys.stderr = saved
             self.ns.forget_resolved()
-        timed_out = timed_out or (self.endpoint is not None and time.monotonic() > deadline)
-        if msg_id is not None and kernel_ok:
-            kernel_ok = self._finish_serving(msg_id, timed_out)
+        timed_out = timed_out or time.monotonic() > deadline
+        if self.endpoint is not None and kernel_ok:
+            self._finish_serving(timed_out)
         outputs = [{"output_type": "stream", "name": n, "text": t} for n, t in self._streams]
         findings = report_outputs(self._report, self.cells)
         if error is not None:
@@ -341,7 +303,7 @@ class VerdictSession:
             outputs.append(
                 dict(output_type="execute_result", execution_count=None, metadata={}, data=data)
             )
-        return {"outputs": outputs + findings, "kernel_ok": kernel_ok}
+        return {"outputs": outputs + findings, "kernel_ok": kernel_ok, "timed_out": timed_out}
 
 
 def _raise_timeout(signum: int, frame: Any) -> None:
@@ -457,11 +419,10 @@ def _serve(conn: Any, init: dict[str, Any], env: dict[str, str], cwd: str | None
         with contextlib.suppress(EOFError):
             while (cmd := json.loads(conn.recv_bytes())).get("cmd") != "quit":
                 try:
-                    if cmd.get("cmd") == "kernel":
-                        session.connect_kernel(cmd["connection_info"], cmd.get("pid"))
-                        answer({"ok": True})
+                    if cmd.get("cmd") == "serve":
+                        answer({"code": session.serve_code(cmd["kernel_starts"], cmd["grade_id"])})
                     elif cmd.get("cmd") == "run":
-                        answer(session.run(cmd["source"], cmd["timeout"], cmd.get("grade_id")))
+                        answer(session.run(cmd["source"], cmd["timeout"]))
                     else:
                         answer({"error": f"unknown command {cmd.get('cmd')!r}"})
                 except Exception as exc:
