@@ -27,7 +27,6 @@ from course_lib.grading.course import (
     CourseConfig,
     ReleaseError,
     has_notebook,
-    ignored_name,
     with_nbgrader_environment,
 )
 
@@ -58,6 +57,8 @@ VOLATILE_CELL_METADATA = (
     "heading_collapsed",
     "hidden",
 )
+#: Editor and interpreter litter, never released nor compared (with ``*.pyc``, ``*.pyo``).
+IGNORED_NAMES = frozenset({".ipynb_checkpoints", "__pycache__", ".DS_Store", ".pytest_cache"})
 
 
 @dataclass
@@ -246,7 +247,7 @@ def release(
     readers never see a half-written chapter; a full release also removes folders of
     assignments that are no longer released.
     """
-    unregistered = config.unregistered_sources()
+    unregistered = unregistered_sources(config)
     if unregistered:
         raise ReleaseError(
             f"{config.source_directory}/ holds assignments not registered in "
@@ -267,6 +268,17 @@ def release(
             _swap_in(expected, target, names, full=assignments is None)
             written = True
     return ReleaseResult(names, skipped, diff, written)
+
+
+def unregistered_sources(config: CourseConfig) -> list[str]:
+    """Folders of the source directory holding notebooks but missing from the registry."""
+    source = config.source_path
+    folders = source.iterdir() if source.is_dir() else []
+    return sorted(
+        p.name
+        for p in folders
+        if not ignored_name(p.name) and p.name not in config.assignments and has_notebook(p)
+    )
 
 
 def _select(config: CourseConfig, assignments: Sequence[str] | None) -> list[str]:
@@ -342,6 +354,10 @@ def _short_diff(have: bytes, want: bytes, rel: str, limit: int = 12) -> list[str
     if len(lines) > limit:
         lines = [*lines[:limit], f"... ({len(lines) - limit} more diff lines)"]
     return lines
+
+
+def ignored_name(name: str) -> bool:
+    return name in IGNORED_NAMES or name.endswith((".pyc", ".pyo"))
 
 
 def _ignored_path(rel: Path) -> bool:

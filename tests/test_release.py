@@ -31,7 +31,13 @@ from course_lib.grading.course import (
     load_course_config,
     nbgrader_environment,
 )
-from course_lib.release import compare_trees, normalize_notebook, notebook_bytes, release
+from course_lib.release import (
+    compare_trees,
+    normalize_notebook,
+    notebook_bytes,
+    release,
+    unregistered_sources,
+)
 
 CHAPTERS = chapter_ids()
 OTHER_ID = "synthetic_other"
@@ -91,7 +97,7 @@ def test_config_registers_the_course_assignments() -> None:
     assert len(chapters) >= 6 and all(name.startswith("ch") for name in chapters), chapters
     assert config.assignments == tuple(chapters)
     assert (config.source_directory, config.release_directory) == ("solutions", "chapters")
-    assert config.unregistered_sources() == []
+    assert unregistered_sources(config) == []
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

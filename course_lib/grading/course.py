@@ -70,10 +70,6 @@ class Limits:
     #: seconds a task may run past ``notebook_timeout`` (per notebook) before it is killed
     kill_grace: float = 120.0
 
-    def task_seconds(self, notebooks: int) -> float:
-        """Wall-clock seconds after which a task grading ``notebooks`` notebooks is killed."""
-        return self.notebook_timeout * max(1, notebooks) + self.kill_grace
-
     def override(self, **values: Any) -> Limits:
         """A copy with the values that are not None replaced (command-line options)."""
         return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
@@ -112,15 +108,6 @@ class CourseConfig:
         """Names (without ``.ipynb``) of the source notebooks of ``assignment``."""
         return sorted(p.stem for p in (self.source_path / assignment).glob("*.ipynb"))
 
-    def unregistered_sources(self) -> list[str]:
-        """Folders of the source directory holding notebooks but missing from the registry."""
-        folders = self.source_path.iterdir() if self.source_path.is_dir() else []
-        return sorted(
-            p.name
-            for p in folders
-            if not ignored_name(p.name) and p.name not in self.assignments and has_notebook(p)
-        )
-
     def nbgrader_config(self, root: Path, db_url: str) -> Any:
         """A fresh traitlets ``Config``: the course's, for an nbgrader run in the course
         directory ``root`` (the grader's layout) with the gradebook ``db_url``."""
@@ -136,14 +123,6 @@ class CourseConfig:
         c.CourseDirectory.db_url = db_url
         c.CourseDirectory.course_id = self.course_id
         return c
-
-
-IGNORED_NAMES = frozenset({".ipynb_checkpoints", "__pycache__", ".DS_Store", ".pytest_cache"})
-
-
-def ignored_name(name: str) -> bool:
-    """Editor and interpreter litter, never released nor compared."""
-    return name in IGNORED_NAMES or name.endswith((".pyc", ".pyo"))
 
 
 def has_notebook(folder: Path) -> bool:

@@ -69,7 +69,8 @@ class GradeTask:
 
     @property
     def seconds_allowed(self) -> float:
-        return self.limits.task_seconds(len(self.course.notebooks(self.assignment)))
+        notebooks = max(1, len(self.course.notebooks(self.assignment)))
+        return self.limits.notebook_timeout * notebooks + self.limits.kill_grace
 
 
 @dataclass
