@@ -148,11 +148,15 @@ def test_exceptions_and_random_generators_cross():
     thread.join(5)
 
 
-def test_callbacks_and_the_read_only_table():
-    verdict, kernel, thread = _pair({"layer": Layer(np.eye(2))})
+def test_callbacks_and_proxies_sent_back():
+    kernels_layer = Layer(np.eye(2))
+    verdict, kernel, thread = _pair(
+        {"layer": kernels_layer, "is_it": lambda obj: obj is kernels_layer}
+    )
     layer = verdict.request("getname", None, "layer")
     assert layer.call_back(lambda v: float(np.sum(v)), np.ones(3)) == 4.0
-
+    # a proxy crosses back as the other side's own object
+    assert verdict.request("getname", None, "is_it")(layer) is True
     verdict.request("done")
     thread.join(5)
 

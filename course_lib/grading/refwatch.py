@@ -63,9 +63,8 @@ def fingerprint(code: Any, depth: int = 0) -> str:
             arg = _const_key(ins.argval, depth)
         else:
             arg = ins.argval if isinstance(ins.argval, (str, int, type(None))) else ins.argrepr
-        pos = ins.positions
-        line = None if pos is None or pos.lineno is None else pos.lineno - first
-        where = (line, None if pos is None else pos.col_offset)
+        pos = ins.positions  # (its fields None where the compiler gave none)
+        where = (None if pos.lineno is None else pos.lineno - first, pos.col_offset)
         h.update(repr((_SAME_AS.get(ins.opname, ins.opname), arg, where)).encode() + b"\x00")
     return h.hexdigest()
 

@@ -100,7 +100,7 @@ class Endpoint:
         make_proxy: Callable[[Endpoint, int, dict[str, Any]], Any],
         *,
         ops: Mapping[str, Op] = OBJECT_OPS,
-        on_stream: Callable[[str, str], None] | None = None,
+        on_stream: Callable[[str, str], None] = lambda name, text: None,
         on_done: Callable[[], Any] | None = None,
     ):
         self.sock = sock
@@ -149,8 +149,7 @@ class Endpoint:
             self.codec.apply(message)
             kind = message.get("kind")
             if kind == "stream":
-                if self.on_stream is not None:
-                    self.on_stream(str(message.get("name")), str(message.get("text")))
+                self.on_stream(str(message.get("name")), str(message.get("text")))
             elif kind == "req":
                 if not self._serve_one(message) and seq is None:
                     return None

@@ -34,11 +34,6 @@ MAX_DEPTH = 32
 #: Bit generators a ``numpy.random.Generator`` may cross the socket with (by state).
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
-_BUILTIN_EXCEPTIONS = {
-    name: obj
-    for name, obj in vars(builtins).items()
-    if isinstance(obj, type) and issubclass(obj, Exception)
-}
 _BUILTIN_TYPES = {t.__name__: t for t in (float, int, bool, complex, str, bytes, list, tuple)}
 _BUILTIN_TYPES.update(dict=dict, set=set, object=object)
 
@@ -62,8 +57,8 @@ def exception_from_wire(info: dict[str, Any]) -> BaseException:
     """The exception :func:`exception_to_wire` sent: a builtin type rebuilt, any other type a
     :class:`RemoteError` subclass of that name; its ``remote_traceback`` is the other side's."""
     name, message = str(info.get("type", "Exception")), str(info.get("msg", ""))
-    cls = _BUILTIN_EXCEPTIONS.get(name) if info.get("module") == "builtins" else None
-    if cls is None:
+    cls = getattr(builtins, name, None) if info.get("module") == "builtins" else None
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
         cls = type(name, (RemoteError,), {"remote_type": name})
     try:
         exc = cls(message)
