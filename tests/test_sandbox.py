@@ -113,12 +113,14 @@ def snapshot(*folders: Path) -> dict[str, str]:
 
 
 def test_plan_binds_parents_before_children_and_hides_a_course_below_a_system_folder():
-    plan = sandbox.SandboxPlan(
-        read_only=("/opt", "/opt/course/.venv"),
+    args = sandbox.bwrap_command(
+        "bwrap",
+        ["true"],
+        cwd="/tmp/cwd",
+        read_only=("/opt/course/.venv", "/opt"),
         writable=("/tmp/cwd",),
         hidden=("/opt/course",),
     )
-    args = sandbox.bwrap_command("bwrap", plan, ["true"], "/tmp/cwd")
     order = [
         args.index("/opt"),
         args.index("--tmpfs", args.index("/opt")) + 1,  # /opt/course emptied after /opt

@@ -26,8 +26,8 @@ def _set_limit(kind: int, value: int | None) -> None:
     if value is None or value <= 0:
         return
     hard = resource.getrlimit(kind)[1]
-    hard = value if hard == resource.RLIM_INFINITY or hard > value else hard
-    resource.setrlimit(kind, (min(value, hard), hard))
+    limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    resource.setrlimit(kind, (limit, limit))
 
 
 def main(argv: list[str] | None = None) -> int:

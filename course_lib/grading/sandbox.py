@@ -26,7 +26,6 @@ from traitlets import Dict, List, Unicode
 
 __all__ = [
     "LimitedKernelManager",
-    "SandboxPlan",
     "SandboxStatus",
     "bwrap_command",
     "launcher_args",
@@ -66,22 +65,6 @@ class SandboxStatus:
         )
 
 
-@dataclass(frozen=True)
-class SandboxPlan:
-    """The file system a kernel sees. Paths are absolute.
-
-    ``read_only``: folders and files bound read-only at the same path;
-    ``writable``: folders bound read-write at the same path (created if missing);
-    ``hidden``: folders replaced by an empty read-only folder, for a course that lives under a
-    read-only system folder (``/opt/course``); what ``read_only`` or ``writable`` lists below
-    them is bound again on top.
-    """
-
-    read_only: tuple[str, ...]
-    writable: tuple[str, ...]
-    hidden: tuple[str, ...] = ()
-
-
 @functools.lru_cache(maxsize=1)
 def probe() -> SandboxStatus:
     """Can bwrap build a sandbox here? Runs ``bwrap ... true`` once per process."""
@@ -116,19 +99,27 @@ def _python_paths() -> list[str]:
     return sorted(p for p in paths if p)
 
 
-def _dedupe(paths: Sequence[str]) -> tuple[str, ...]:
-    """Unique paths, parents before children (bwrap mounts in order; a child bound before its
-    parent would be covered by it)."""
-    return tuple(sorted(set(paths), key=lambda p: (p.count(os.sep), p)))
+def _parents_first(paths: Iterable[str]) -> list[str]:
+    """Unique absolute paths, parents before children (bwrap mounts in order; a child mounted
+    before its parent would be covered by it)."""
+    return sorted({os.path.abspath(p) for p in paths}, key=lambda p: (p.count(os.sep), p))
 
 
 def bwrap_command(
     bwrap: str,
-    plan: SandboxPlan,
     command: Sequence[str],
+    *,
     cwd: str,
+    read_only: Iterable[str],
+    writable: Iterable[str],
+    hidden: Iterable[str] = (),
 ) -> list[str]:
-    """The argument vector that runs ``command`` in ``cwd`` inside the sandbox of ``plan``.
+    """The argument vector that runs ``command`` in ``cwd`` inside a sandbox whose file system
+    is ``read_only`` (folders and files bound read-only at the same path), ``writable``
+    (folders bound read-write at the same path, created if missing) and ``hidden`` (folders
+    replaced by an empty read-only folder, for a course that lives under a read-only system
+    folder such as ``/opt/course``; what ``read_only`` or ``writable`` lists below them is
+    bound again on top).
 
     The kernel gets an empty home; ``COURSE_LIB_DATA`` is set to the grader's dataset folder
     (read-only) so that the chapters load the data the grader has, not an empty cache."""
@@ -138,8 +129,9 @@ def bwrap_command(
     # first the in-memory folders, so that binds below them (a connection file or a notebook
     # folder under /tmp) are not covered by them
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--dir", SANDBOX_HOME]
-    mounts = [(path, "ro") for path in plan.read_only] + [(path, "hide") for path in plan.hidden]
-    for path, kind in sorted(mounts, key=lambda m: (m[0].count(os.sep), m[1] == "ro", m[0])):
+    hidden = _parents_first(hidden)
+    mounts = [(p, "ro") for p in _parents_first(read_only)] + [(p, "hide") for p in hidden]
+    for path, kind in sorted(mounts, key=lambda m: (m[0].count(os.sep), m[1], m[0])):
         if kind == "hide":
             args += ["--tmpfs", path]
         elif os.path.islink(path) and os.path.dirname(path) == "/":
@@ -149,10 +141,10 @@ def bwrap_command(
     for path in HIDDEN_SYSTEM_FILES:
         if os.path.isfile(path):
             args += ["--ro-bind", "/dev/null", path]
-    for path in plan.writable:
+    for path in _parents_first(writable):
         os.makedirs(path, exist_ok=True)
         args += ["--bind", path, path]
-    for path in ["/", *plan.hidden]:  # writes outside the writable folders fail (EROFS)
+    for path in ["/", *hidden]:  # writes outside the writable folders fail (EROFS)
         args += ["--remount-ro", path]
     variables = {
         "HOME": SANDBOX_HOME,
@@ -195,15 +187,15 @@ def sandboxed_command(
     # an editable install of the library lives in the repository: only the package is bound
     library = os.path.dirname(os.path.realpath(course_lib.__file__))
     system = [*SYSTEM_DIRS, *_python_paths(), library, str(get_data_dir())]
-    plan = SandboxPlan(
-        read_only=_dedupe(
-            [os.path.abspath(p) for p in system if os.path.lexists(p)]
-            + [os.path.abspath(p) for p in read_only if os.path.exists(p)]
-        ),
-        writable=_dedupe([os.path.abspath(p) for p in [cwd, *writable]]),
-        hidden=_dedupe([os.path.abspath(p) for p in hidden if os.path.isdir(p) and p != os.sep]),
+    return bwrap_command(
+        status.bwrap,
+        command,
+        cwd=cwd,
+        read_only=[p for p in system if os.path.lexists(p)]
+        + [p for p in read_only if os.path.exists(p)],
+        writable=[cwd, *writable],
+        hidden=[p for p in hidden if os.path.isdir(p) and p != os.sep],
     )
-    return bwrap_command(status.bwrap, plan, command, cwd)
 
 
 # ----------------------------------------------------------------------------------------------
