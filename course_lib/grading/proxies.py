@@ -174,13 +174,11 @@ class TestNamespace(dict):
     def __missing__(self, key: str) -> Any:
         if hasattr(builtins, key):
             return getattr(builtins, key)
-        value = self._resolve(key)
-        self.resolved[key] = value
-        dict.__setitem__(self, key, value)
-        return value
+        self[key] = self.resolved[key] = self._resolve(key)
+        return self[key]
 
     def forget_resolved(self) -> None:
         for key, value in self.resolved.items():
-            if dict.get(self, key, None) is value:
-                dict.__delitem__(self, key)
+            if key in self and self[key] is value:
+                del self[key]
         self.resolved.clear()

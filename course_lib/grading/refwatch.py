@@ -264,7 +264,7 @@ def _audit(event: str, args: tuple) -> None:
     state.in_audit = True
     try:
         frame = state.getframe(1)
-        caller = id(frame.f_code) if frame is not None else None
+        caller = id(frame.f_code)
         if event == "import":
             module = str(args[0])
             if module.startswith(GRADER) and module not in KERNEL_MODULES:
