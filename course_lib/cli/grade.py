@@ -9,8 +9,12 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
+
+if TYPE_CHECKING:
+    from course_lib.grading.batch import BatchResult
 
 __all__ = ["add_parser", "parse_size", "run"]
 
@@ -193,10 +197,30 @@ def run(args: argparse.Namespace) -> int:
             db_url=args.db,
             options=options,
         )
+    print(format_summary(result))
     print(f"results in {output} (gradebook, autograded/, feedback/, grades.csv, summary.json)")
     if result.failed:
         return EXIT_NOT_GRADED
     return EXIT_FEEDBACK if result.feedback_problems else EXIT_OK
+
+
+def format_summary(result: BatchResult) -> str:
+    """Every submission with its score, problems and findings; the feedback step's problems,
+    the rate and how many submissions could not be graded normally."""
+    lines = ["", "Summary", "======="]
+    for student in sorted(result.students):
+        for assignment, entry in sorted(result.students[student].items()):
+            score, max_score = float(entry["score"] or 0), float(entry["max_score"] or 0)
+            lines.append(f"{student:<24} {assignment:<28} {score:6.1f} / {max_score:.1f}")
+            lines += [f"    - {problem}" for problem in entry["problems"]]
+            lines += [f"    - {finding['where']}" for finding in entry["findings"]]
+    lines += [f"feedback step: {problem}" for problem in result.feedback_problems]
+    n = result.submissions
+    rate = n / (result.seconds / 60) if result.seconds else 0.0
+    lines.append(f"{n} submissions in {result.seconds:.1f} s ({rate:.1f} per minute)")
+    if result.failed:
+        lines.append(f"{result.failed} submission(s) could not be graded normally (see above)")
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager

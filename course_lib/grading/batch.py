@@ -4,8 +4,8 @@ Four steps (:class:`Batch`): ``prepare`` the gradebook and the template every ta
 ``grade`` each submission in a process of its own (:func:`course_lib.grading.tasks.run_task`,
 on a local thread pool or a Dask cluster) with progress and ETA, ``merge`` each result into
 the one gradebook as it arrives (this process is its only writer), ``report`` feedback,
-``grades.csv``, ``summary.json`` and the summary. Submissions are only read; a second run
-regrades (idempotent). See docs/grading.md ("Large classes").
+``grades.csv`` and ``summary.json`` (``course-lib grade`` prints its summary). Submissions are
+only read; a second run regrades (idempotent). See docs/grading.md ("Large classes").
 """
 
 from __future__ import annotations
@@ -57,10 +57,14 @@ class GradeOptions:
         )
 
 
+#: What ``summary.json`` holds of each submission (:class:`TaskResult`'s attributes).
+SUMMARY_KEYS = ("status", "score", "max_score", "problems", "findings", "seconds", "cpu_seconds")
+
+
 @dataclass
 class BatchResult:
-    """``students[student][assignment]``: status, score, max_score, problems, findings, seconds,
-    cpu_seconds (what ``summary.json`` holds); ``feedback_problems``: feedback not written."""
+    """``students[student][assignment]``: the :data:`SUMMARY_KEYS` of each submission (what
+    ``summary.json`` holds); ``feedback_problems``: feedback not written."""
 
     students: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -143,13 +147,13 @@ class Batch:
         self.log(f"gradebook prepared in {time.monotonic() - self.started:.1f} s")
         found = discover(self.submissions, self.assignments, self.options.students)
         self.found = {(s.student, s.assignment): s for s in found}
-        env = {"COURSE_QUICK": "1" if self.options.quick else "0", "MPLBACKEND": "Agg"}
+        env = {"COURSE_QUICK": "1" if self.options.quick else "0"}
         if "COURSE_LIB_DATA" in os.environ:
             env["COURSE_LIB_DATA"] = os.environ["COURSE_LIB_DATA"]
         opts, tasks = self.options, []
         for sub in found:
             if not sub.assignment:
-                self._record(TaskResult(sub.student, "(none)", "failed", problems=sub.problems))
+                self._record(TaskResult(sub.student, "(none)", "failed", sub.problems), 0.0)
                 continue
             tasks.append(
                 GradeTask(
@@ -190,25 +194,16 @@ class Batch:
         log_file.write_text(result.log, encoding="utf-8")
         gradebook.write_autograded(self.output, result)
         try:
-            gradebook.merge(self.course, self.db_url, result, sub.timestamp)
+            max_score = gradebook.merge(self.course, self.db_url, result, sub.timestamp)
         except Exception as exc:  # reported: the submission counts as not graded
             result.problems.append(f"could not write the gradebook: {exc}")
             result.status = "failed"
-        return self._record(result)
+            max_score = result.max_score
+        return self._record(result, max_score)
 
-    def _record(self, result: TaskResult) -> dict[str, Any]:
-        max_score = result.max_score
-        if not max_score and result.assignment in self.assignments:
-            max_score = gradebook.max_score(self.course, self.db_url, result.assignment)
-        entry = {
-            "status": result.status,
-            "score": result.score,
-            "max_score": max_score,
-            "problems": result.problems,
-            "findings": result.findings,
-            "seconds": result.seconds,
-            "cpu_seconds": result.cpu_seconds,
-        }
+    def _record(self, result: TaskResult, max_score: float) -> dict[str, Any]:
+        entry = {key: getattr(result, key) for key in SUMMARY_KEYS}
+        entry["max_score"] = max_score  # the gradebook's: also for a task that gave no grades
         self.result.students.setdefault(result.student, {})[result.assignment] = entry
         return entry
 
@@ -229,7 +224,6 @@ class Batch:
         gradebook.export_csv(self.course, self.db_url, self.output / "grades.csv")
         self.result.seconds = time.monotonic() - self.started
         (self.output / "summary.json").write_text(json.dumps(asdict(self.result), indent=1))
-        self.log(format_summary(self.result))
         return self.result
 
 
@@ -262,14 +256,12 @@ def _results(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[TaskResult]
             futures = [pool.submit(run_task, task) for task in tasks]
             yield from (f.result() for f in concurrent.futures.as_completed(futures))
         return
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
-    cluster = None
-    if opts.dask == "local":
-        cluster = LocalCluster(
-            n_workers=max(1, opts.jobs), threads_per_worker=1, dashboard_address=None
-        )
-    client = Client(cluster or opts.dask)
+    if opts.dask == "local":  # a LocalCluster of the client's own, closed with it
+        client = Client(n_workers=max(1, opts.jobs), threads_per_worker=1, dashboard_address=None)
+    else:
+        client = Client(opts.dask)
     try:
         futures = {
             client.submit(run_task, t, pure=False, key=f"grade-{t.student}-{t.assignment}"): t
@@ -284,22 +276,3 @@ def _results(tasks: list[GradeTask], opts: GradeOptions) -> Iterable[TaskResult]
             yield result
     finally:
         client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def format_summary(result: BatchResult) -> str:
-    lines = ["", "Summary", "======="]
-    for student in sorted(result.students):
-        for assignment, entry in sorted(result.students[student].items()):
-            score, max_score = float(entry["score"] or 0), float(entry["max_score"] or 0)
-            lines.append(f"{student:<24} {assignment:<28} {score:6.1f} / {max_score:.1f}")
-            lines += [f"    - {problem}" for problem in entry["problems"]]
-            lines += [f"    - {finding['where']}" for finding in entry["findings"]]
-    lines += [f"feedback step: {problem}" for problem in result.feedback_problems]
-    n = result.submissions
-    rate = n / (result.seconds / 60) if result.seconds else 0.0
-    lines.append(f"{n} submissions in {result.seconds:.1f} s ({rate:.1f} per minute)")
-    if result.failed:
-        lines.append(f"{result.failed} submission(s) could not be graded normally (see above)")
-    return "\n".join(lines)

@@ -21,7 +21,6 @@ from course_lib.release import generate
 __all__ = [
     "export_csv",
     "feedback",
-    "max_score",
     "merge",
     "prepare",
     "write_autograded",
@@ -47,9 +46,10 @@ def prepare(
     return template
 
 
-def merge(course: CourseConfig, db_url: str, result: TaskResult, timestamp: str | None) -> None:
-    """Write one task's grades and comments into the gradebook. A grade the task did not
-    produce (missing or unreadable notebook, failed task) is 0; manual grades are kept."""
+def merge(course: CourseConfig, db_url: str, result: TaskResult, timestamp: str | None) -> float:
+    """Write one task's grades and comments into the gradebook; the points the assignment is
+    worth. A grade the task did not produce (missing or unreadable notebook, failed task) is
+    0; manual grades are kept."""
     from nbgrader.api import Gradebook
     from sqlalchemy.exc import SAWarning
 
@@ -75,14 +75,7 @@ def merge(course: CourseConfig, db_url: str, result: TaskResult, timestamp: str 
             if entry and entry.late_penalty is not None:
                 notebook.late_submission_penalty = entry.late_penalty
         gb.db.commit()
-
-
-def max_score(course: CourseConfig, db_url: str, assignment: str) -> float:
-    """The points ``assignment`` is worth (for a submission that produced no grades)."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(db_url, course.course_id) as gb:
-        return float(gb.find_assignment(assignment).max_score)
+        return float(submission.max_score)
 
 
 def write_autograded(output: Path, result: TaskResult) -> None:
