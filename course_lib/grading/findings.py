@@ -141,14 +141,12 @@ def collect_findings(source: Any, autograded: Any) -> list[Finding]:
     found: dict[tuple[str, str, str], Finding] = {}
     for index, gid in tests:
         for output in cells[index].get("outputs", []):
-            kind = _KIND_OF.get(str(output.get("ename")))
             marks = [t.split(_MARK, 1)[1] for t in output.get("traceback", []) if _MARK in t]
-            if kind is None or not marks:
-                continue
             try:
+                kind = _KIND_OF[str(output.get("ename"))]
                 _, exercise, cell, line = json.loads(marks[-1])
-            except (ValueError, TypeError):
-                continue  # a student's own message quoting the mark, not the verdict's
+            except (KeyError, IndexError, ValueError, TypeError):
+                continue  # not the verdict's (a student's own message quoting the mark)
             if kind == "reference":
                 costs = tuple(sorted({*exercises.get(exercise or "", ()), gid}))
             else:
@@ -180,10 +178,8 @@ def apply_findings(
             if gid in grades:
                 grades[gid].auto_score = 0.0
                 flagged = flagged or finding.kind == "grader"
-            outputs = by_id[gid].setdefault("outputs", []) if gid in by_id else None
-            if outputs is not None and all(
-                finding.message not in o.get("evalue", "") for o in outputs
-            ):
+            outputs = by_id[gid].setdefault("outputs", []) if gid in by_id else []
+            if all(finding.message not in o.get("evalue", "") for o in outputs):
                 error = named_error("IntegrityCheckFailed", f"this test scores 0: {text}")
                 outputs.append(from_dict(error))
         before = [g for i, g in answers if finding.cell is not None and i <= finding.cell]

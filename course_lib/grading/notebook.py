@@ -57,27 +57,29 @@ def is_answer(cell: Any) -> bool:
     return cell.cell_type == "code" and bool(nbutils.is_solution(cell))
 
 
-def read_notebook(path: Path) -> tuple[NotebookNode | None, str | None, bool]:
-    """(the notebook as nbformat v4, the problem that prevents reading it, whether it was
-    upgraded from an older nbformat)."""
+def read_notebook(path: Path) -> tuple[NotebookNode | None, str | None]:
+    """(the notebook as nbformat v4 or None, the problem that prevents reading it or the note
+    that it was upgraded from an older nbformat)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        return None, f"cannot read {path.name}: {exc}", False
+        return None, f"cannot read {path.name}: {exc}"
     if not raw.strip():
-        return None, f"{path.name} is empty", False
+        return None, f"{path.name} is empty"
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{path.name} is not a valid notebook file (not JSON: {exc})", False
+        return None, f"{path.name} is not a valid notebook file (not JSON: {exc})"
     if not isinstance(data, dict) or "nbformat" not in data:
-        return None, f"{path.name} is JSON but not a Jupyter notebook", False
+        return None, f"{path.name} is JSON but not a Jupyter notebook"
     try:
         version = int(data.get("nbformat", 0))
         nb = nbformat.reads(json.dumps(data), as_version=4)
     except Exception as exc:
-        return None, f"{path.name} is not a readable notebook: {exc}", False
-    return nb, None, version < 4
+        return None, f"{path.name} is not a readable notebook: {exc}"
+    if version < 4:
+        return nb, f"{path.name} was saved in an old notebook format (upgraded to v4)"
+    return nb, None
 
 
 def pick_submitted(
@@ -102,12 +104,9 @@ def pick_submitted(
     if chosen.stat().st_size > MAX_FILE_BYTES:
         problems.append(f"{chosen.name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
         return None
-    nb, problem, upgraded = read_notebook(chosen)
+    nb, problem = read_notebook(chosen)
     if problem:
         problems.append(problem)
-        return None
-    if upgraded:
-        problems.append(f"{chosen.name} was saved in an old notebook format (upgraded to v4)")
     return nb
 
 
@@ -157,11 +156,9 @@ def report_changes(nb: NotebookNode, source: NotebookNode, problems: list[str]) 
             stub = copy.deepcopy(src)
             stub.source = "# (deleted in the submission)\nraise NotImplementedError()"
             stub["outputs"], stub["execution_count"] = [], None
-            at = next(
-                (i + 1 for i, cell in enumerate(nb.cells) if grade_id(cell) == previous),
-                len(nb.cells) if previous is not None else 0,
-            )
-            nb.cells.insert(at, stub)
+            # after ``previous``; without one, after the first cell without a grade id (the title)
+            ids = [grade_id(cell) for cell in nb.cells]
+            nb.cells.insert(ids.index(previous) + 1 if previous in ids else 0, stub)
             seen[gid] = 1
         if gid in seen:
             previous = gid

@@ -40,11 +40,10 @@ SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/li
 HIDDEN_SYSTEM_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 #: Home and temporary folders of the kernel inside the sandbox (in memory).
 SANDBOX_HOME = "/tmp/kernel-home"
-#: The unprivileged account the kernel appears as inside the sandbox's user namespace.
-NOBODY = 65534
-#: New ipc, pid, net, uts, cgroup and user namespaces; no capabilities; ends with the grader.
+#: New ipc, pid, net, uts, cgroup and user namespaces, in the last the kernel is nobody (65534);
+#: no capabilities; ends with the grader.
 NAMESPACES = (
-    *("--unshare-all", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)),
+    *("--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534"),
     *("--die-with-parent", "--cap-drop", "ALL"),
 )
 
