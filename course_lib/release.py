@@ -11,12 +11,13 @@ machines, and then either compares the result with ``chapters/`` (``check=True``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from course_lib.grading.course import (
     CourseConfig,
     ReleaseError,
     has_notebook,
-    with_nbgrader_environment,
+    nbgrader_environment,
 )
 
 __all__ = [
@@ -160,7 +161,7 @@ def generate(config: CourseConfig, root: Path, db_url: str, assignments: Sequenc
     from nbgrader.apps import NbGraderAPI
 
     api = NbGraderAPI(config=config.nbgrader_config(root, db_url))
-    with with_nbgrader_environment():
+    with _with_nbgrader_environment():
         for assignment in assignments:
             outcome = api.generate_assignment(assignment, force=True, create=True)
             if not outcome.get("success"):
@@ -168,6 +169,19 @@ def generate(config: CourseConfig, root: Path, db_url: str, assignments: Sequenc
                     f"nbgrader generate_assignment failed for {assignment}:\n"
                     f"{(outcome.get('log') or '')[-3000:]}\n{(outcome.get('error') or '')[-6000:]}"
                 )
+
+
+@contextlib.contextmanager
+def _with_nbgrader_environment() -> Iterator[None]:
+    """``os.environ`` is :func:`~course_lib.grading.course.nbgrader_environment` inside: the
+    gradebook nbgrader creates runs the ``alembic`` executable it finds on PATH."""
+    saved = dict(os.environ)
+    os.environ.update(nbgrader_environment())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def generate_assignments(

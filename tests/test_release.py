@@ -27,7 +27,7 @@ from grading_support import (
 
 from course_lib.grading.course import (
     ReleaseError,
-    find_course_root,
+    load_course,
     load_course_config,
     nbgrader_environment,
 )
@@ -297,8 +297,8 @@ def test_release_refuses_unregistered_and_unknown_assignments(tmp_path: Path) ->
         load_course_config(tmp_path / "elsewhere")
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(ReleaseError, match=r"no graders/nbgrader_config\.py found"):
-        find_course_root(tmp_path / "elsewhere")
-    assert find_course_root(course.root / "solutions" / SYNTHETIC_ID) == course.root.resolve()
+        load_course(tmp_path / "elsewhere")
+    assert load_course(course.root / "solutions" / SYNTHETIC_ID).root == course.root.resolve()
 
 
 @pytest.mark.grading

@@ -7,13 +7,11 @@ the one place the resource limits' defaults are written down (docs/grading.md, "
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +24,10 @@ __all__ = [
     "CourseConfig",
     "Limits",
     "ReleaseError",
-    "find_course_root",
     "load_course",
     "load_course_config",
     "nbgrader_environment",
     "normalize_db_url",
-    "with_nbgrader_environment",
 ]
 
 #: Where the nbgrader configuration lives, relative to the course root.
@@ -129,22 +125,17 @@ def has_notebook(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_file() for p in folder.glob("*.ipynb"))
 
 
-def find_course_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: cwd) holding the nbgrader config;
-    ``ReleaseError`` when there is none."""
+def load_course(start: str | os.PathLike[str] | None = None) -> CourseConfig:
+    """The course whose root is the nearest directory at or above ``start`` (default: cwd)
+    holding the nbgrader config, parsed once; ``ReleaseError`` when there is none."""
     here = Path(start if start is not None else os.getcwd()).resolve()
     for candidate in (here, *here.parents):
         if (candidate / CONFIG_RELATIVE_PATH).is_file():
-            return candidate
+            return load_course_config(candidate)
     raise ReleaseError(
         f"no {CONFIG_RELATIVE_PATH} found in {here} or any parent directory; "
         "run this command inside the course repository or pass --course-root"
     )
-
-
-def load_course(start: str | os.PathLike[str] | None = None) -> CourseConfig:
-    """The course whose root is at or above ``start`` (default: cwd), its config parsed once."""
-    return load_course_config(find_course_root(start))
 
 
 def load_course_config(root: str | os.PathLike[str]) -> CourseConfig:
@@ -201,18 +192,6 @@ def normalize_db_url(url: str) -> str:
                 return "postgresql+psycopg2://" + url[len(prefix) :]
             return "postgresql://" + url[len(prefix) :]
     return url
-
-
-@contextlib.contextmanager
-def with_nbgrader_environment() -> Iterator[None]:
-    """``os.environ`` is :func:`nbgrader_environment` inside (for nbgrader's Python API)."""
-    saved = dict(os.environ)
-    os.environ.update(nbgrader_environment())
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def nbgrader_environment() -> dict[str, str]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import nbformat
 
-from course_lib.grading.course import CourseConfig, with_nbgrader_environment
-from course_lib.grading.tasks import TaskResult
+from course_lib.grading.course import CourseConfig
+from course_lib.grading.tasks import NotebookResult, TaskResult
 from course_lib.release import generate
 
 __all__ = [
@@ -60,19 +60,17 @@ def merge(course: CourseConfig, db_url: str, result: TaskResult, timestamp: str 
         kwargs = {"timestamp": timestamp} if timestamp else {}
         submission = gb.update_or_create_submission(result.assignment, result.student, **kwargs)
         for notebook in submission.notebooks:
-            entry = result.notebooks.get(notebook.name)
-            flagged = False
+            entry = result.notebooks.get(notebook.name) or NotebookResult()
             for grade in notebook.grades:
-                info = entry.grades.get(grade.name) if entry else None
+                info = entry.grades.get(grade.name)
                 grade.auto_score = 0.0 if info is None else info.auto_score
                 manual = grade.manual_score is not None
                 grade.needs_manual_grade = manual or bool(info and info.needs_manual_grade)
-                flagged = flagged or bool(info and info.flagged)
             for comment in notebook.comments:
-                if entry and comment.name in entry.comments:
+                if comment.name in entry.comments:
                     comment.auto_comment = entry.comments[comment.name]
-            notebook.flagged = flagged
-            if entry and entry.late_penalty is not None:
+            notebook.flagged = any(info.flagged for info in entry.grades.values())
+            if entry.late_penalty is not None:
                 notebook.late_submission_penalty = entry.late_penalty
         gb.db.commit()
         return float(submission.max_score)
@@ -132,7 +130,7 @@ def _feedback_chunk(
     c = course.nbgrader_config(output, db_url)
     c.GenerateFeedback.preprocessors = feedback_preprocessors()
     c.CourseDirectory.student_id_exclude = ",".join(exclude)
-    with with_nbgrader_environment(), warnings.catch_warnings():
+    with warnings.catch_warnings():  # the gradebook exists: nbgrader runs no alembic here
         warnings.simplefilter("ignore")
         outcome = NbGraderAPI(config=c).generate_feedback(assignment, force=True)
     if outcome.get("success"):
