@@ -87,15 +87,13 @@ def probe() -> SandboxStatus:
 
 def _python_paths() -> list[str]:
     """What the interpreter needs to run: prefixes, standard library, site-packages."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
-    paths.update(
-        sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")
-    )
-    paths.update(site.getsitepackages())
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    paths.append(os.path.dirname(os.path.realpath(sys.executable)))
+    paths += (sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths += site.getsitepackages()
     if site.ENABLE_USER_SITE:
-        paths.add(site.getusersitepackages())
-    return sorted(p for p in paths if p)
+        paths.append(site.getusersitepackages())
+    return paths
 
 
 def _parents_first(paths: Iterable[str]) -> list[str]:

@@ -218,14 +218,12 @@ class _Scanner(ast.NodeVisitor):
         allowed = (*allow, *ALWAYS_ALLOWED)
         bad = sorted(o for o in self.objects if o != "course_lib" and not _under(o, allowed))
         bound = bound_names(self.node)
-        names = sorted(bound & own) or (sorted(own) if answer and bound else [])
-        if not (bad and names):
+        name = min(bound & own or (own if answer and bound else set()), default=None)
+        if not (bad and name):
             return []
         shown = ", ".join(f"`{o}`" for o in bad[:3])
-        message = (
-            f"`{names[0]}` uses the reference implementation ({shown}) instead of your own code"
-        )
-        return [Finding("reference", message, self.index, self.node.lineno, exercise=names[0])]
+        message = f"`{name}` uses the reference implementation ({shown}) instead of your own code"
+        return [Finding("reference", message, self.index, self.node.lineno, exercise=name)]
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         if isinstance(node, ast.Import):
