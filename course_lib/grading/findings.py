@@ -185,9 +185,8 @@ def apply_findings(
         before = [g for i, g in answers if finding.cell is not None and i <= finding.cell]
         comment = comments.get(before[-1] if before else next((g for _, g in answers), None))
         if comment is not None:
-            comment.auto_comment = "\n".join(
-                filter(None, [comment.auto_comment, finding.summary_line()])
-            )
+            lines = [comment.auto_comment, finding.summary_line()]
+            comment.auto_comment = "\n".join(filter(None, lines))
         if finding.cell is not None and 0 <= finding.cell < len(cells):
             if cells[finding.cell].cell_type == "code":
                 note = f"Note from the grader ({finding.consequence}): {text}\n"

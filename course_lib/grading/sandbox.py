@@ -78,10 +78,8 @@ def probe() -> SandboxStatus:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return SandboxStatus(False, bwrap, f"bwrap did not run: {exc}")
     if run.returncode != 0:
-        message = (run.stderr or run.stdout).strip().splitlines()
-        return SandboxStatus(
-            False, bwrap, f"bwrap failed: {message[-1] if message else run.returncode}"
-        )
+        message = (run.stderr or run.stdout).strip().splitlines() or [str(run.returncode)]
+        return SandboxStatus(False, bwrap, f"bwrap failed: {message[-1]}")
     return SandboxStatus(True, bwrap, "")
 
 
@@ -208,10 +206,8 @@ class LimitedKernelManager(AsyncKernelManager):
     sandbox = Dict()
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        cmd = [
-            *(sys.executable, "-m", "course_lib.grading.launcher", *self.launcher_args, "--"),
-            *super().format_kernel_cmd(extra_arguments),
-        ]
+        launcher = [sys.executable, "-m", "course_lib.grading.launcher", *self.launcher_args]
+        cmd = [*launcher, "--", *super().format_kernel_cmd(extra_arguments)]
         if not self.sandbox:
             return cmd
         wrapped = sandboxed_command(cmd, read_only=[self.connection_file], **self.sandbox)
