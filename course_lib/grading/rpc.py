@@ -101,11 +101,11 @@ class Endpoint:
         *,
         ops: Mapping[str, Op] = OBJECT_OPS,
         on_stream: Callable[[str, str], None] = lambda name, text: None,
-        on_done: Callable[[], Any] | None = None,
+        on_done: Callable[[], Any] = lambda: None,
     ):
         self.sock = sock
         self.codec = Codec(lambda h, meta: make_proxy(self, h, meta))
-        self.ops = {**ops, "done": lambda o, a, k: on_done() if on_done else None}
+        self.ops = {**ops, "done": lambda o, a, k: on_done()}
         self.on_stream = on_stream
         self.deadline: float | None = None
         self.closed = False
