@@ -26,7 +26,7 @@ __all__ = ["BOOT", "LimitedStream", "boot", "serve"]
 #: primitives the watch needs and load the agent (see :mod:`course_lib.grading.refwatch`).
 BOOT = "__import__('course_lib.grading.agent', fromlist=['boot']).boot()"
 
-#: Output forwarded per test cell before the rest is dropped.
+#: Output kept per test cell (forwarded by the kernel, printed by the test), then dropped.
 MAX_STREAM_CHARS = 200_000
 
 _state: dict[str, Any] = {}

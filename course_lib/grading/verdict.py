@@ -8,8 +8,9 @@ first sends ``{"ready": true, "errors": [...]}`` after the notebook's setup, the
 ``serve`` (the line the grader has the kernel run so that its agent serves the next test),
 ``run`` (one test cell) and ``quit``. :class:`VerdictSession` is the process's state: the setup
 (imports and helpers), the connection to the kernel's agent, and :meth:`VerdictSession.run`,
-which runs one test cell and answers with its outputs in nbformat form. Names the setup does not bind are looked up in the kernel and
-arrive as data or proxies (:mod:`course_lib.grading.rpc`); expected values are computed here.
+which runs one test cell and answers with its outputs in nbformat form. Names the setup does
+not bind are looked up in the kernel and arrive as data or proxies
+(:mod:`course_lib.grading.rpc`); expected values are computed here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import traceback
 from typing import Any
 
 from course_lib.grading import refwatch
-from course_lib.grading.agent import LimitedStream
+from course_lib.grading.agent import MAX_STREAM_CHARS, LimitedStream
 from course_lib.grading.findings import named_error, report_outputs
 from course_lib.grading.proxies import ProxyFactory, TestNamespace
 from course_lib.grading.rpc import (
@@ -47,8 +48,6 @@ from course_lib.grading.rpc import (
 
 __all__ = ["CellTimeout", "VerdictProcess", "VerdictSession", "library_modules", "preimport"]
 
-#: Characters of test output kept before the rest is dropped.
-MAX_OUTPUT_CHARS = 200_000
 #: Seconds to wait for a kernel to come back after an interrupt.
 INTERRUPT_GRACE = 20.0
 
@@ -239,7 +238,7 @@ class VerdictSession:
     def run(self, source: str, timeout: float) -> dict[str, Any]:
         """Run one test cell while the kernel serves it (see :meth:`serve_code`): ``{"outputs":
         [...nbformat outputs], "kernel_ok": bool, "timed_out": bool}``."""
-        budget = [MAX_OUTPUT_CHARS]
+        budget = [MAX_STREAM_CHARS]  # for what the kernel forwards and what the test prints
         self._sinks = {
             name: LimitedStream(functools.partial(self._print, name), budget)
             for name in ("stdout", "stderr")
