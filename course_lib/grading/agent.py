@@ -20,8 +20,6 @@ from course_lib.grading import refwatch
 from course_lib.grading.proxies import ProxyFactory
 from course_lib.grading.rpc import OBJECT_OPS, Endpoint
 
-__all__ = ["BOOT", "LimitedStream", "boot", "serve"]
-
 #: The kernel's first line (``IPKernelApp.exec_lines``), before any student cell: capture the
 #: primitives the watch needs and load the agent (see :mod:`course_lib.grading.refwatch`).
 BOOT = "__import__('course_lib.grading.agent', fromlist=['boot']).boot()"

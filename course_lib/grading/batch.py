@@ -29,8 +29,6 @@ from course_lib.grading.course import (
 )
 from course_lib.grading.tasks import GradeTask, TaskResult, forkserver_context, run_task
 
-__all__ = ["BatchResult", "GradeOptions", "grade_batch"]
-
 
 @dataclass
 class GradeOptions:

@@ -16,20 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "CONFIG_RELATIVE_PATH",
-    "DEFAULT_COURSE_ID",
-    "DEFAULT_KERNEL_USER",
-    "LIMIT_TRAITS",
-    "CourseConfig",
-    "Limits",
-    "ReleaseError",
-    "load_course",
-    "load_course_config",
-    "nbgrader_environment",
-    "normalize_db_url",
-]
-
 #: Where the nbgrader configuration lives, relative to the course root.
 CONFIG_RELATIVE_PATH = Path("graders") / "nbgrader_config.py"
 #: The course id when the configuration leaves ``CourseDirectory.course_id`` empty

@@ -42,8 +42,6 @@ from course_lib.grading.sandbox import LimitedKernelManager, launcher_args, sand
 from course_lib.grading.static import verdict_init
 from course_lib.grading.verdict import INTERRUPT_GRACE, VerdictProcess
 
-__all__ = ["IsolatedExecute", "isolated_autograde_preprocessors"]
-
 #: The defaults of every limit (the one place they are set: :class:`Limits`).
 _LIMITS = Limits()
 #: Kernel restarts per notebook before the cells left are not run.

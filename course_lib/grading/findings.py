@@ -10,16 +10,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = [
-    "Finding",
-    "apply_findings",
-    "collect_findings",
-    "named_error",
-    "recorded_findings",
-    "report_outputs",
-    "to_python",
-]
-
 Kind = Literal["habit", "reference", "grader"]
 
 #: ename of the error output a test gets for each costly runtime finding.

@@ -18,14 +18,6 @@ from course_lib.grading.course import CourseConfig
 from course_lib.grading.tasks import NotebookResult, TaskResult
 from course_lib.release import generate
 
-__all__ = [
-    "export_csv",
-    "feedback",
-    "merge",
-    "prepare",
-    "write_autograded",
-]
-
 
 def prepare(
     course: CourseConfig, output: Path, db_url: str, assignments: Sequence[str], work: Path

@@ -19,8 +19,6 @@ import shutil
 import sys
 import tempfile
 
-__all__ = ["main"]
-
 
 def _set_limit(kind: int, value: int | None) -> None:
     if value is None or value <= 0:

@@ -20,20 +20,6 @@ from nbgrader.preprocessors import ClearHiddenTests, GetGrades, NbGraderPreproce
 
 from course_lib.grading.findings import apply_findings, collect_findings
 
-__all__ = [
-    "ApplyFindings",
-    "FeedbackView",
-    "MAX_FILE_BYTES",
-    "feedback_preprocessors",
-    "grade_id",
-    "is_answer",
-    "is_test",
-    "nbgrader_meta",
-    "pick_submitted",
-    "read_notebook",
-    "report_changes",
-]
-
 #: Largest submitted file the grader reads.
 MAX_FILE_BYTES = 50 * 1024 * 1024
 

@@ -16,8 +16,6 @@ import numpy as np
 
 from course_lib.grading.rpc import Endpoint
 
-__all__ = ["FORWARDED_DUNDERS", "ProxyFactory", "TestNamespace"]
-
 #: Attributes of a remote object that proxies forward although they are "dunder" names.
 FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
 _PROXY_MODULE = "course_grader_remote"

@@ -20,23 +20,12 @@ import numpy as np
 from course_lib.grading.wire import (
     Codec,
     ProtocolError,
-    RemoteError,
     RemoteTimeout,
     exception_from_wire,
     exception_to_wire,
     recv_frame,
     send_frame,
 )
-
-__all__ = [
-    "OBJECT_OPS",
-    "READ_ONLY_OPS",
-    "Endpoint",
-    "Op",
-    "ProtocolError",
-    "RemoteError",
-    "RemoteTimeout",
-]
 
 #: An operation served on this side: (target object or None, args, kwargs) -> value.
 Op = Callable[[Any, list[Any], dict[str, Any]], Any]

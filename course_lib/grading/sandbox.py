@@ -24,16 +24,6 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Dict, List, Unicode
 
-__all__ = [
-    "LimitedKernelManager",
-    "SandboxStatus",
-    "bwrap_command",
-    "launcher_args",
-    "probe",
-    "sandbox_folder",
-    "sandboxed_command",
-]
-
 #: Top-level system folders the kernel may read (those that exist; symlinks are kept as links).
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 #: Files under the system folders that stay hidden even there.

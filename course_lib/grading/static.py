@@ -13,8 +13,6 @@ from nbformat import NotebookNode
 from course_lib.grading.findings import Finding, Kind, to_python
 from course_lib.grading.notebook import grade_id, is_answer, is_test
 
-__all__ = ["scan_submission", "verdict_init"]
-
 # What student code may do, reported as a habit (no points lost). Whitespace-separated lists.
 #: Modules (and their submodules) whose import is reported.
 MODULES = frozenset(

@@ -38,18 +38,6 @@ from course_lib.grading.course import (
 from course_lib.grading.findings import recorded_findings
 from course_lib.grading.notebook import MAX_FILE_BYTES, pick_submitted, report_changes
 
-__all__ = [
-    "CellGrade",
-    "GradeTask",
-    "NotebookResult",
-    "TaskResult",
-    "forkserver_context",
-    "grade_one",
-    "kill_tree",
-    "main",
-    "run_task",
-]
-
 
 @dataclass(frozen=True)
 class GradeTask:

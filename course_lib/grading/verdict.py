@@ -38,15 +38,8 @@ from course_lib.grading import refwatch
 from course_lib.grading.agent import MAX_STREAM_CHARS, LimitedStream
 from course_lib.grading.findings import named_error, report_outputs
 from course_lib.grading.proxies import ProxyFactory, TestNamespace
-from course_lib.grading.rpc import (
-    READ_ONLY_OPS,
-    Endpoint,
-    ProtocolError,
-    RemoteError,
-    RemoteTimeout,
-)
-
-__all__ = ["CellTimeout", "VerdictProcess", "VerdictSession", "library_modules", "preimport"]
+from course_lib.grading.rpc import READ_ONLY_OPS, Endpoint
+from course_lib.grading.wire import ProtocolError, RemoteError, RemoteTimeout
 
 #: Seconds to wait for a kernel to come back after an interrupt.
 INTERRUPT_GRACE = 20.0
