@@ -105,8 +105,9 @@ def test_task_and_result_round_trip(tmp_path: Path) -> None:
         "graded",
         notebooks={
             "nb": NotebookResult(
-                grades={"t1": CellGrade(1.0, 2.0), "t2": CellGrade(None, 3.0, flagged=["x"])},
+                grades={"t1": CellGrade(1.0, 2.0), "t2": CellGrade(None, 3.0, True)},
                 comments={"a1": None},
+                flagged=True,
             )
         },
     )

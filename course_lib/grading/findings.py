@@ -183,15 +183,3 @@ def apply_findings(
                 stream = {"output_type": "stream", "name": "stderr", "text": note}
                 cells[finding.cell].setdefault("outputs", []).append(from_dict(stream))
     return flagged
-
-
-def recorded_findings(autograded: Any, grades: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The findings ``ApplyFindings`` recorded in an autograded notebook's metadata (as
-    :meth:`Finding.to_dict`); the tests a reach for the grader zeroed get it in their
-    ``flagged`` (``grades``: :class:`~course_lib.grading.tasks.CellGrade` by grade_id)."""
-    found = list(autograded.metadata.get("course_lib", {}).get("findings", []))
-    for finding in found:
-        for gid in finding["tests"] if finding["kind"] == "grader" else ():
-            if gid in grades:
-                grades[gid].flagged.append(finding["where"])
-    return found

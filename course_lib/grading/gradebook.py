@@ -61,7 +61,7 @@ def merge(course: CourseConfig, db_url: str, result: TaskResult, timestamp: str 
             for comment in notebook.comments:
                 if comment.name in entry.comments:
                     comment.auto_comment = entry.comments[comment.name]
-            notebook.flagged = any(info.flagged for info in entry.grades.values())
+            notebook.flagged = entry.flagged
             if entry.late_penalty is not None:
                 notebook.late_submission_penalty = entry.late_penalty
         gb.db.commit()

@@ -35,7 +35,6 @@ from course_lib.grading.course import (
     Limits,
     nbgrader_environment,
 )
-from course_lib.grading.findings import recorded_findings
 from course_lib.grading.notebook import MAX_FILE_BYTES, pick_submitted, report_changes
 
 
@@ -68,8 +67,6 @@ class CellGrade:
     auto_score: float | None
     max_score: float
     needs_manual_grade: bool = False
-    #: integrity findings that set this grade to 0 (empty: none)
-    flagged: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +76,8 @@ class NotebookResult:
     grades: dict[str, CellGrade] = field(default_factory=dict)
     comments: dict[str, str | None] = field(default_factory=dict)
     late_penalty: float | None = None
+    #: flagged for review (a reach for the grader: ``ApplyFindings``)
+    flagged: bool = False
     #: the autograded notebook (nbformat JSON), None when it could not be graded
     autograded: str | None = None
 
@@ -181,7 +180,7 @@ def grade_one(task: GradeTask) -> TaskResult:
             path = root / "autograded" / task.student / task.assignment / f"{name}.ipynb"
             if path.exists():
                 autograded = nbformat.read(str(path), as_version=4)
-                result.findings += recorded_findings(autograded, entry.grades)  # ApplyFindings
+                result.findings += autograded.metadata.get("course_lib", {}).get("findings", [])
                 entry.autograded = nbformat.writes(autograded)
         result.seconds = round(time.monotonic() - started, 2)
         result.cpu_seconds = round(_cpu_seconds() - cpu_started, 2)
@@ -231,6 +230,7 @@ def _read_grades(task: GradeTask, db_url: str, names: list[str]) -> dict[str, No
                     },
                     comments={c.name: c.auto_comment for c in sub.comments},
                     late_penalty=sub.late_submission_penalty,
+                    flagged=bool(sub.flagged),
                 )
     return out
 
