@@ -58,9 +58,8 @@ def run_in_kernel(kc, code: str) -> None:
 @pytest.fixture()
 def session(kernel):
     km, kc = kernel
-    session = VerdictSession()
     cells = [OWN_RELU, "", "RELU = course_lib.layers.Relu"]
-    session.init(
+    session = VerdictSession(
         ["import numpy as np"],
         ["Relu"],
         exercises={"Relu": ["relu-tests"]},

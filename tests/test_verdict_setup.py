@@ -32,10 +32,9 @@ def source(chapter: str) -> nbformat.NotebookNode:
 
 
 def init(setup: list[str], student_names: list[str] = ()) -> tuple[list[str], dict]:
-    session = VerdictSession()
+    session = VerdictSession(setup, list(student_names))
     try:
-        errors = session.init(setup, list(student_names))["errors"]
-        return errors, dict(session.ns)
+        return session.setup_errors, dict(session.ns)
     finally:
         session.close()
 

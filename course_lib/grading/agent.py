@@ -17,12 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from course_lib.grading import refwatch
-from course_lib.grading.proxies import ProxyFactory
 from course_lib.grading.rpc import OBJECT_OPS, Endpoint
 
-#: The kernel's first line (``IPKernelApp.exec_lines``), before any student cell: capture the
-#: primitives the watch needs and load the agent (see :mod:`course_lib.grading.refwatch`).
-BOOT = "__import__('course_lib.grading.agent', fromlist=['boot']).boot()"
+#: The kernel's first line (``IPKernelApp.exec_lines``), before any student cell: load the agent
+#: and capture the primitives the watch needs (:func:`course_lib.grading.refwatch.install`).
+BOOT = "__import__('course_lib.grading.agent', fromlist=['refwatch']).refwatch.install()"
 
 #: Output kept per test cell (forwarded by the kernel, printed by the test), then dropped.
 MAX_STREAM_CHARS = 200_000
@@ -82,11 +81,6 @@ KERNEL_OPS = {
 }
 
 
-def boot() -> None:
-    """Run once per kernel before any student code (see :data:`BOOT`)."""
-    refwatch.install()
-
-
 def serve(path: str, token: str, watch: dict[str, Any] | None = None) -> None:
     """Connect to the verdict process (once per kernel) and serve it until the test is done.
 
@@ -103,7 +97,7 @@ def serve(path: str, token: str, watch: dict[str, Any] | None = None) -> None:
         refwatch.connect(sock, path)
         sock.sendall(token.encode("ascii") + b"\n")
         # the verdict's objects (a function a test passes in) arrive as proxies
-        endpoint = Endpoint(sock, ProxyFactory(), ops=KERNEL_OPS, on_done=refwatch.report)
+        endpoint = Endpoint(sock, ops=KERNEL_OPS, on_done=refwatch.report)
         _state.update(endpoint=endpoint, key=(path, token))
     budget = [MAX_STREAM_CHARS]
     saved = sys.stdout, sys.stderr

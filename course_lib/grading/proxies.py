@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import builtins
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from course_lib.grading.rpc import Endpoint
+if TYPE_CHECKING:
+    from course_lib.grading.rpc import Endpoint
 
 #: Attributes of a remote object that proxies forward although they are "dunder" names.
 FORWARDED_DUNDERS = frozenset({"__dict__", "__name__", "__qualname__", "__doc__", "__wrapped__"})
@@ -113,23 +114,24 @@ def _library_class(module: str, qualname: str) -> type | None:
 
 
 class ProxyFactory:
-    """Makes the proxies of one connection (``make_proxy`` of an :class:`Endpoint`), with one
-    mirror class per class of the other side."""
+    """Makes the proxies of the connection ``ep`` (its codec's ``make_proxy(handle, meta)``),
+    with one mirror class per class of the other side."""
 
-    def __init__(self) -> None:
+    def __init__(self, ep: Endpoint) -> None:
+        self.ep = ep
         self.classes: dict[int, type] = {}
 
-    def mirror(self, ep: Endpoint, meta: dict[str, Any]) -> type:
+    def mirror(self, meta: dict[str, Any]) -> type:
         handle = int(meta["h"])
         if handle in self.classes:
             return self.classes[handle]
-        bases = tuple(self.mirror(ep, b) for b in meta.get("bases") or [])
+        bases = tuple(self.mirror(b) for b in meta.get("bases") or [])
         name = str(meta.get("name") or "RemoteClass")
         namespace = {
             "__module__": str(meta.get("module") or "__main__"),
             "__qualname__": str(meta.get("qualname") or name),
             "__slots__": (),
-            "_cg_class_ep": ep,
+            "_cg_class_ep": self.ep,
             "_cg_class_h": handle,
         }
         real = _library_class(namespace["__module__"], namespace["__qualname__"])
@@ -145,17 +147,17 @@ class ProxyFactory:
         self.classes[handle] = cls
         return cls
 
-    def __call__(self, ep: Endpoint, handle: int, meta: dict[str, Any]) -> Any:
+    def __call__(self, handle: int, meta: dict[str, Any]) -> Any:
         kind = meta.get("kind")
         if kind == "class":
-            return self.mirror(ep, meta)
+            return self.mirror(meta)
         if kind == "instance" and meta.get("cls"):
-            cls = self.mirror(ep, meta["cls"])
+            cls = self.mirror(meta["cls"])
         else:  # functions, modules: a class named after the kind, in the object's module
             module = str(meta.get("module") or "__main__")
             cls = type(str(kind), (_RemoteBase,), {"__slots__": (), "__module__": module})
         obj = object.__new__(cls)
-        for slot, value in zip(_RemoteBase.__slots__, (ep, handle, meta)):
+        for slot, value in zip(_RemoteBase.__slots__, (self.ep, handle, meta)):
             object.__setattr__(obj, slot, value)
         return obj
 

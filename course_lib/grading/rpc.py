@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from course_lib.grading.proxies import ProxyFactory
 from course_lib.grading.wire import (
     Codec,
     ProtocolError,
@@ -79,21 +80,21 @@ class Endpoint:
 
     :meth:`request` sends a request and, while it waits for the answer, serves the other side's
     requests (callbacks) from ``ops``; :meth:`serve` serves them until ``done``, whose answer is
-    ``on_done()``. ``make_proxy(endpoint, handle, meta)`` builds the stand-in for an object of the
-    other side; ``on_stream(name, text)`` gets the output the other side forwards.
+    ``on_done()``. The other side's objects arrive as proxies of this connection
+    (:class:`~course_lib.grading.proxies.ProxyFactory`); ``on_stream(name, text)`` gets the
+    output the other side forwards.
     """
 
     def __init__(
         self,
         sock: socket.socket,
-        make_proxy: Callable[[Endpoint, int, dict[str, Any]], Any],
         *,
         ops: Mapping[str, Op] = OBJECT_OPS,
         on_stream: Callable[[str, str], None] = lambda name, text: None,
         on_done: Callable[[], Any] = lambda: None,
     ):
         self.sock = sock
-        self.codec = Codec(lambda h, meta: make_proxy(self, h, meta))
+        self.codec = Codec(ProxyFactory(self))
         self.ops = {**ops, "done": lambda o, a, k: on_done()}
         self.on_stream = on_stream
         self.deadline: float | None = None
@@ -123,14 +124,14 @@ class Endpoint:
         except OSError as exc:
             self.closed = True
             raise ProtocolError(f"cannot reach the kernel: {exc}") from exc
-        return self._wait(seq, self.deadline)
+        return self.serve(seq)
 
-    def _wait(self, seq: int | None, deadline: float | None) -> Any:
-        """Serve the other side's requests until the answer to request ``seq`` arrives, or with
-        ``seq`` None until ``done`` is served."""
+    def serve(self, seq: int | None = None) -> Any:
+        """Serve the other side's requests until it sends ``done``, or with ``seq`` until the
+        answer to this side's request ``seq`` arrives (returned), by :attr:`deadline`."""
         while True:
             try:
-                message = recv_frame(self.sock, deadline)
+                message = recv_frame(self.sock, self.deadline)
             except (ProtocolError, OSError) as exc:
                 if not isinstance(exc, RemoteTimeout):
                     self.closed = True
@@ -168,10 +169,6 @@ class Endpoint:
             reply = {"exc": exception_to_wire(exc)}
         self._send({"kind": "rep", "seq": message.get("seq"), **reply})
         return op != "done"
-
-    def serve(self, deadline: float | None = None) -> None:
-        """Serve the other side's requests until it sends ``done``."""
-        self._wait(None, deadline)
 
     def send_stream(self, name: str, text: str) -> None:
         send_frame(self.sock, {"kind": "stream", "name": name, "text": text})

@@ -37,9 +37,9 @@ from typing import Any
 from course_lib.grading import refwatch
 from course_lib.grading.agent import MAX_STREAM_CHARS, LimitedStream
 from course_lib.grading.findings import named_error, report_outputs
-from course_lib.grading.proxies import ProxyFactory, TestNamespace
+from course_lib.grading.proxies import TestNamespace
 from course_lib.grading.rpc import READ_ONLY_OPS, Endpoint
-from course_lib.grading.wire import ProtocolError, RemoteError, RemoteTimeout
+from course_lib.grading.wire import ProtocolError, RemoteTimeout
 
 #: Seconds to wait for a kernel to come back after an interrupt.
 INTERRUPT_GRACE = 20.0
@@ -84,7 +84,21 @@ def preimport() -> None:
 class VerdictSession:
     """State of the verdict process for one notebook (survives kernel restarts)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        setup: list[str],
+        student_names: list[str],
+        exercises: dict[str, list[str]] | None = None,
+        allow: list[str] | None = None,
+        cells: list[str] | None = None,
+        handed_out: str = "",
+    ) -> None:
+        """Run the ``setup`` statements; :attr:`setup_errors` names those that failed.
+
+        ``exercises``: name -> grade_ids of its tests; ``allow``: course_lib objects the
+        solution uses; ``cells``: the submitted notebook's cell sources (to name the cell a
+        runtime finding comes from); ``handed_out``: the text of the instructor's notebook
+        (docstrings given to students do not mark a copy of the reference)."""
         self.ns = TestNamespace(self._resolve_remote)
         self.ns["__name__"] = "__main__"
         self.rpc_dir = tempfile.mkdtemp(prefix="cg-verdict-")
@@ -97,43 +111,21 @@ class VerdictSession:
         self.conn_token = ""
         self.endpoint: Endpoint | None = None
         self._kernel_starts = 0
-        self.exercises: dict[str, list[str]] = {}
-        self.allow: list[str] = []
-        self.cells: list[str] = []
-        self.handed_out = ""
-        self._tables: dict[str, dict[str, Any]] = {}
-        self._report: dict[str, Any] | None = None
-        self._streams: list[list[str]] = []  # [name, text] of the running test, in order
-        self._sinks: dict[str, LimitedStream] = {}  # its stdout and stderr
-
-    def init(
-        self,
-        setup: list[str],
-        student_names: list[str],
-        exercises: dict[str, list[str]] | None = None,
-        allow: list[str] | None = None,
-        cells: list[str] | None = None,
-        handed_out: str = "",
-    ) -> dict[str, Any]:
-        """Run the ``setup`` statements; ``{"errors": [...]}`` names those that failed.
-
-        ``exercises``: name -> grade_ids of its tests; ``allow``: course_lib objects the
-        solution uses; ``cells``: the submitted notebook's cell sources (to name the cell a
-        runtime finding comes from); ``handed_out``: the text of the instructor's notebook
-        (docstrings given to students do not mark a copy of the reference)."""
-        self.handed_out = handed_out
         self.exercises = {str(k): list(v) for k, v in (exercises or {}).items()}
         self.allow = list(allow or [])
         self.cells = list(cells or [])
-        errors = []
+        self.handed_out = handed_out
+        self._tables: dict[str, dict[str, Any]] = {}
+        self._streams: list[list[str]] = []  # [name, text] of the running test, in order
+        self._sinks: dict[str, LimitedStream] = {}  # its stdout and stderr
+        self.setup_errors: list[str] = []
         for source in setup:
             try:
                 exec(compile(source, "<setup>", "exec"), self.ns)
             except Exception as exc:  # a setup statement that cannot run here is skipped
-                errors.append(f"`{source.splitlines()[0]}`: {type(exc).__name__}: {exc}")
+                self.setup_errors.append(f"`{source.splitlines()[0]}`: {type(exc).__name__}: {exc}")
         for name in student_names:
             self.ns.pop(name, None)
-        return {"errors": errors}
 
     def _disconnect(self) -> None:
         if self.endpoint is not None:
@@ -215,18 +207,18 @@ class VerdictSession:
             conn.close()
         raise ProtocolError("the grader could not reach your kernel (is a cell still running?)")
 
-    def _finish_serving(self, timed_out: bool) -> None:
-        """Tell the agent the test is over (its answer is the watch's report); after a timeout,
-        drop the connection instead (the stream is mid-request)."""
+    def _finish_serving(self, timed_out: bool) -> dict[str, Any] | None:
+        """Tell the agent the test is over and return its answer, the watch's report; after a
+        timeout, drop the connection instead (the stream is mid-request)."""
         assert self.endpoint is not None
         self.endpoint.deadline = time.monotonic() + INTERRUPT_GRACE
         try:
             if not timed_out:
-                self._report = self.endpoint.request("done")
-                return
+                return self.endpoint.request("done")
         except (ProtocolError, RemoteTimeout, OSError):
             pass
         self._disconnect()
+        return None
 
     def run(self, source: str, timeout: float) -> dict[str, Any]:
         """Run one test cell while the kernel serves it (see :meth:`serve_code`): ``{"outputs":
@@ -237,7 +229,7 @@ class VerdictSession:
             for name in ("stdout", "stderr")
         }
         self._streams = []
-        self._report = None
+        report = None
         error: dict[str, Any] | None = None
         result: Any = None
         timed_out = False
@@ -248,8 +240,7 @@ class VerdictSession:
         try:
             if self.endpoint is None:  # proxies and mirror classes belong to one connection
                 sock = self._accept(deadline)
-                ops, forward = READ_ONLY_OPS, self._forwarded
-                self.endpoint = Endpoint(sock, ProxyFactory(), ops=ops, on_stream=forward)
+                self.endpoint = Endpoint(sock, ops=READ_ONLY_OPS, on_stream=self._forwarded)
             self.endpoint.deadline = deadline
             tree = ast.parse(source, "<test cell>")
             tail = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
@@ -281,9 +272,9 @@ class VerdictSession:
             self.ns.forget_resolved()
         timed_out = timed_out or time.monotonic() > deadline
         if self.endpoint is not None and kernel_ok:
-            self._finish_serving(timed_out)
+            report = self._finish_serving(timed_out)
         outputs = [{"output_type": "stream", "name": n, "text": t} for n, t in self._streams]
-        findings = report_outputs(self._report, self.cells)
+        findings = report_outputs(report, self.cells)
         if error is not None:
             outputs.append(error)
         elif result is not None and not findings:
@@ -306,8 +297,7 @@ _INTERNAL_FILES = ("course_lib/grading/rpc.py", "course_lib/grading/verdict.py")
 
 
 def _error_output(exc: BaseException) -> dict[str, Any]:
-    ename = getattr(exc, "remote_type", None) if isinstance(exc, RemoteError) else None
-    ename = ename or type(exc).__name__
+    ename = type(exc).__name__  # a RemoteError's subclass has the name of the kernel's type
     evalue = str(exc)
     frames = [
         f
@@ -332,7 +322,7 @@ def _error_output(exc: BaseException) -> dict[str, Any]:
 class VerdictProcess:
     """One verdict process for one notebook (it survives the kernel's restarts).
 
-    ``init``: :meth:`VerdictSession.init`'s arguments; ``env``, ``cwd``: its environment, folder.
+    ``init``: :class:`VerdictSession`'s arguments; ``env``, ``cwd``: its environment, folder.
     """
 
     def __init__(self, init: dict[str, Any], env: dict[str, str], cwd: str | None) -> None:
@@ -401,12 +391,12 @@ def _serve(conn: Any, init: dict[str, Any], env: dict[str, str], cwd: str | None
     if cwd:
         os.chdir(cwd)
     preimport()
-    session = VerdictSession()
+    session = VerdictSession(**init)
 
     def answer(obj: dict[str, Any]) -> None:
         conn.send_bytes(json.dumps(obj, allow_nan=True).encode())
 
-    answer({"ready": True, **session.init(**init)})
+    answer({"ready": True, "errors": session.setup_errors})
     try:
         with contextlib.suppress(EOFError):
             while (cmd := json.loads(conn.recv_bytes())).get("cmd") != "quit":

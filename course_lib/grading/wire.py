@@ -47,9 +47,9 @@ class RemoteTimeout(TimeoutError):
 
 
 class RemoteError(Exception):
-    """An exception raised on the other side whose type is not a Python builtin."""
+    """An exception raised on the other side whose type is not a Python builtin (a subclass
+    named after that type)."""
 
-    remote_type = "RemoteError"
     remote_traceback = ""
 
 
@@ -59,7 +59,7 @@ def exception_from_wire(info: dict[str, Any]) -> BaseException:
     name, message = str(info.get("type", "Exception")), str(info.get("msg", ""))
     cls = getattr(builtins, name, None) if info.get("module") == "builtins" else None
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = type(name, (RemoteError,), {"remote_type": name})
+        cls = type(name, (RemoteError,), {})
     try:
         exc = cls(message)
     except Exception:  # an exception class with an unusual constructor
@@ -74,9 +74,9 @@ def exception_to_wire(exc: BaseException) -> dict[str, Any]:
     except Exception:
         message = f"<{type(exc).__name__} whose message cannot be printed>"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    name = getattr(exc, "remote_type", None) or type(exc).__name__
+    name = type(exc).__name__  # a RemoteError's: the other side's type's (see above)
     module = "remote" if isinstance(exc, RemoteError) else type(exc).__module__
-    return {"type": str(name), "module": str(module), "msg": message[:20000], "tb": tb[-20000:]}
+    return {"type": name, "module": str(module), "msg": message[:20000], "tb": tb[-20000:]}
 
 
 def send_frame(sock: socket.socket, message: dict[str, Any]) -> None:
