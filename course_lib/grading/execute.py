@@ -83,7 +83,6 @@ class IsolatedExecute(Execute):
     )
     max_output_chars = Integer(_LIMITS.max_output_chars, help="Kept per cell.").tag(config=True)
     isolate_tests = Bool(True, help="Test cells in the verdict process.").tag(config=True)
-    source_directory = Unicode("", help="The assignment's source folder.").tag(config=True)
     scratch_directory = Unicode("", help="Scratch space for kernel homes.").tag(config=True)
     sandbox = Unicode(
         os.environ.get("COURSE_LIB_SANDBOX", "auto"),
@@ -105,8 +104,11 @@ class IsolatedExecute(Execute):
         self._exit_cells: set[int] = set()
         self.kernel_manager_class = LimitedKernelManager
         self._sandbox_dir = sandbox_folder(self.sandbox, self.log.warning)
+        resources = resources if resources is not None else {}
+        # for ApplyFindings too: nbgrader hands this resources dict to every later preprocessor
+        resources["source_notebook"] = self._source_notebook(resources)
         if self.isolate_tests:
-            self._start_verdict(nb, resources)
+            self._start_verdict(nb, resources["source_notebook"])
         try:
             return super().preprocess(nb, resources, km)
         finally:
@@ -126,32 +128,31 @@ class IsolatedExecute(Execute):
             warn=self.log.warning,
         )
         if self._sandbox_dir is not None:
+            root, source = self._course_folders()
             # no network in the sandbox: the kernel's ZeroMQ sockets are files in a shared folder
             km.transport = "ipc"
             km.ip = os.path.join(self._sandbox_dir, "kernel")
             km.sandbox = {
                 "cwd": (self.resources or {}).get("metadata", {}).get("path") or os.getcwd(),
                 "writable": [self._sandbox_dir],
-                "hidden": self._course_folders(),
+                # the course directory, solutions/ and the course itself
+                "hidden": [root, source, os.path.dirname(source)],
             }
         return km
 
-    def _course_folders(self) -> list[str]:
-        """The course directory and the source notebooks' folder (with the hidden tests), also
-        when ``course-lib grade`` gives nbgrader a private copy of the course as its root."""
+    def _course_folders(self) -> tuple[str, str]:
+        """(nbgrader's course directory, the source folder with the hidden tests):
+        ``CourseDirectory``'s, under ``course-lib grade`` a private copy of the course as root and
+        the course's own ``solutions/``."""
         from nbgrader.coursedir import CourseDirectory
 
-        folders = [CourseDirectory(config=self.config).root]
-        source = self._source_folder(self.resources)
-        if source:  # <course>/solutions/<assignment>: hide solutions/ and the course itself
-            solutions = os.path.dirname(os.path.abspath(source))
-            folders += [solutions, os.path.dirname(solutions)]
-        return folders
+        coursedir = CourseDirectory(config=self.config)
+        source = os.path.join(coursedir.root, coursedir.source_directory)
+        return coursedir.root, os.path.abspath(source)
 
     # ------------------------------------------------------------------ verdict process
-    def _start_verdict(self, nb: NotebookNode, resources: Any) -> None:
+    def _start_verdict(self, nb: NotebookNode, source_nb: NotebookNode | None) -> None:
         """Start the verdict process; it runs the notebook's setup while the kernel starts."""
-        source_nb = self._source_notebook(resources)
         init = verdict_init(source_nb if source_nb is not None else nb)
         init["cells"] = [c.source if c.cell_type == "code" else "" for c in nb.cells]
         # the kernel's first line, before any student cell: the reference watch (refwatch)
@@ -162,25 +163,14 @@ class IsolatedExecute(Execute):
             env["TMPDIR"] = self._sandbox_dir
         self._verdict = VerdictProcess(init, env, self.scratch_directory or None)
 
-    def _source_folder(self, resources: Any) -> str:
-        """The assignment's source folder: ``source_directory`` (``course-lib grade`` sets it), or
-        under plain ``nbgrader autograde`` the course's own (``CourseDirectory``)."""
-        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment")
-        if self.source_directory or not assignment:
-            return self.source_directory
-        from nbgrader.coursedir import CourseDirectory
-
-        coursedir = CourseDirectory(config=self.config)
-        return os.path.join(coursedir.root, coursedir.source_directory, assignment)
-
-    def _source_notebook(self, resources: Any) -> NotebookNode | None:
+    def _source_notebook(self, resources: dict[str, Any]) -> NotebookNode | None:
         """The instructor's version of the notebook being graded, where it can be found."""
-        folder = self._source_folder(resources)
-        notebook = ((resources or {}).get("nbgrader") or {}).get("notebook")
-        path = os.path.join(folder, f"{notebook}.ipynb")
-        if not (folder and notebook and os.path.exists(path)):
+        info = resources.get("nbgrader") or {}
+        if not (info.get("assignment") and info.get("notebook")):
             return None
-        return nbformat.read(path, as_version=4)
+        notebook = f"{info['notebook']}.ipynb"
+        path = os.path.join(self._course_folders()[1], info["assignment"], notebook)
+        return nbformat.read(path, as_version=4) if os.path.isfile(path) else None
 
     # ------------------------------------------------------------------ cells
     def output(self, outs: list, msg: dict, display_id: Any, cell_index: int) -> Any:

@@ -184,10 +184,8 @@ class ApplyFindings(NbGraderPreprocessor):
     notebook, whose metadata keeps the findings (``course_lib.findings``)."""
 
     def preprocess(self, nb: NotebookNode, resources: Any) -> Any:
-        from course_lib.grading.execute import IsolatedExecute  # it imports this module
-
         info = resources["nbgrader"]
-        source = IsolatedExecute(config=self.config)._source_notebook(resources)
+        source = resources.get("source_notebook")  # IsolatedExecute's, of the same resources
         if source is None:
             self.log.warning("no source notebook for %s: findings not applied", info["notebook"])
             return nb, resources

@@ -207,7 +207,6 @@ def _autograde(task: GradeTask, root: Path, db_url: str, work: Path) -> dict:
     for limit, trait in LIMIT_TRAITS.items():
         c.IsolatedExecute[trait] = getattr(task.limits, limit)
     c.IsolatedExecute.isolate_tests = task.isolate
-    c.IsolatedExecute.source_directory = str(task.course.source_path / task.assignment)
     c.IsolatedExecute.scratch_directory = str(work)
     c.IsolatedExecute.kernel_user = task.kernel_user
     c.IsolatedExecute.shutdown_kernel = "immediate"  # nothing to save: no graceful wait
