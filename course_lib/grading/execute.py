@@ -38,7 +38,7 @@ from course_lib.grading.agent import BOOT
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
 from course_lib.grading.findings import named_error
 from course_lib.grading.notebook import ApplyFindings, is_test
-from course_lib.grading.sandbox import LimitedKernelManager, launcher_args, sandbox_folder
+from course_lib.grading.sandbox import LimitedKernelManager, kernel_account, sandbox_folder
 from course_lib.grading.static import verdict_init
 from course_lib.grading.verdict import INTERRUPT_GRACE, VerdictProcess
 
@@ -119,14 +119,15 @@ class IsolatedExecute(Execute):
 
     def create_kernel_manager(self) -> Any:
         km = super().create_kernel_manager()
-        km.launcher_args = launcher_args(
-            memory=self.memory_limit,
-            cpu=int(self.notebook_timeout) + 60,
-            fsize=self.file_size_limit,
-            user=None if self._sandbox_dir else self.kernel_user,
-            workdir=self.scratch_directory,
-            warn=self.log.warning,
-        )
+        user = None if self._sandbox_dir else kernel_account(self.kernel_user, self.log.warning)
+        km.launcher_options = {
+            "memory": self.memory_limit,
+            "cpu": int(self.notebook_timeout) + 60,
+            "fsize": self.file_size_limit,
+            "nproc": 4096,
+            "user": user,
+            "workdir": self.scratch_directory or None,
+        }
         if self._sandbox_dir is not None:
             root, source = self._course_folders()
             # no network in the sandbox: the kernel's ZeroMQ sockets are files in a shared folder

@@ -1,17 +1,17 @@
 """Start a student's kernel with resource limits (and, under root, as an unprivileged user).
 
-``python -m course_lib.grading.launcher [--memory B] [--cpu S] [--fsize B] [--nproc N]
-[--user NAME] [--workdir DIR] -- <kernel command>`` sets the limits (``setrlimit``: address
-space, CPU time, file size, processes of ``--user``; no core dumps), drops to ``--user`` when run
-as root (the connection file, a fresh home in ``--workdir`` and the working directory handed
-over first), then replaces itself with the kernel command (same process id, so the grader's
-interrupts and kills reach the kernel). docs/grading.md, "Tamper resistance", item 5.
-"""
+``python -m course_lib.grading.launcher OPTIONS -- <kernel command>``, ``OPTIONS`` a JSON object
+(``LimitedKernelManager.launcher_options``): ``memory``, ``cpu``, ``fsize``, ``nproc`` set the
+limits (``setrlimit``: address space, CPU time, file size, processes of ``user``; no core
+dumps); ``user``, when run as root, is the account to drop to (the connection file, a fresh home
+in ``workdir`` and the working directory handed over first). Then the launcher replaces itself
+with the kernel command (same process id, so the grader's interrupts and kills reach the
+kernel). docs/grading.md, "Tamper resistance", item 5."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import json
 import os
 import pwd
 import resource
@@ -29,24 +29,20 @@ def _set_limit(kind: int, value: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="course_lib.grading.launcher")
-    for option in ("--memory", "--cpu", "--fsize", "--nproc"):
-        parser.add_argument(option, type=int, default=None)
-    parser.add_argument("--user", default=None)
-    parser.add_argument("--workdir", default=None, help="scratch directory for the kernel's home")
-    parser.add_argument("command", nargs="+", help="the kernel command, after --")
-    opts = parser.parse_args(argv)
-    command = opts.command
+    args = sys.argv[1:] if argv is None else argv
+    options = json.loads(args[0])
+    command = args[args.index("--") + 1 :]
+    user = options.get("user")
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _set_limit(resource.RLIMIT_AS, opts.memory)
-    _set_limit(resource.RLIMIT_CPU, opts.cpu)
-    _set_limit(resource.RLIMIT_FSIZE, opts.fsize)
+    _set_limit(resource.RLIMIT_AS, options.get("memory"))
+    _set_limit(resource.RLIMIT_CPU, options.get("cpu"))
+    _set_limit(resource.RLIMIT_FSIZE, options.get("fsize"))
 
-    if opts.user and os.geteuid() == 0:
-        entry = pwd.getpwnam(opts.user)
+    if user and os.geteuid() == 0:
+        entry = pwd.getpwnam(user)
         uid, gid = entry.pw_uid, entry.pw_gid
-        home = tempfile.mkdtemp(prefix="kernel-home-", dir=opts.workdir)
+        home = tempfile.mkdtemp(prefix="kernel-home-", dir=options.get("workdir"))
         os.chown(home, uid, gid)
         if "-f" in command[:-1]:  # the connection file is private to the grader: a copy
             i = command.index("-f") + 1
@@ -60,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             IPYTHONDIR=os.path.join(home, ".ipython"),
             MPLCONFIGDIR=os.path.join(home, ".matplotlib"),
             JUPYTER_RUNTIME_DIR=os.path.join(home, "runtime"),
-            USER=opts.user,
-            LOGNAME=opts.user,
+            USER=user,
+            LOGNAME=user,
         )
-        _set_limit(resource.RLIMIT_NPROC, opts.nproc)
+        _set_limit(resource.RLIMIT_NPROC, options.get("nproc"))
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)

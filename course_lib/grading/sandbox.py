@@ -9,6 +9,7 @@ resistance", items 5 and 6.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import pwd
 import shutil
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Dict, List, Unicode
+from traitlets import Dict
 
 #: Top-level system folders the kernel may read (those that exist; symlinks are kept as links).
 SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -188,15 +189,16 @@ def sandboxed_command(
 
 
 class LimitedKernelManager(AsyncKernelManager):
-    """Starts the kernel through :mod:`course_lib.grading.launcher` with ``launcher_args``
-    (:func:`launcher_args`) and, when ``sandbox`` is set (:func:`sandboxed_command`'s ``cwd``,
+    """Starts the kernel through :mod:`course_lib.grading.launcher` with ``launcher_options``
+    (its limits, user and working folder) and, when ``sandbox`` is set (:func:`sandboxed_command`'s ``cwd``,
     ``writable`` and ``hidden``), inside bwrap; the one place the kernel command is built."""
 
-    launcher_args = List(Unicode())
+    launcher_options = Dict()
     sandbox = Dict()
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        launcher = [sys.executable, "-m", "course_lib.grading.launcher", *self.launcher_args]
+        options = json.dumps(self.launcher_options)
+        launcher = [sys.executable, "-m", "course_lib.grading.launcher", options]
         cmd = [*launcher, "--", *super().format_kernel_cmd(extra_arguments)]
         if not self.sandbox:
             return cmd
@@ -226,21 +228,16 @@ def sandbox_folder(mode: str, warn: Callable[[str], Any]) -> str | None:
     return tempfile.mkdtemp(prefix="cg-")
 
 
-def launcher_args(
-    *, memory: int, cpu: int, fsize: int, user: str | None, workdir: str, warn: Callable[[str], Any]
-) -> list[str]:
-    """The launcher's options. ``user``: the account the kernel runs as when the grader runs
-    as root (without the sandbox), if that account can run this Python (else ``warn`` says so
-    and the kernel stays root)."""
-    args = [f"--memory={memory}", f"--cpu={cpu}", f"--fsize={fsize}", "--nproc=4096"]
-    if user and os.geteuid() == 0:
-        if _user_can_run_python(user):
-            args.append(f"--user={user}")
-        else:
-            warn(f"kernel runs as root: user {user!r} cannot run {sys.executable}")
-    if workdir:
-        args.append(f"--workdir={workdir}")
-    return args
+def kernel_account(user: str, warn: Callable[[str], Any]) -> str | None:
+    """The account the kernel runs as when the grader runs as root (without the sandbox):
+    ``user`` if that account can run this Python, else None and ``warn`` says the kernel stays
+    root. None when the grader is not root."""
+    if not user or os.geteuid() != 0:
+        return None
+    if not _user_can_run_python(user):
+        warn(f"kernel runs as root: user {user!r} cannot run {sys.executable}")
+        return None
+    return user
 
 
 @functools.cache
