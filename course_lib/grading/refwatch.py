@@ -115,28 +115,27 @@ def _where(code: Any) -> str:
 
 def watch_table(
     exercises: Iterable[str], allow: Iterable[str] = (), handed_out: str = ""
-) -> dict[str, Any]:
+) -> dict[str, list[Any]]:
     """The fingerprints of the reference implementations of ``exercises`` (verdict side).
 
-    Returns ``{"prints": {fingerprint: [exercise, label, docstring, where, callee]},
-    "names": [[co_name, argcount], ...]}``. ``label`` names the reference function;
+    Returns ``{fingerprint: [exercise, label, docstring, where, callee, co_name, argcount]}``.
+    ``label`` names the reference function;
     ``docstring`` is what a compiled-again copy must carry to count (the class's for a method,
     else the function's; one the notebook ``handed_out`` proves nothing and is dropped);
     ``where`` (``"<file tail>:<first line>"``) is where the reference's own code is; ``callee``
     marks a library function the reference calls (it counts only when student code calls it);
-    ``allow``: dotted names of what the solution uses (never a callee).
-    ``names`` lets the kernel skip most code objects without hashing them.
+    ``allow``: dotted names of what the solution uses (never a callee). ``co_name`` and
+    ``argcount`` let the kernel skip most code objects without hashing them.
     """
     from course_lib.reference import EXERCISES
 
     allowed = _resolve(allow)
     prints: dict[str, list[Any]] = {}
-    names: set[tuple[str, int]] = set()
 
     def add(fn: Any, exercise: str, label: str, doc: str, callee: bool) -> None:
         code = fn.__code__
-        names.add((code.co_name, code.co_argcount))
-        entry = [exercise, label, "" if doc in handed_out else doc, _where(code), callee]
+        doc = "" if doc in handed_out else doc
+        entry = [exercise, label, doc, _where(code), callee, code.co_name, code.co_argcount]
         prints.setdefault(fingerprint(code), entry)
 
     for exercise in sorted(set(exercises)):
@@ -147,7 +146,7 @@ def watch_table(
             for callee_label, callee in _callees(fn, allowed):
                 callee_doc = (callee.__doc__ or "").strip()
                 add(callee, exercise, f"{callee_label} (called by {label})", callee_doc, True)
-    return {"prints": prints, "names": sorted(names)}
+    return prints
 
 
 # ------------------------------------------------------------------------------------------
@@ -240,7 +239,7 @@ def _make_hook(state: _State) -> Callable[[Any, str, Any], None]:
             entry = known[id(code)] = (code, _classify(state, code))
         if not entry[1]:
             return
-        exercise, label, doc, where, callee = entry[1]
+        exercise, label, doc, where, callee = entry[1][:5]
         caller = frame.f_back
         if callee and caller is not None and "/course_lib/" in caller.f_code.co_filename:
             return  # a helper the library calls (a fallback layer's), not the student
@@ -343,13 +342,13 @@ def watched(op: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def begin(table: dict[str, Any] | None) -> None:
+def begin(table: dict[str, list[Any]] | None) -> None:
     """Watch the calls of one test for the reference code in ``table`` (see watch_table)."""
     state = install()
-    prints = dict((table or {}).get("prints") or {})
-    if prints != state.table:
-        state.table = prints
-        state.names = {(str(n), int(a)) for n, a in (table or {}).get("names") or []}
+    table = table or {}
+    if table != state.table:
+        state.table = table
+        state.names = {(str(entry[5]), int(entry[6])) for entry in state.table.values()}
         state.known.clear()
     state.hits = []
     state.saved_thread_profile = getattr(threading, "_profile_hook", None)
@@ -369,9 +368,7 @@ def end() -> None:
 
 def report() -> dict[str, Any]:
     """Hits of the reference and reaches for the grader since the last report."""
-    state = _STATE
-    if state is None:
-        return {"hits": [], "notes": [], "watching": False}
-    out = {"hits": state.hits, "notes": state.notes, "watching": bool(state.table)}
+    state = install()
+    out = {"hits": state.hits, "notes": state.notes}
     state.hits, state.notes = [], []
     return out

@@ -115,7 +115,7 @@ class VerdictSession:
         self.allow = list(allow or [])
         self.cells = list(cells or [])
         self.handed_out = handed_out
-        self._tables: dict[str, dict[str, Any]] = {}
+        self._tables: dict[str, dict[str, list[Any]]] = {}
         self._streams: list[list[str]] = []  # [name, text] of the running test, in order
         self._sinks: dict[str, LimitedStream] = {}  # its stdout and stderr
         self.setup_errors: list[str] = []
@@ -150,7 +150,7 @@ class VerdictSession:
         except NameError:
             raise KeyError(name) from None
 
-    def _watch_for(self, grade_id: str | None) -> dict[str, Any]:
+    def _watch_for(self, grade_id: str | None) -> dict[str, list[Any]]:
         """Fingerprints of the reference code of the exercises ``grade_id`` tests."""
         names = sorted(n for n, tests in self.exercises.items() if grade_id in tests)
         if os.environ.get("COURSE_LIB_REFWATCH", "1") == "0":
