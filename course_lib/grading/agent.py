@@ -103,12 +103,11 @@ def serve(path: str, token: str, watch: dict[str, Any] | None = None) -> None:
     saved = sys.stdout, sys.stderr
     sys.stdout = LimitedStream(functools.partial(endpoint.send_stream, "stdout"), budget)
     sys.stderr = LimitedStream(functools.partial(endpoint.send_stream, "stderr"), budget)
-    refwatch.begin(watch)
     try:
-        endpoint.serve()
+        with refwatch.watching(watch):
+            endpoint.serve()
     except BaseException:
         endpoint.closed = True
         raise
     finally:
-        refwatch.end()
         sys.stdout, sys.stderr = saved

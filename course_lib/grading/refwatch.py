@@ -2,8 +2,8 @@
 
 In the verdict process, :func:`watch_table` gives the *fingerprints* of the reference code of
 some exercises. In the student's kernel, :func:`install` (before any student cell) keeps the
-primitives the watch needs and adds an audit hook for reaches for the grader; between
-:func:`begin` and :func:`end` a profile hook runs inside each operation :func:`watched` wraps
+primitives the watch needs and adds an audit hook for reaches for the grader; while
+:func:`watching` a test, a profile hook runs inside each operation :func:`watched` wraps
 and looks each new code object up once; :func:`report` gives the hits and notes. Design and
 threat model: docs/grading.md, "Tamper resistance: the design", item 2.
 """
@@ -174,7 +174,6 @@ class _State:
         self.hits: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
         self.noted: set[tuple[Any, Any]] = set()
-        self.saved_thread_profile: Any = None
         self.hook = _make_hook(self)
 
 
@@ -334,16 +333,13 @@ def paused() -> contextlib.AbstractContextManager[None]:
 def watched(op: Callable[..., Any]) -> Callable[..., Any]:
     """``op`` (an operation the agent serves: the student's code runs in it) with the profile
     hook on while it runs, and only then (the agent's own work stays at full speed)."""
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with _profiled(True):
-            return op(*args, **kwargs)
-
-    return run
+    return _profiled(True)(op)
 
 
-def begin(table: dict[str, list[Any]] | None) -> None:
-    """Watch the calls of one test for the reference code in ``table`` (see watch_table)."""
+@contextlib.contextmanager
+def watching(table: dict[str, list[Any]] | None) -> Iterator[None]:
+    """Watch the calls of one test for the reference code in ``table`` (see watch_table), on
+    this thread and on threads started meanwhile (not later)."""
     state = install()
     table = table or {}
     if table != state.table:
@@ -351,19 +347,16 @@ def begin(table: dict[str, list[Any]] | None) -> None:
         state.names = {(str(entry[5]), int(entry[6])) for entry in state.table.values()}
         state.known.clear()
     state.hits = []
-    state.saved_thread_profile = getattr(threading, "_profile_hook", None)
+    thread_profile = getattr(threading, "_profile_hook", None)
     state.active = True
     if state.table:
         state.thread_setprofile(state.hook)
-
-
-def end() -> None:
-    """Stop watching (threads started later are not watched)."""
-    state = _STATE
-    if state is not None and state.active:
+    try:
+        yield
+    finally:
         state.active = False
         if state.table:
-            state.thread_setprofile(state.saved_thread_profile)
+            state.thread_setprofile(thread_profile)
 
 
 def report() -> dict[str, Any]:
