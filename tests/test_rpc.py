@@ -189,6 +189,16 @@ def test_the_kernel_may_only_call_and_read_the_verdicts_objects():
     thread.join(5)
 
 
+def test_one_mirror_class_per_class_and_it_goes_back_as_the_kernels_class():
+    namespace = {"layer": Layer(np.eye(2)), "Layer": Layer, "is_layer": lambda c: c is Layer}
+    verdict, kernel, thread = _pair(namespace)
+    layer = verdict.request("getname", None, "layer")
+    assert verdict.request("getname", None, "is_layer")(type(layer)) is True
+    assert verdict.request("getname", None, "Layer") is type(layer)
+    verdict.request("done")
+    thread.join(5)
+
+
 def test_done_returns_the_serving_sides_report():
     verdict, kernel, thread = _pair({}, done_value={"hits": [{"label": "x"}]})
     assert verdict.request("done") == {"hits": [{"label": "x"}]}

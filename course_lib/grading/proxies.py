@@ -114,18 +114,14 @@ def _library_class(module: str, qualname: str) -> type | None:
 
 
 class ProxyFactory:
-    """Makes the proxies of the connection ``ep`` (its codec's ``make_proxy(handle, meta)``),
-    with one mirror class per class of the other side."""
+    """Makes the proxies of the connection ``ep`` (its codec's ``make_proxy(handle, meta)``,
+    which keeps one per handle: one mirror class per class of the other side)."""
 
     def __init__(self, ep: Endpoint) -> None:
         self.ep = ep
-        self.classes: dict[int, type] = {}
 
-    def mirror(self, meta: dict[str, Any]) -> type:
-        handle = int(meta["h"])
-        if handle in self.classes:
-            return self.classes[handle]
-        bases = tuple(self.mirror(b) for b in meta.get("bases") or [])
+    def mirror(self, handle: int, meta: dict[str, Any]) -> type:
+        bases = tuple(self.ep.codec.proxy(int(b["h"]), b) for b in meta.get("bases") or [])
         name = str(meta.get("name") or "RemoteClass")
         namespace = {
             "__module__": str(meta.get("module") or "__main__"),
@@ -141,18 +137,16 @@ class ProxyFactory:
             # stays the mirror (so check_own_implementation still sees where it comes from)
             namespace["__class__"] = property(lambda self, _real=real: _real)
         try:
-            cls = _RemoteMeta(name, bases or (_RemoteBase,), namespace)
+            return _RemoteMeta(name, bases or (_RemoteBase,), namespace)
         except TypeError:  # an MRO the mirror cannot reproduce
-            cls = _RemoteMeta(name, (_RemoteBase,), namespace)
-        self.classes[handle] = cls
-        return cls
+            return _RemoteMeta(name, (_RemoteBase,), namespace)
 
     def __call__(self, handle: int, meta: dict[str, Any]) -> Any:
         kind = meta.get("kind")
         if kind == "class":
-            return self.mirror(meta)
+            return self.mirror(handle, meta)
         if kind == "instance" and meta.get("cls"):
-            cls = self.mirror(meta["cls"])
+            cls = self.ep.codec.proxy(int(meta["cls"]["h"]), meta["cls"])
         else:  # functions, modules: a class named after the kind, in the object's module
             module = str(meta.get("module") or "__main__")
             cls = type(str(kind), (_RemoteBase,), {"__slots__": (), "__module__": module})

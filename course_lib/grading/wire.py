@@ -228,6 +228,13 @@ class Codec:
             meta["bases"] = [self._meta(b, depth + 1) for b in bases]
         return meta
 
+    def proxy(self, handle: int, meta: dict[str, Any]) -> Any:
+        """The one local stand-in for the other side's object ``handle`` (made on first use)."""
+        if handle not in self._proxies:
+            self._proxies[handle] = proxy = self._make_proxy(handle, meta)
+            self._proxy_handles[id(proxy)] = handle
+        return self._proxies[handle]
+
     def _entry(self, key: int) -> Any:
         entry = self.shared.get(key)
         value = entry[0] if entry is not None else None
@@ -365,10 +372,6 @@ class Codec:
             if int(data["h"]) not in self.objects:
                 raise ProtocolError(f"unknown handle {data['h']}")
             return self.objects[int(data["h"])]
-        if tag == "ref":  # the one local stand-in for the other side's object
-            handle, meta = int(data["h"]), dict(data.get("meta") or {})
-            if handle not in self._proxies:
-                self._proxies[handle] = proxy = self._make_proxy(handle, meta)
-                self._proxy_handles[id(proxy)] = handle
-            return self._proxies[handle]
+        if tag == "ref":
+            return self.proxy(int(data["h"]), dict(data.get("meta") or {}))
         raise ProtocolError(f"unknown value tag {tag!r}")
