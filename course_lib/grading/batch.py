@@ -216,7 +216,6 @@ class Batch:
                     assignment,
                     sorted(s for s, a in self.found if a == assignment),
                     self.options.jobs,
-                    forkserver_context(),
                 )
             self.log(f"feedback written in {time.monotonic() - self.started:.1f} s")
         gradebook.export_csv(self.course, self.db_url, self.output / "grades.csv")

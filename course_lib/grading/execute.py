@@ -32,12 +32,12 @@ from nbgrader.preprocessors import (
     LimitOutput,
     SaveAutoGrades,
 )
-from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets import Bool, Enum, Float, Integer, Unicode, default
 
 from course_lib.grading.agent import BOOT
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
 from course_lib.grading.findings import named_error
-from course_lib.grading.notebook import ApplyFindings, is_test
+from course_lib.grading.notebook import ApplyFindings, grade_id, is_test
 from course_lib.grading.sandbox import LimitedKernelManager, kernel_account, sandbox_folder
 from course_lib.grading.static import verdict_init
 from course_lib.grading.verdict import INTERRUPT_GRACE, VerdictProcess
@@ -84,7 +84,8 @@ class IsolatedExecute(Execute):
     max_output_chars = Integer(_LIMITS.max_output_chars, help="Kept per cell.").tag(config=True)
     isolate_tests = Bool(True, help="Test cells in the verdict process.").tag(config=True)
     scratch_directory = Unicode("", help="Scratch space for kernel homes.").tag(config=True)
-    sandbox = Unicode(
+    sandbox = Enum(
+        ("auto", "bwrap", "off"),
         os.environ.get("COURSE_LIB_SANDBOX", "auto"),
         help="'auto': run kernels in a bubblewrap sandbox where bwrap can run, else with limits "
         "only (logged); 'bwrap': require the sandbox; 'off': limits only.",
@@ -275,8 +276,7 @@ class IsolatedExecute(Execute):
         assert self._verdict is not None and self.km is not None and self.kc is not None
         timeout = float(self._get_timeout(cell) or 300)
         timeout = max(1.0, min(timeout, self._deadline - time.monotonic()))
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        serve = {"cmd": "serve", "kernel_starts": self._restarts, "grade_id": grade_id}
+        serve = {"cmd": "serve", "kernel_starts": self._restarts, "grade_id": grade_id(cell)}
         answer = await asyncio.to_thread(self._verdict.call, serve)
         if self._verdict.setup_errors is None:
             raise RuntimeError(f"the verdict process did not start: {answer}")

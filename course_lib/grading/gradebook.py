@@ -10,12 +10,11 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import nbformat
 
 from course_lib.grading.course import CourseConfig
-from course_lib.grading.tasks import NotebookResult, TaskResult
+from course_lib.grading.tasks import NotebookResult, TaskResult, forkserver_context
 from course_lib.release import generate
 
 
@@ -137,16 +136,15 @@ def feedback(
     assignment: str,
     students: list[str],
     jobs: int,
-    context: Any = None,
 ) -> list[str]:
-    """Feedback HTML for ``students`` of ``assignment``, over ``jobs`` processes of the
-    multiprocessing ``context``; one problem per student whose feedback was not written."""
+    """Feedback HTML for ``students`` of ``assignment``, over ``jobs`` processes of the fork
+    server (:func:`forkserver_context`); one problem per student whose feedback was not written."""
     chunks = [c for c in (students[i :: max(1, jobs)] for i in range(max(1, jobs))) if c]
     for student in students:
         shutil.rmtree(output / "feedback" / student / assignment, ignore_errors=True)
     everyone = [p.name for p in (output / "autograded").iterdir() if p.is_dir()]
     logs: list[str] = []
-    with ProcessPoolExecutor(max(1, len(chunks)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max(1, len(chunks)), mp_context=forkserver_context()) as pool:
         futures = [  # each process leaves out the other chunks and the students not regraded
             pool.submit(_feedback_chunk, course, output, db_url, assignment, leave_out)
             for leave_out in ([s for s in everyone if s not in chunk] for chunk in chunks)
