@@ -65,19 +65,17 @@ def _getname(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
 def _gradcheck(obj: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     from course_lib.gradcheck import replay
 
-    plan = args[0]
-    if plan.get("step") == "out":  # one forward pass, watched like a direct call
-        return replay(obj, plan)
-    with refwatch.paused():  # the bulk evaluations: see refwatch.paused
+    plan = args[0]  # its first forward pass ("out") watched like a direct call, not the bulk
+    with refwatch.profiled(watch=plan.get("step") == "out"):
         return replay(obj, plan)
 
 
 #: What the verdict process may do in the kernel: the object protocol on the student's objects,
 #: look up a name of the notebook, replay a gradient check's evaluations.
 KERNEL_OPS = {
-    **{name: refwatch.watched(op) for name, op in OBJECT_OPS.items()},
+    **{name: refwatch.profiled(True)(op) for name, op in OBJECT_OPS.items()},
     "getname": _getname,
-    "gradcheck": refwatch.watched(_gradcheck),
+    "gradcheck": refwatch.profiled(True)(_gradcheck),
 }
 
 

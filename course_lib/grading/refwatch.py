@@ -3,8 +3,8 @@
 In the verdict process, :func:`watch_table` gives the *fingerprints* of the reference code of
 some exercises. In the student's kernel, :func:`install` (before any student cell) keeps the
 primitives the watch needs and adds an audit hook for reaches for the grader; while
-:func:`watching` a test, a profile hook runs inside each operation :func:`watched` wraps
-and looks each new code object up once; :func:`report` gives the hits and notes. Design and
+:func:`watching` a test, a profile hook runs inside each operation the agent wraps in
+:func:`profiled` and looks each new code object up once; :func:`report` gives the hits and notes. Design and
 threat model: docs/grading.md, "Tamper resistance: the design", item 2.
 """
 
@@ -163,7 +163,7 @@ class _State:
         bootstrap = getattr(threading.Thread, "_bootstrap_inner", None)
         self.bootstrap_code = getattr(bootstrap, "__code__", None)
         # the code that may call sys.setprofile and connect to the grader's socket unreported
-        self.own_codes = {id(connect.__code__), id(_profiled.__wrapped__.__code__)}
+        self.own_codes = {id(connect.__code__), id(profiled.__wrapped__.__code__)}
         self.active = False
         self.in_audit = False
         self.table: dict[str, list[Any]] = {}
@@ -304,9 +304,14 @@ def connect(sock: Any, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _profiled(watch: bool) -> Iterator[None]:
+def profiled(watch: bool) -> Iterator[None]:
     """While a test with reference code to watch for is served: the watch's hook (``watch``)
-    or none as this thread's profile hook; a hook the student's code removed is noted."""
+    or none as this thread's profile hook; a hook the student's code removed is noted.
+
+    The agent wraps each operation that runs the student's code in ``profiled(True)`` (as a
+    decorator: the hook is on only then, the agent's own work stays at full speed), and the
+    bulk evaluations of a numerical gradient check in ``profiled(False)`` (they repeat the
+    calls the test made directly, and the hook makes Python code about 4x slower)."""
     state = _STATE
     if state is None or not state.active or not state.table:
         yield
@@ -322,18 +327,6 @@ def _profiled(watch: bool) -> Iterator[None]:
             if not any("profile hook" in n["message"] for n in state.notes):
                 state.notes.append({"kind": "grader", "message": message, "file": "?", "line": 0})
         state.setprofile(previous)
-
-
-def paused() -> contextlib.AbstractContextManager[None]:
-    """Stop watching for a while (the bulk evaluations of a numerical gradient check: they
-    repeat the calls the test made directly, and the hook makes Python code about 4x slower)."""
-    return _profiled(False)
-
-
-def watched(op: Callable[..., Any]) -> Callable[..., Any]:
-    """``op`` (an operation the agent serves: the student's code runs in it) with the profile
-    hook on while it runs, and only then (the agent's own work stays at full speed)."""
-    return _profiled(True)(op)
 
 
 @contextlib.contextmanager
