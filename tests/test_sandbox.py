@@ -12,9 +12,11 @@ the grader says so once and grades with resource limits only.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -357,3 +359,43 @@ def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp
     assert verdict.setup_errors is not None and len(verdict.setup_errors) == 1
     assert "ModuleNotFoundError" in verdict.setup_errors[0], verdict.setup_errors
     assert verdict.process.exitcode == 0
+
+
+@needs_bwrap
+def test_an_interrupt_reaches_the_sandboxed_kernel_and_leaves_it_running():
+    """A timed-out test or cell interrupts the kernel: inside bwrap through a control message
+    (SIGINT to the kernel's process group from outside would end bwrap, and the sandbox with the
+    kernel in it, so every interrupt used to cost a restart and the kernel's state)."""
+    asyncio.run(_interrupt_a_sandboxed_kernel())
+
+
+async def _interrupt_a_sandboxed_kernel() -> None:
+    folder = sandbox.sandbox_folder("bwrap", print)
+    assert folder is not None
+    km = sandbox.LimitedKernelManager(transport="ipc", ip=os.path.join(folder, "kernel"))
+    km.sandbox = {"cwd": folder, "writable": [folder], "hidden": []}
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        assert (await _reply(kc, kc.execute("x = 41")))["status"] == "ok"
+        looping = kc.execute("while True:\n    pass")
+        await asyncio.sleep(2)
+        await km.interrupt_kernel()
+        assert (await _reply(kc, looping))["ename"] == "KeyboardInterrupt"
+        assert await km.is_alive()
+        answer = await _reply(kc, kc.execute("", user_expressions={"y": "x + 1"}))
+        assert answer["user_expressions"]["y"]["data"]["text/plain"] == "42"
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _reply(kc, msg_id: str) -> dict:
+    """The content of the kernel's reply to ``msg_id`` (within 30 s)."""
+    while True:
+        reply = await kc.get_shell_msg(timeout=30)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]

@@ -190,8 +190,9 @@ def sandboxed_command(
 
 class LimitedKernelManager(AsyncKernelManager):
     """Starts the kernel through :mod:`course_lib.grading.launcher` with ``launcher_options``
-    (its limits, user and working folder) and, when ``sandbox`` is set (:func:`sandboxed_command`'s ``cwd``,
-    ``writable`` and ``hidden``), inside bwrap; the one place the kernel command is built."""
+    (its limits, user and working folder) and, when ``sandbox`` is set
+    (:func:`sandboxed_command`'s ``cwd``, ``writable`` and ``hidden``), inside bwrap; the one
+    place the kernel command is built."""
 
     launcher_options = Dict()
     sandbox = Dict()
@@ -205,6 +206,9 @@ class LimitedKernelManager(AsyncKernelManager):
         wrapped = sandboxed_command(cmd, read_only=[self.connection_file], **self.sandbox)
         if wrapped is None:  # bwrap stopped working since the probe
             raise RuntimeError(probe().describe())
+        # interrupt with a control message, which the kernel answers with SIGINT to itself: a
+        # signal sent from outside reaches bwrap first, which ends the sandbox and the kernel
+        self.kernel_spec.interrupt_mode = "message"
         return wrapped
 
 
