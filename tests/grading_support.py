@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.grading.course import load_course_config, nbgrader_environment
+from course_lib.grading.course import load_course, nbgrader_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_CONFIG = REPO_ROOT / "graders" / "nbgrader_config.py"
@@ -49,7 +49,7 @@ NBGRADER_TIMEOUT = 1800
 
 def chapter_ids() -> list[str]:
     """Registered assignments whose source notebook exists in the repository's solutions/."""
-    return load_course_config(REPO_ROOT).available_assignments()
+    return load_course(REPO_ROOT).available_assignments()
 
 
 def find_data_dir() -> Path | None:
@@ -413,7 +413,7 @@ class CourseDir:
         if with_chapters and (REPO_ROOT / "chapters").is_dir():
             shutil.copytree(REPO_ROOT / "chapters", course.root / "chapters")
         if register is None:
-            registered = load_course_config(REPO_ROOT).assignments
+            registered = load_course(REPO_ROOT).assignments
             register = [*registered, *(a for a in notebooks or {} if a not in registered)]
         course.append_config(f"c.CourseLib.assignments = {list(register)!r}")
         return course

@@ -36,7 +36,7 @@ from grading_support import (
     squash,
 )
 
-from course_lib.grading.course import load_course_config, nbgrader_environment
+from course_lib.grading.course import load_course, nbgrader_environment
 from course_lib.release import generate_assignments
 
 CHAPTERS = chapter_ids()
@@ -69,7 +69,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("cli")
     course = CourseDir.create(tmp / "course", from_repo=CHAPTERS)
     released = tmp / "released"
-    generate_assignments(load_course_config(course.root), CHAPTERS, released)
+    generate_assignments(load_course(course.root), CHAPTERS, released)
     subs, out = tmp / "submitted", tmp / "out"
     for chapter in CHAPTERS:
         folder = subs / "released" / chapter

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from course_lib.grading.batch import GradeOptions, grade_batch
-from course_lib.grading.course import load_course_config
+from course_lib.grading.course import load_course
 from course_lib.release import generate_assignments
 
 pytestmark = [pytest.mark.grading, pytest.mark.timeout(1200)]
@@ -411,7 +411,7 @@ def corpus(tmp_path_factory):
     if not SOURCE.exists():
         pytest.skip(f"{SOURCE} not written yet")
     tmp = tmp_path_factory.mktemp("corpus")
-    config = load_course_config(REPO)
+    config = load_course(REPO)
     generate_assignments(config, [A], tmp / "release")
     student = nbformat.read(str(tmp / "release" / A / f"{A}.ipynb"), as_version=4)
     solution = nbformat.read(str(SOURCE), as_version=4)

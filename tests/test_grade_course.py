@@ -20,7 +20,6 @@ from course_lib.grading.course import (
     Limits,
     ReleaseError,
     load_course,
-    load_course_config,
     normalize_db_url,
 )
 from course_lib.grading.execute import IsolatedExecute
@@ -51,7 +50,7 @@ def test_limits_and_course_id_come_from_the_config(course: CourseDir) -> None:
         "c.IsolatedExecute.memory_limit = 2 * 1024**3",
         'c.CourseDirectory.db_url = "postgres://grader@db/dlfs"',
     )
-    config = load_course_config(course.root)
+    config = load_course(course.root)
     assert config.course_id == "dlfs"
     assert config.limits == Limits(cell_timeout=30, memory=2 * 1024**3)
     assert config.db_url.startswith("postgresql")  # one normalisation, at parse time
@@ -61,7 +60,7 @@ def test_limits_and_course_id_come_from_the_config(course: CourseDir) -> None:
 
 
 def test_nbgrader_config_is_a_fresh_copy(course: CourseDir, tmp_path: Path) -> None:
-    config = load_course_config(course.root)
+    config = load_course(course.root)
     c = config.nbgrader_config(tmp_path / "private", "sqlite:///x.db")
     assert c.CourseDirectory.root == str(tmp_path / "private")
     assert c.CourseDirectory.course_id == DEFAULT_COURSE_ID
@@ -71,11 +70,11 @@ def test_nbgrader_config_is_a_fresh_copy(course: CourseDir, tmp_path: Path) -> N
 
 
 def test_bad_configurations_are_refused(course: CourseDir, tmp_path: Path) -> None:
-    with pytest.raises(ReleaseError, match="not a course root"):
-        load_course_config(tmp_path)
+    with pytest.raises(ReleaseError, match=r"no graders/nbgrader_config\.py found"):
+        load_course(tmp_path)
     course.append_config('c.CourseLib.assignments = "ch01"')
     with pytest.raises(ReleaseError, match="must be a list"):
-        load_course_config(course.root)
+        load_course(course.root)
 
 
 def test_isolated_execute_defaults_are_the_limits() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.grading.course import load_course_config
+from course_lib.grading.course import load_course
 from course_lib.release import generate_assignments
 
 pytestmark = [pytest.mark.grading, pytest.mark.timeout(1800)]
@@ -290,7 +290,7 @@ def graded(tmp_path_factory):
     if not SOURCE.exists():
         pytest.skip(f"{SOURCE} not written yet")
     tmp = tmp_path_factory.mktemp("fairness")
-    generate_assignments(load_course_config(REPO), [A], tmp / "release")
+    generate_assignments(load_course(REPO), [A], tmp / "release")
     student = nbformat.read(str(tmp / "release" / A / f"{A}.ipynb"), as_version=4)
     solution = nbformat.read(str(SOURCE), as_version=4)
     cases = build(solution, student)

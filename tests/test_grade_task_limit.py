@@ -14,7 +14,7 @@ import pytest
 from grading_support import CourseDir, synthetic_notebook
 
 from course_lib.grading import gradebook
-from course_lib.grading.course import Limits, load_course_config
+from course_lib.grading.course import Limits, load_course
 from course_lib.grading.tasks import GradeTask, run_task
 
 pytestmark = pytest.mark.grading
@@ -44,7 +44,7 @@ def test_task_past_its_limit_is_killed_with_its_processes(
 ) -> None:
     monkeypatch.setenv("COURSE_LIB_GRADE_FORKSERVER", forkserver)
     course = CourseDir.create(tmp_path / "course", notebooks={A: synthetic_notebook()})
-    config = load_course_config(course.root)
+    config = load_course(course.root)
     template = gradebook.prepare(config, tmp_path / "out", course.db_url, [A], tmp_path / "work")
     submitted = synthetic_notebook()
     submitted.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(600)"))

@@ -104,9 +104,9 @@ def _validation_course(root: Path, chapters: list[str], scratch: Path) -> Path:
     """
     from nbgrader.preprocessors import ClearHiddenTests
 
-    from course_lib.grading.course import load_course_config
+    from course_lib.grading.course import load_course
 
-    config = load_course_config(root)
+    config = load_course(root)
     course = scratch / "course"
     (course / "graders").mkdir(parents=True)
     shutil.copy2(config.config_path, course / "graders" / config.config_path.name)

@@ -113,26 +113,18 @@ def has_notebook(folder: Path) -> bool:
 
 def load_course(start: str | os.PathLike[str] | None = None) -> CourseConfig:
     """The course whose root is the nearest directory at or above ``start`` (default: cwd)
-    holding the nbgrader config, parsed once; ``ReleaseError`` when there is none."""
-    here = Path(start if start is not None else os.getcwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_RELATIVE_PATH).is_file():
-            return load_course_config(candidate)
-    raise ReleaseError(
-        f"no {CONFIG_RELATIVE_PATH} found in {here} or any parent directory; "
-        "run this command inside the course repository or pass --course-root"
-    )
-
-
-def load_course_config(root: str | os.PathLike[str]) -> CourseConfig:
-    """Read ``<root>/graders/nbgrader_config.py`` the way nbgrader does (traitlets); a
-    configuration the grader cannot use raises ``ReleaseError``."""
+    holding ``graders/nbgrader_config.py``, its configuration read once the way nbgrader reads
+    it (traitlets); ``ReleaseError`` when there is none or the grader cannot use it."""
     from traitlets.config.loader import PyFileConfigLoader
 
-    root = Path(root).resolve()
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    root = next((d for d in (here, *here.parents) if (d / CONFIG_RELATIVE_PATH).is_file()), None)
+    if root is None:
+        raise ReleaseError(
+            f"no {CONFIG_RELATIVE_PATH} found in {here} or any parent directory; "
+            "run this command inside the course repository or pass --course-root"
+        )
     config_path = root / CONFIG_RELATIVE_PATH
-    if not config_path.is_file():
-        raise ReleaseError(f"{config_path} does not exist: {root} is not a course root")
     try:
         cfg = PyFileConfigLoader(config_path.name, path=str(config_path.parent)).load_config()
     except Exception as exc:
