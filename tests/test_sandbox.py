@@ -317,6 +317,31 @@ def test_without_bwrap_the_grader_says_so_once_and_grades(synthetic_course, tmp_
         assert summary["students"][student][SYNTHETIC_ID]["score"] == 3.0
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or sandbox.kernel_account("nobody", print) is None,
+    reason="needs root and a Python the account nobody can run",
+)
+@pytest.mark.grading
+def test_without_the_sandbox_under_root_the_kernel_runs_as_nobody_and_grades(
+    synthetic_course, tmp_path
+):
+    """The fallback where bwrap cannot run (a container without user namespaces): the kernel
+    drops to the kernel account and still reaches its notebook and its private home (the task's
+    scratch folder used to be closed to it: every kernel died before it started)."""
+    course = synthetic_course
+    source = course.root / "solutions" / SYNTHETIC_ID / f"{SYNTHETIC_ID}.ipynb"
+    solution = nbformat.read(str(source), as_version=4)
+    mine = tmp_path / "submitted" / "alice" / SYNTHETIC_ID / source.name
+    mine.parent.mkdir(parents=True)
+    nbformat.write(attacker_notebook(solution, "import os\nprint('uid:', os.getuid())"), str(mine))
+    run = grade_cli(mine.parents[2], tmp_path / "out", course, {"COURSE_LIB_SANDBOX": "off"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["students"]["alice"][SYNTHETIC_ID]["score"] == 3.0, summary
+    graded = tmp_path / "out" / "autograded" / "alice" / SYNTHETIC_ID / source.name
+    assert "uid: 65534" in submission_text(nbformat.read(str(graded), as_version=4))
+
+
 @pytest.mark.parametrize("threads", [1, 2], ids=["forked", "spawned"])
 def test_the_verdict_process_finds_no_module_where_a_student_could_plant_one(tmp_path, threads):
     """The verdict process is a fork of the grader (no fresh ``python -I``): its ``sys.path``

@@ -28,7 +28,7 @@ def _set_limit(kind: int, value: int | None) -> None:
     resource.setrlimit(kind, (limit, limit))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     options = json.loads(args[0])
     command = args[args.index("--") + 1 :]
@@ -68,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    os.execvp(command[0], command)
-    return 127  # pragma: no cover
+    os.execvp(command[0], command)  # never returns (OSError when the command cannot run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -258,12 +258,6 @@ def _task_main(task: GradeTask, scratch: str, env: dict[str, str]) -> None:
     os._exit(0)  # no interpreter shutdown: it could wait for a library's lingering thread
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m course_lib.grading.tasks SCRATCH``: the task :func:`run_task` pickled there."""
-    scratch = (sys.argv[1:] if argv is None else argv)[0]
-    _task_main(*pickle.loads(Path(scratch, "task.pickle").read_bytes()))
-
-
 # ----------------------------------------------------------------------------------------------
 # running a task in a process of its own
 
@@ -286,6 +280,7 @@ def run_task(task: GradeTask) -> TaskResult:
     ``task.seconds_allowed``; never raises (a crash or a timeout is a failed result)."""
     started, limit = time.monotonic(), task.seconds_allowed
     scratch = tempfile.mkdtemp(prefix="course-grade-task-")
+    os.chmod(scratch, 0o711)  # under root, the kernel account passes through to its notebook
     result_path, log_path = Path(scratch, "result.json"), Path(scratch, "worker.log")
     env = {**nbgrader_environment(), "MPLBACKEND": "Agg", **task.env}
     env.update(dict.fromkeys(_THREAD_VARS, "1"))
@@ -360,5 +355,5 @@ def kill_tree(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m course_lib.grading.tasks SCRATCH: the task pickled there
+    _task_main(*pickle.loads(Path(sys.argv[1], "task.pickle").read_bytes()))
