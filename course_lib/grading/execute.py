@@ -32,7 +32,7 @@ from nbgrader.preprocessors import (
     LimitOutput,
     SaveAutoGrades,
 )
-from traitlets import Bool, Enum, Float, Integer, Unicode, default
+from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from course_lib.grading.agent import BOOT
 from course_lib.grading.course import DEFAULT_KERNEL_USER, Limits
@@ -75,6 +75,9 @@ def _error(ename: str, evalue: str) -> NotebookNode:
 class IsolatedExecute(Execute):
     """See the module docstring; the CPU-time limit is ``notebook_timeout`` + 60 s."""
 
+    timeout = Integer(_LIMITS.cell_timeout, allow_none=True, help="Seconds per cell.").tag(
+        config=True
+    )
     memory_limit = Integer(_LIMITS.memory, help="Kernel address space, bytes.").tag(config=True)
     file_size_limit = Integer(_LIMITS.file_size, help="Largest file, bytes.").tag(config=True)
     kernel_user = Unicode(DEFAULT_KERNEL_USER, help="Kernel account under root.").tag(config=True)
@@ -90,10 +93,6 @@ class IsolatedExecute(Execute):
         help="'auto': run kernels in a bubblewrap sandbox where bwrap can run, else with limits "
         "only (logged); 'bwrap': require the sandbox; 'off': limits only.",
     ).tag(config=True)
-
-    @default("timeout")
-    def _timeout_default(self) -> int:
-        return _LIMITS.cell_timeout
 
     # ------------------------------------------------------------------ lifecycle
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> Any:

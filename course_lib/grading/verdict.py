@@ -304,8 +304,7 @@ def _error_output(exc: BaseException) -> dict[str, Any]:
         for f in traceback.extract_tb(exc.__traceback__)
         if not f.filename.replace(os.sep, "/").endswith(_INTERNAL_FILES)
     ]
-    lines = ["Traceback (most recent call last):\n"]
-    lines += traceback.format_list(frames)
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     remote_tb = getattr(exc, "remote_traceback", "")
     if remote_tb:
         lines.append("In your code (run in your kernel):\n")
