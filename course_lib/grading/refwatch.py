@@ -63,8 +63,8 @@ def fingerprint(code: Any, depth: int = 0) -> str:
             arg = _const_key(ins.argval, depth)
         else:
             arg = ins.argval if isinstance(ins.argval, (str, int, type(None))) else ins.argrepr
-        pos = ins.positions  # (its fields None where the compiler gave none)
-        where = (None if pos.lineno is None else pos.lineno - first, pos.col_offset)
+        pos = getattr(ins, "positions", None)  # None before Python 3.11 (then not hashed)
+        where = (pos.lineno - first, pos.col_offset) if pos and pos.lineno is not None else None
         h.update(repr((_SAME_AS.get(ins.opname, ins.opname), arg, where)).encode() + b"\x00")
     return h.hexdigest()
 
