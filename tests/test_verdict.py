@@ -188,3 +188,16 @@ def test_in_place_changes_the_kernel_makes_to_a_tests_arrays_come_back(kernel, s
     error = next(o for o in result["outputs"] if o["output_type"] == "error")
     assert error["ename"] == "AssertionError", result
     assert "network.params['W1'][0, 0]: changed" in error["evalue"], error
+
+
+def test_a_students_error_shows_their_code_and_none_of_the_graders(kernel, session):
+    run_in_kernel(
+        kernel[1],
+        OWN_RELU + "\n    def forward(self, x):\n        raise ValueError('my own mistake')\n",
+    )
+    result = run_test(kernel, session, TEST, 60, "relu-tests")
+    error = next(o for o in result["outputs"] if o["output_type"] == "error")
+    text = "".join(error["traceback"])
+    assert error["ename"] == "ValueError" and "raise ValueError('my own mistake')" in text, text
+    for internal in ("course_lib/grading/", "contextlib.py", "codec.encode", "lambda o, a, k"):
+        assert internal not in text, text

@@ -39,7 +39,7 @@ from course_lib.grading.agent import MAX_STREAM_CHARS, LimitedStream
 from course_lib.grading.findings import named_error, report_outputs
 from course_lib.grading.proxies import TestNamespace
 from course_lib.grading.rpc import READ_ONLY_OPS, Endpoint
-from course_lib.grading.wire import ProtocolError, RemoteTimeout
+from course_lib.grading.wire import ProtocolError, RemoteTimeout, grader_frame
 
 #: Seconds to wait for a kernel to come back after an interrupt.
 INTERRUPT_GRACE = 20.0
@@ -293,27 +293,14 @@ def _raise_timeout(signum: int, frame: Any) -> None:
     raise CellTimeout()
 
 
-_INTERNAL_FILES = ("course_lib/grading/rpc.py", "course_lib/grading/verdict.py")
-
-
 def _error_output(exc: BaseException) -> dict[str, Any]:
     ename = type(exc).__name__  # a RemoteError's subclass has the name of the kernel's type
     evalue = str(exc)
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.replace(os.sep, "/").endswith(_INTERNAL_FILES)
-    ]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not grader_frame(f)]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     remote_tb = getattr(exc, "remote_traceback", "")
     if remote_tb:
-        lines.append("In your code (run in your kernel):\n")
-        kept = [
-            line
-            for line in remote_tb.splitlines(keepends=True)
-            if "course_lib/grading/" not in line
-        ]
-        lines += kept[-40:]
+        lines += ["In your code (run in your kernel):\n", *remote_tb.splitlines(True)[-40:]]
     lines.append(f"\x1b[0;31m{ename}\x1b[0m: {evalue}")
     return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
 

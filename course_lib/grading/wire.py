@@ -68,12 +68,25 @@ def exception_from_wire(info: dict[str, Any]) -> BaseException:
     return exc
 
 
+def grader_frame(frame: traceback.FrameSummary) -> bool:
+    """A frame of the grader (its package, or the ``contextlib`` decorator it runs the student's
+    code in), left out of the tracebacks students see."""
+    name = frame.filename.replace("\\", "/")
+    return "/course_lib/grading/" in name or name.endswith("/contextlib.py")
+
+
 def exception_to_wire(exc: BaseException) -> dict[str, Any]:
     try:
         message = str(exc)
     except Exception:
         message = f"<{type(exc).__name__} whose message cannot be printed>"
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    shown = link = traceback.TracebackException.from_exception(exc)
+    while link is not None:  # the exception and those it was chained to
+        link.stack = traceback.StackSummary.from_list(
+            [f for f in link.stack if not grader_frame(f)]
+        )
+        link = link.__cause__ or link.__context__
+    tb = "".join(shown.format())
     name = type(exc).__name__  # a RemoteError's: the other side's type's (see above)
     module = "remote" if isinstance(exc, RemoteError) else type(exc).__module__
     return {"type": name, "module": str(module), "msg": message[:20000], "tb": tb[-20000:]}
